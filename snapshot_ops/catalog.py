@@ -1,0 +1,419 @@
+"""All SQL the job runs: the candidates, the lock + re-check + mark protocol, its own tables.
+
+The application's tables are read as they are (reflected, names configurable); the only
+column ever written is `"SnapshotFiles"."deletedAt"`. Everything else the job keeps lives
+in tables of its own, in a schema of its own on PostgreSQL (a name prefix on SQLite):
+
+- `cleanup_runs`: one row per run, with the seed's `runAt`, `deletedCount` and `errors`.
+- `pending_deletes`: the journal of rows marked deleted whose object may still exist.
+
+The protocol (see `mark_batch`): a row is marked and journaled in one transaction that
+first locks it and then re-checks its linkage; only after that commit is the object deleted,
+and its journal entry is removed once the store confirms it is gone. A crash anywhere
+leaves either a live row with its object, or a marked row with a journal entry that the
+next run finishes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from snapshot_ops.errors import ConfigError, SchemaError
+from snapshot_ops.rules import TEMPORARY_TYPE
+from snapshot_ops.storage.base import RefusedKey, check_key
+
+#: Columns of the application's tables that the job reads (and, for deletedAt, writes).
+SNAPSHOT_COLUMNS = ("fileId", "snapshotType", "storageKey", "sizeBytes", "createdAt", "deletedAt")
+ATTACHMENT_COLUMNS = ("fileId",)
+
+#: How many error messages a run keeps in its log row; all are counted.
+MAX_STORED_ERRORS = 200
+
+
+def database_url(raw: str) -> URL:
+    """Parse a SQLAlchemy URL, mapping plain `postgresql://` to the installed psycopg2 driver.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which is not installed (and
+    dagster-postgres cannot use it), so a URL as a user types it is pinned to psycopg2.
+    """
+    try:
+        url = make_url(raw)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(
+            f"SNAPSHOT_OPS_DATABASE_URL is not a database URL: {exc}. "
+            "Expected e.g. postgresql://user@host:5432/db or sqlite:////path/app.db"
+        ) from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(
+            f"unsupported database {url.get_backend_name()!r}: use PostgreSQL or SQLite"
+        )
+    return url
+
+
+def make_engine(raw_url: str) -> Engine:
+    """An engine for the application database, set up for the locking protocol."""
+    url = database_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        # pysqlite's own transaction handling defers BEGIN and never takes the write lock
+        # up front; BEGIN IMMEDIATE makes each batch's select + mark one atomic unit.
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_transactions(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    file_id: str
+    storage_key: str
+    size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class CandidateSummary:
+    """Read-only figures about what a run would delete and keep."""
+
+    candidates: int
+    known_bytes: int
+    unknown_size: int
+    kept_linked: int  # expired parse-session snapshots kept because an order links them
+
+
+@dataclass(frozen=True)
+class MarkedBatch:
+    marked: list[Candidate]
+    attached_meanwhile: list[str]  # passed the first check, linked at the re-check
+    refused: list[tuple[Candidate, str]]  # unsafe keys: left live, reported
+    cursor: tuple[Any, Any] | None  # keyset position after this batch; None when done
+
+
+@dataclass(frozen=True)
+class PendingDelete:
+    file_id: str
+    storage_key: str
+    size_bytes: int | None
+    attempts: int
+
+
+class Catalog:
+    """The application's tables (reflected) and the job's own tables, on one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        snapshot_files_table: str = "SnapshotFiles",
+        order_attachments_table: str = "OrderAttachments",
+        app_schema: str | None = None,
+        ops_schema: str = "snapshot_ops",
+    ) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        app = sa.MetaData()
+        self.files = _reflect(engine, app, snapshot_files_table, app_schema, SNAPSHOT_COLUMNS)
+        self.attachments = _reflect(
+            engine, app, order_attachments_table, app_schema, ATTACHMENT_COLUMNS
+        )
+        if self.is_sqlite:  # SQLite has no schemas: the namespace is a name prefix
+            schema, prefix = None, f"{ops_schema}_"
+        else:
+            schema, prefix = ops_schema, ""
+        self.ops_schema = None if self.is_sqlite else ops_schema
+        own = sa.MetaData(schema=schema)
+        self.runs = sa.Table(
+            f"{prefix}cleanup_runs",
+            own,
+            sa.Column("run_id", sa.Text, primary_key=True),
+            sa.Column("run_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("reference_time", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("cutoff", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("dry_run", sa.Boolean, nullable=False),
+            sa.Column("status", sa.Text, nullable=False),
+            sa.Column("candidate_count", sa.BigInteger, nullable=False, default=0),
+            sa.Column("marked_count", sa.BigInteger, nullable=False, default=0),
+            sa.Column("deleted_count", sa.BigInteger, nullable=False, default=0),
+            sa.Column("missing_count", sa.BigInteger, nullable=False, default=0),
+            sa.Column("bytes_reclaimed", sa.BigInteger, nullable=False, default=0),
+            sa.Column("error_count", sa.BigInteger, nullable=False, default=0),
+            sa.Column("errors", sa.Text, nullable=False, default="[]"),
+            sa.Column("finished_at", sa.DateTime(timezone=True)),
+        )
+        self.pending = sa.Table(
+            f"{prefix}pending_deletes",
+            own,
+            sa.Column("file_id", sa.Text, primary_key=True),
+            sa.Column("storage_key", sa.Text, nullable=False),
+            sa.Column("size_bytes", sa.BigInteger),
+            sa.Column("run_id", sa.Text, nullable=False),
+            sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False, default=0),
+            sa.Column("last_error", sa.Text),
+        )
+        self._own = own
+
+    # -- the job's own tables -------------------------------------------------------------
+
+    def ensure_own_tables(self) -> None:
+        """Create the job's schema and tables if they do not exist (idempotent)."""
+        with self.engine.begin() as conn:
+            if self.ops_schema is not None:
+                conn.execute(sa.schema.CreateSchema(self.ops_schema, if_not_exists=True))
+            self._own.create_all(conn, checkfirst=True)
+
+    def start_run(
+        self, *, run_id: str, run_at: dt.datetime, reference_time: dt.datetime,
+        cutoff: dt.datetime, dry_run: bool, candidate_count: int,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(self.runs).values(
+                    run_id=run_id, run_at=run_at, reference_time=reference_time,
+                    cutoff=cutoff, dry_run=dry_run, status="running",
+                    candidate_count=candidate_count,
+                )
+            )
+
+    def finish_run(self, run_id: str, *, status: str, errors: Sequence[str], **counts: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.runs)
+                .where(self.runs.c.run_id == run_id)
+                .values(
+                    status=status,
+                    error_count=len(errors),
+                    errors=json.dumps(list(errors[:MAX_STORED_ERRORS])),
+                    finished_at=dt.datetime.now(dt.UTC),
+                    **counts,
+                )
+            )
+
+    def finish_run_if_running(self, run_id: str, *, errors: Sequence[str]) -> None:
+        """Mark a run failed unless it already recorded its own end."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.runs)
+                .where(self.runs.c.run_id == run_id, self.runs.c.status == "running")
+                .values(
+                    status="failed",
+                    error_count=len(errors),
+                    errors=json.dumps(list(errors[:MAX_STORED_ERRORS])),
+                    finished_at=dt.datetime.now(dt.UTC),
+                )
+            )
+
+    # -- candidates -------------------------------------------------------------------------
+
+    def _expired(self, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
+        f = self.files.c
+        return sa.and_(
+            f.snapshotType == TEMPORARY_TYPE, f.deletedAt.is_(None), f.createdAt < cutoff
+        )
+
+    def _linked(self) -> sa.Exists:
+        return sa.exists().where(self.attachments.c.fileId == self.files.c.fileId)
+
+    def summarize(self, cutoff: dt.datetime) -> CandidateSummary:
+        """Count what the rule selects now, and what it keeps only because it is linked."""
+        f = self.files.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.case((f.sizeBytes > 0, f.sizeBytes))), 0),
+                    sa.func.count() - sa.func.count(sa.case((f.sizeBytes >= 0, 1))),
+                ).where(self._expired(cutoff), ~self._linked())
+            ).one()
+            kept = conn.execute(
+                sa.select(sa.func.count()).where(self._expired(cutoff), self._linked())
+            ).scalar_one()
+        return CandidateSummary(
+            candidates=row[0], known_bytes=int(row[1]), unknown_size=row[2], kept_linked=kept
+        )
+
+    def iter_candidates(self, cutoff: dt.datetime, batch_size: int) -> Iterator[list[Candidate]]:
+        """Stream the current candidates in keyset order without locking (dry-run listings)."""
+        cursor = None
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(self._candidate_query(cutoff, cursor, batch_size)).all()
+            if not rows:
+                return
+            yield [_candidate(r) for r in rows]
+            cursor = (rows[-1].createdAt, rows[-1].fileId)
+
+    def _candidate_query(
+        self, cutoff: dt.datetime, cursor: tuple[Any, Any] | None, limit: int
+    ) -> sa.Select[Any]:
+        f = self.files.c
+        query = sa.select(f.fileId, f.storageKey, f.sizeBytes, f.createdAt).where(
+            self._expired(cutoff), ~self._linked()
+        )
+        if cursor is not None:
+            query = query.where(
+                sa.tuple_(f.createdAt, f.fileId)
+                > sa.tuple_(
+                    sa.literal(cursor[0], f.createdAt.type), sa.literal(cursor[1], f.fileId.type)
+                )
+            )
+        return query.order_by(f.createdAt, f.fileId).limit(limit)
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def mark_batch(
+        self,
+        *,
+        cutoff: dt.datetime,
+        cursor: tuple[Any, Any] | None,
+        limit: int,
+        run_id: str,
+        marked_at: dt.datetime,
+        dry_run: bool = False,
+    ) -> MarkedBatch:
+        """Lock up to `limit` candidates, re-check their linkage, mark and journal the rest.
+
+        This is where a concurrent attach is made safe. The application attaches a file by
+        locking its row (`SELECT ... FOR UPDATE`) and inserting into OrderAttachments only
+        if `deletedAt` is still null. Here, in one transaction:
+
+        1. `SELECT ... FOR UPDATE` locks the candidate rows. If an attach holds a row, this
+           waits for it; but under READ COMMITTED the statement's `NOT EXISTS` was evaluated
+           on a snapshot taken *before* the wait, so it cannot see that attach.
+        2. A new statement therefore re-reads OrderAttachments for the locked ids; it sees
+           every attach committed so far, and no new attach can start: they need the lock.
+        3. Unlinked rows get `deletedAt` and a journal entry; the transaction commits.
+           An attach that was waiting then finds `deletedAt` set and does not attach.
+
+        Only after this commit are the objects deleted (`delete_storage_objects`), so the
+        worst a crash can do is leave a marked row whose journal entry the next run finishes.
+        On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
+        """
+        f = self.files.c
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            query = self._candidate_query(cutoff, cursor, limit)
+            if not self.is_sqlite:
+                query = query.with_for_update(of=self.files)
+            rows = conn.execute(query).all()
+            if not rows:
+                return MarkedBatch([], [], [], None)
+            next_cursor = max((r.createdAt, r.fileId) for r in rows)
+            ids = [r.fileId for r in rows]
+            raw_ids = {str(i): i for i in ids}
+            # Step 2: a new statement, so a new snapshot under READ COMMITTED.
+            linked = set(
+                conn.execute(
+                    sa.select(self.attachments.c.fileId)
+                    .where(self.attachments.c.fileId.in_(ids))
+                    .distinct()
+                ).scalars()
+            )
+            marked: list[Candidate] = []
+            refused: list[tuple[Candidate, str]] = []
+            for row in rows:
+                if row.fileId in linked:
+                    continue
+                candidate = _candidate(row)
+                try:
+                    check_key(candidate.storage_key)
+                except RefusedKey as exc:
+                    refused.append((candidate, str(exc)))
+                    continue
+                marked.append(candidate)
+            if marked and not dry_run:
+                marked_ids = [raw_ids[c.file_id] for c in marked]
+                conn.execute(
+                    sa.update(self.files)
+                    .where(f.fileId.in_(marked_ids), f.deletedAt.is_(None))
+                    .values(deletedAt=marked_at)
+                )
+                conn.execute(
+                    sa.insert(self.pending),
+                    [
+                        {
+                            "file_id": c.file_id,
+                            "storage_key": c.storage_key,
+                            "size_bytes": c.size_bytes,
+                            "run_id": run_id,
+                            "marked_at": marked_at,
+                            "attempts": 0,
+                        }
+                        for c in marked
+                    ],
+                )
+            if dry_run:
+                transaction.rollback()
+            attached = [str(i) for i in ids if i in linked]
+            done = len(rows) < limit
+            return MarkedBatch(marked, attached, refused, None if done else next_cursor)
+
+    def claim_pending(self, conn: Connection, after: str | None, limit: int) -> list[PendingDelete]:
+        """Lock the next journal entries (skipping any another run holds) in file_id order."""
+        p = self.pending.c
+        query = sa.select(p.file_id, p.storage_key, p.size_bytes, p.attempts)
+        if after is not None:
+            query = query.where(p.file_id > after)
+        query = query.order_by(p.file_id).limit(limit)
+        if not self.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return [PendingDelete(*row) for row in conn.execute(query)]
+
+    def settle_pending(
+        self, conn: Connection, gone: Sequence[str], failed: dict[str, str]
+    ) -> None:
+        """Drop journal entries whose object is gone; note the error on the others."""
+        p = self.pending.c
+        if gone:
+            conn.execute(sa.delete(self.pending).where(p.file_id.in_(list(gone))))
+        for file_id, error in failed.items():
+            conn.execute(
+                sa.update(self.pending)
+                .where(p.file_id == file_id)
+                .values(attempts=p.attempts + 1, last_error=error[:2000])
+            )
+
+    def pending_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(self.pending)).scalar_one()
+
+
+def _candidate(row: Any) -> Candidate:
+    return Candidate(str(row.fileId), row.storageKey, row.sizeBytes)
+
+
+def _reflect(
+    engine: Engine, metadata: sa.MetaData, name: str, schema: str | None, needed: Sequence[str]
+) -> sa.Table:
+    """Reflect an application table and check it has the columns the job needs."""
+    qualified = f"{schema}.{name}" if schema else name
+    try:
+        table = sa.Table(name, metadata, schema=schema, autoload_with=engine)
+    except sa.exc.NoSuchTableError as exc:
+        raise SchemaError(
+            f'table "{qualified}" not found in the application database; '
+            "set its name in the database resource if it is called otherwise"
+        ) from exc
+    except sa.exc.OperationalError as exc:
+        raise ConfigError(f"cannot connect to the application database: {exc.orig}") from exc
+    missing = [c for c in needed if c not in table.c]
+    if missing:
+        raise SchemaError(
+            f'table "{qualified}" lacks column(s) {", ".join(repr(c) for c in missing)} '
+            "that the cleanup job needs"
+        )
+    return table

@@ -1,0 +1,99 @@
+"""The retention policy, as pure functions: what a run may delete and when.
+
+The seed's rule: a `ParseSessionSnapshot` older than 7 days and not linked to an order is
+temporary and may go; an `OrderAttachmentSnapshot`, or any file linked in
+`OrderAttachments`, is permanent. The SQL that applies this lives in `catalog.py`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from snapshot_ops.errors import ConfigError
+
+#: The only `snapshotType` value that is ever deleted (compared exactly, case included).
+TEMPORARY_TYPE = "ParseSessionSnapshot"
+PERMANENT_TYPE = "OrderAttachmentSnapshot"
+
+DEFAULT_RETENTION_DAYS = 7
+#: A reference time this far ahead of the worker's clock is taken as a clock or config error.
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one run is allowed to delete."""
+
+    reference_time: dt.datetime  # aware, UTC
+    retention: dt.timedelta
+    max_deletions: int
+
+    @property
+    def cutoff(self) -> dt.datetime:
+        """Rows created strictly before this instant are expired."""
+        return self.reference_time - self.retention
+
+
+def parse_reference_time(value: str | None, now: dt.datetime) -> dt.datetime:
+    """The run's reference time in UTC: `now` when not given, else an ISO 8601 instant.
+
+    A time without an offset is refused (it would silently mean the worker's zone), and so
+    is a time in the future (a wrong clock or a typo would make the cutoff too late).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if value is None or value == "":
+        return now.astimezone(dt.UTC)
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"reference_time {value!r} is not an ISO 8601 time, e.g. 2026-11-29T03:00:00+00:00"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise ConfigError(
+            f"reference_time {value!r} has no UTC offset; write it as e.g. {value}+00:00"
+        )
+    if parsed > now + FUTURE_TOLERANCE:
+        raise ConfigError(
+            f"reference_time {value} is in the future (now is {now.isoformat()}); "
+            "a cutoff in the future could delete snapshots that are still within retention"
+        )
+    return parsed.astimezone(dt.UTC)
+
+
+def make_policy(
+    *,
+    reference_time: str | None,
+    retention_days: float,
+    max_deletions: int,
+    now: dt.datetime,
+) -> Policy:
+    """Validate run config into a Policy, or raise ConfigError saying what to fix."""
+    if not retention_days > 0:
+        raise ConfigError(f"retention_days must be greater than 0, got {retention_days}")
+    if max_deletions < 0:
+        raise ConfigError(f"max_deletions must be 0 or more, got {max_deletions}")
+    return Policy(
+        reference_time=parse_reference_time(reference_time, now),
+        retention=dt.timedelta(days=retention_days),
+        max_deletions=max_deletions,
+    )
+
+
+def is_expired_temporary(
+    *,
+    snapshot_type: str,
+    created_at: dt.datetime,
+    deleted_at: dt.datetime | None,
+    linked: bool,
+    cutoff: dt.datetime,
+) -> bool:
+    """The rule for one row, stated plainly; the SQL in catalog.py must agree with it."""
+    return (
+        snapshot_type == TEMPORARY_TYPE
+        and deleted_at is None
+        and created_at < cutoff
+        and not linked
+    )
