@@ -28,7 +28,7 @@ from dagster import (
 from pydantic import Field
 
 from snapshot_ops import cleanup
-from snapshot_ops.catalog import Catalog, CandidateSummary
+from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy

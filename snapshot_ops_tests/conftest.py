@@ -70,12 +70,13 @@ def storage_root(tmp_path: Path) -> Path:
 class World:
     """The application's side: snapshot rows, their files, order attachments."""
 
-    def __init__(self, db_url: str, root: Path) -> None:
+    def __init__(self, db_url: str, root: Path, *, create_tables: bool = True) -> None:
         self.db_url = db_url
         self.root = root
         self.engine = make_engine(db_url)
         self.files, self.attachments = app_tables(sa.MetaData())
-        self.files.metadata.create_all(self.engine)
+        if create_tables:
+            self.files.metadata.create_all(self.engine)
 
     def add(
         self,

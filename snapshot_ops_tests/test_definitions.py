@@ -1,0 +1,51 @@
+"""The Dagster definitions load and resolve: the job's steps, the daily schedule, its timezone."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from dagster import build_schedule_context
+
+from snapshot_ops import defs
+from snapshot_ops.errors import ConfigError
+from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
+
+pytestmark = pytest.mark.unit
+
+
+def test_job_steps_run_in_protocol_order():
+    job = defs.resolve_job_def("snapshot_cleanup_job")
+    order = [node.name for node in job.graph.nodes_in_topological_order]
+    protocol = [
+        "identify_expired_candidates",
+        "verify_unlinked_and_mark",  # the mark is committed ...
+        "delete_storage_objects",  # ... before any object is deleted
+        "record_cleanup_run",
+    ]
+    assert [name for name in order if name in protocol] == protocol
+
+
+def test_schedule_runs_daily_at_three_in_the_configured_timezone(monkeypatch):
+    monkeypatch.setenv("SNAPSHOT_OPS_TIMEZONE", "Europe/Berlin")
+    schedule = build_daily_schedule(schedule_timezone())
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "Europe/Berlin")
+    assert defs.resolve_schedule_def("daily_snapshot_cleanup").job_name == "snapshot_cleanup_job"
+
+
+def test_each_tick_cleans_as_of_its_own_time():
+    schedule = build_daily_schedule("Europe/Berlin")
+    tick = dt.datetime(2026, 3, 29, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    [request] = schedule.evaluate_tick(
+        build_schedule_context(scheduled_execution_time=tick)
+    ).run_requests
+    config = request.run_config["ops"]["identify_expired_candidates"]["config"]
+    assert config == {"reference_time": tick.isoformat()}
+    assert request.run_key == tick.isoformat()
+
+
+def test_timezone_defaults_to_utc_and_typos_are_refused(monkeypatch):
+    monkeypatch.delenv("SNAPSHOT_OPS_TIMEZONE", raising=False)
+    assert schedule_timezone() == "UTC"
+    with pytest.raises(ConfigError, match="not an IANA timezone"):
+        schedule_timezone("Europe/Berlinn")
