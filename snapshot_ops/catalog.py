@@ -300,7 +300,7 @@ class Catalog:
         3. Unlinked rows get `deletedAt` and a journal entry; the transaction commits.
            An attach that was waiting then finds `deletedAt` set and does not attach.
 
-        Only after this commit are the objects deleted (`delete_storage_objects`), so the
+        Only after this commit are the objects deleted (cleanup.mark_and_delete), so the
         worst a crash can do is leave a marked row whose journal entry the next run finishes.
         On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
         """
@@ -378,12 +378,25 @@ class Catalog:
         by_text = {str(i): i for i in ids}
         return {by_text[file_id] for file_id in conn.execute(journal).scalars()}
 
-    def claim_pending(self, conn: Connection, after: str | None, limit: int) -> list[PendingDelete]:
-        """Lock the next journal entries (skipping any another run holds) in file_id order."""
+    def claim_pending(
+        self,
+        conn: Connection,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        only: Sequence[str] | None = None,
+    ) -> list[PendingDelete]:
+        """Lock journal entries in file_id order, skipping any that another run holds.
+
+        Either the next `limit` entries after `after` (to sweep the whole journal), or the
+        entries among `only` (the batch this run has just marked).
+        """
         p = self.pending.c
         query = sa.select(p.file_id, p.storage_key, p.size_bytes, p.attempts)
         if after is not None:
             query = query.where(p.file_id > after)
+        if only is not None:
+            query = query.where(p.file_id.in_(list(only)))
         query = query.order_by(p.file_id).limit(limit)
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)

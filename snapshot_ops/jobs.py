@@ -1,10 +1,12 @@
 """The cleanup job: four ops, each a step in the run.
 
-identify_expired_candidates -> verify_unlinked_and_mark -> delete_storage_objects
+identify_expired_candidates -> finish_pending_deletes -> mark_and_delete_expired
 -> record_cleanup_run
 
 The order matters: a row is marked deleted (after its linkage is re-checked under a lock)
 and committed *before* its object is deleted, never the reverse; see catalog.mark_batch.
+Checking the linkage and marking cannot be separate steps: they must share one
+transaction, or an order could attach the file in between.
 The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
 """
 
@@ -168,61 +170,34 @@ def _listing(catalog: Catalog, policy: Policy) -> str:
     return "\n".join(lines)
 
 
-@op
-def verify_unlinked_and_mark(
-    context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
-) -> cleanup.MarkReport:
-    """Lock each batch of candidates, re-check no order links them, mark them deleted.
-
-    The marks are committed (and journaled) before any object is deleted. In a dry run the
-    same statements run and are rolled back.
-    """
-    with _catalog(database) as catalog:
-        report = cleanup.mark_expired(
-            catalog,
-            plan.policy,
-            run_id=plan.run_id,
-            marked_at=plan.run_at,
-            batch_size=plan.batch_size,
-            dry_run=plan.dry_run,
-        )
-    verb = "would mark" if plan.dry_run else "marked"
-    context.log.info(
-        f"{verb} {report.marked} rows deleted; {len(report.attached_meanwhile)} were linked "
-        f"to an order during the run and kept; {len(report.errors)} refused keys left live"
-    )
-    context.add_output_metadata(
-        {
-            "marked": report.marked,
-            "attachedDuringRun": len(report.attached_meanwhile),
-            "refusedKeys": len(report.errors),
-        }
-    )
-    return report
+@dataclass(frozen=True)
+class CleanReport:
+    marked: cleanup.MarkReport
+    deleted: cleanup.DeleteReport
 
 
 @op
-def delete_storage_objects(
+def finish_pending_deletes(
     context: OpExecutionContext,
     plan: CleanupPlan,
-    marked: cleanup.MarkReport,
     database: SnapshotDatabase,
     storage: SnapshotStorage,
 ) -> cleanup.DeleteReport:
-    """Delete the objects of all marked rows (this run's and any left by earlier runs)."""
+    """Delete the objects of rows an earlier run marked but could not delete (or crashed on).
+
+    Their rows are already marked deleted; only the journal says their objects may remain.
+    """
     if plan.dry_run:
-        context.log.info("dry run: no object deleted")
-        return cleanup.DeleteReport(0, 0, 0)
+        return cleanup.DeleteReport()
     backend = storage.open_backend()
     try:
         with _catalog(database) as catalog:
-            report = cleanup.delete_pending(catalog, backend, batch_size=plan.batch_size)
+            report = cleanup.finish_pending(catalog, backend, batch_size=plan.batch_size)
     finally:
         backend.close()
     context.log.info(
-        f"deleted {report.deleted} objects from {backend.description}, {report.missing} were "
-        f"already missing, {len(report.errors)} failed and stay pending; "
-        f"{report.bytes_reclaimed} bytes reclaimed"
+        f"finished {report.deleted_count} pending deletes left by earlier runs "
+        f"({report.missing} already missing), {len(report.errors)} still failing"
     )
     context.add_output_metadata(
         {
@@ -236,14 +211,67 @@ def delete_storage_objects(
 
 
 @op
+def mark_and_delete_expired(
+    context: OpExecutionContext,
+    plan: CleanupPlan,
+    leftovers: cleanup.DeleteReport,
+    database: SnapshotDatabase,
+    storage: SnapshotStorage,
+) -> CleanReport:
+    """Verify no order links each candidate, mark it deleted, then delete its object.
+
+    Batch by batch: lock the candidates, re-check OrderAttachments in a new statement,
+    mark and journal the unlinked ones, commit; only then is the batch's objects' deletion
+    started, in the background while the next batch is marked. In a dry run the same
+    statements run and are rolled back, and nothing is deleted.
+    """
+    backend = None if plan.dry_run else storage.open_backend()
+    try:
+        with _catalog(database) as catalog:
+            marked, deleted = cleanup.mark_and_delete(
+                catalog,
+                backend,
+                plan.policy,
+                run_id=plan.run_id,
+                marked_at=plan.run_at,
+                batch_size=plan.batch_size,
+                dry_run=plan.dry_run,
+            )
+    finally:
+        if backend is not None:
+            backend.close()
+    verb = "would mark" if plan.dry_run else "marked"
+    context.log.info(
+        f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
+        f"to an order during the run and kept; {len(marked.errors)} refused keys left live; "
+        f"deleted {deleted.deleted} objects, {deleted.missing} already missing, "
+        f"{len(deleted.errors)} failed and stay pending; {deleted.bytes_reclaimed} bytes"
+    )
+    context.add_output_metadata(
+        {
+            "marked": marked.marked,
+            "attachedDuringRun": len(marked.attached_meanwhile),
+            "refusedKeys": len(marked.errors),
+            "deleted": deleted.deleted,
+            "alreadyMissing": deleted.missing,
+            "failed": len(deleted.errors),
+            "bytesReclaimed": deleted.bytes_reclaimed,
+        }
+    )
+    return CleanReport(marked, deleted)
+
+
+@op
 def record_cleanup_run(
     context: OpExecutionContext,
     plan: CleanupPlan,
-    marked: cleanup.MarkReport,
-    deleted: cleanup.DeleteReport,
+    leftovers: cleanup.DeleteReport,
+    cleaned: CleanReport,
     database: SnapshotDatabase,
 ) -> dict:
     """Write the run's `runAt`, `deletedCount`, `errors` and bytes reclaimed; fail on errors."""
+    marked = cleaned.marked
+    deleted = leftovers + cleaned.deleted
     errors = marked.errors + deleted.errors
     status = "failed" if errors else "succeeded"
     counts = {
@@ -311,6 +339,6 @@ def mark_run_failed(context: HookContext) -> None:
 )
 def snapshot_cleanup_job() -> None:
     plan = identify_expired_candidates()
-    marked = verify_unlinked_and_mark(plan)
-    deleted = delete_storage_objects(plan, marked)
-    record_cleanup_run(plan, marked, deleted)
+    leftovers = finish_pending_deletes(plan)
+    cleaned = mark_and_delete_expired(plan, leftovers)
+    record_cleanup_run(plan, leftovers, cleaned)

@@ -111,7 +111,7 @@ def test_missing_object_counts_as_deleted_and_is_reported_apart(world):
     assert world.is_deleted(gone) and world.is_deleted(present)
     [log] = world.run_log()
     assert (log.deleted_count, log.missing_count, log.bytes_reclaimed) == (2, 1, 700)
-    assert step_metadata(result, "delete_storage_objects")["alreadyMissing"] == 1
+    assert step_metadata(result, "mark_and_delete_expired")["alreadyMissing"] == 1
 
 
 def test_null_size_is_read_from_the_object(world):
@@ -184,7 +184,7 @@ def test_dry_run_changes_nothing_and_reports_what_would_go(world):
     assert result.success
     assert all(not world.is_deleted(i) and world.has_file(i) for i in [*expired, kept])
     assert world.pending() == []
-    assert step_metadata(result, "verify_unlinked_and_mark")["marked"] == 3
+    assert step_metadata(result, "mark_and_delete_expired")["marked"] == 3
     listing = step_metadata(result, "identify_expired_candidates")["wouldDelete"]
     assert all(i in listing for i in expired) and kept not in listing
     [log] = world.run_log()
