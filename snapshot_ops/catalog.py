@@ -168,6 +168,30 @@ class Catalog:
         )
         self._own = own
 
+    # -- advice ---------------------------------------------------------------------------
+
+    def missing_indexes(self) -> list[str]:
+        """The CREATE INDEX statements that would make the candidate queries cheap, for the
+        indexes the application database lacks. The job never creates them itself: on a
+        busy application table that is the owner's decision (and CONCURRENTLY cannot run
+        inside the job's transactions)."""
+        inspector = sa.inspect(self.engine)
+        concurrently = "" if self.is_sqlite else " CONCURRENTLY"
+        advice = []
+        f, a = self.files, self.attachments
+        if not _has_index_leading_with(inspector, f, "createdAt"):
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
+                f"WHERE \"snapshotType\" = '{TEMPORARY_TYPE}' AND \"deletedAt\" IS NULL;"
+            )
+        if not _has_index_leading_with(inspector, a, "fileId"):
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{a.name}_fileId_idx" ON {_quoted(a)} ("fileId");'
+            )
+        return advice
+
     # -- the job's own tables -------------------------------------------------------------
 
     def ensure_own_tables(self) -> None:
@@ -419,6 +443,18 @@ class Catalog:
     def pending_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(self.pending)).scalar_one()
+
+
+def _has_index_leading_with(inspector: Any, table: sa.Table, column: str) -> bool:
+    indexes = inspector.get_indexes(table.name, schema=table.schema)
+    pk = inspector.get_pk_constraint(table.name, schema=table.schema)
+    leading = [ix["column_names"][:1] for ix in indexes] + [pk.get("constrained_columns", [])[:1]]
+    return [column] in leading
+
+
+def _quoted(table: sa.Table) -> str:
+    name = f'"{table.name}"'
+    return f'"{table.schema}".{name}' if table.schema else name
 
 
 def _candidate(row: Any) -> Candidate:

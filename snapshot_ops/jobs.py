@@ -121,6 +121,12 @@ def identify_expired_candidates(
 
     with _catalog(database) as catalog:
         catalog.ensure_own_tables()
+        advice = catalog.missing_indexes()
+        if advice:
+            context.log.warning(
+                "the application database lacks indexes that keep the cleanup's queries "
+                "cheap on large tables; ask its owner to run:\n" + "\n".join(advice)
+            )
         summary = catalog.summarize(policy.cutoff)
         catalog.start_run(
             run_id=context.run_id, run_at=run_at, reference_time=policy.reference_time,
@@ -134,6 +140,7 @@ def identify_expired_candidates(
             "candidatesWithoutSize": summary.unknown_size,
             "keptLinkedToOrders": summary.kept_linked,
             "dryRun": config.dry_run,
+            "missingIndexes": MetadataValue.md("\n".join(advice) or "none"),
         }
         if config.dry_run:
             metadata["wouldDelete"] = MetadataValue.md(_listing(catalog, policy))

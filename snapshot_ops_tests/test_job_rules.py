@@ -264,3 +264,19 @@ def test_missing_table_is_named(db_url, storage_root):
     result = World(db_url, storage_root, create_tables=False).run()
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert 'table "SnapshotFiles" not found' in failure[0].step_failure_data.error.message
+
+
+def test_missing_indexes_are_recommended_never_created(world):
+    world.add(age=10 * DAY)
+    result = world.run()
+    advice = step_metadata(result, "identify_expired_candidates")["missingIndexes"]
+    assert '"SnapshotFiles_expiry_idx"' in advice and '"OrderAttachments_fileId_idx"' in advice
+    indexes = sa.inspect(world.engine).get_indexes("SnapshotFiles")
+    assert indexes == []  # recommended, not created
+
+    owner = world.engine.execution_options(isolation_level="AUTOCOMMIT")  # CONCURRENTLY needs it
+    for statement in advice.splitlines():
+        with owner.connect() as conn:
+            conn.exec_driver_sql(statement)
+    result = world.run()
+    assert step_metadata(result, "identify_expired_candidates")["missingIndexes"] == "none"
