@@ -90,15 +90,19 @@ def test_a_file_linked_to_an_order_is_kept_whatever_its_type_or_age(world):
     assert result.success
     assert all(not world.is_deleted(i) and world.has_file(i) for i in ids)
     assert step_metadata(result, "identify_expired_candidates")["keptLinkedToOrders"] == 3
+    # Excluded as candidates up front, not only caught by the re-check under the lock.
+    assert step_metadata(result, "mark_and_delete_expired")["attachedDuringRun"] == 0
 
 
 def test_already_deleted_rows_are_left_alone(world):
     # The application (or an earlier run) marked it; its file is none of this run's business.
     done = world.add(age=30 * DAY, deleted=True)
     marked_at = world.row(done).deletedAt
-    assert world.run().success
+    result = world.run()
+    assert result.success
     assert world.row(done).deletedAt == marked_at and world.has_file(done)
     assert world.run_log()[0].deleted_count == 0
+    assert step_metadata(result, "identify_expired_candidates")["candidates"] == 0
 
 
 def test_missing_object_counts_as_deleted_and_is_reported_apart(world):
