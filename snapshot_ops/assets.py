@@ -18,7 +18,7 @@ to date with no daemon or sensor. The figures themselves are computed in savings
 """
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +39,6 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    OpExecutionContext,
     TableColumn,
     TableRecord,
     TableSchema,
@@ -55,6 +54,7 @@ from snapshot_ops.resources import SnapshotDatabase
 from snapshot_ops.settings import FIRST_REPORTED_DAY
 
 GROUP = "snapshot_cleanup"
+DAY = dt.timedelta(days=1)
 
 SNAPSHOT_FILES = AssetSpec(
     "SnapshotFiles",
@@ -222,7 +222,7 @@ def check_overdue(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
     found = savings.backlog(catalog, now, savings.latest_retention(catalog))
     description = (
         f"{found.overdue} live, unlinked ParseSessionSnapshot rows created before "
-        f"{found.threshold.isoformat()} (retention {found.retention} + 1 day)"
+        f"{found.threshold.isoformat()} (retention {found.retention / DAY:g} days + 1 day)"
     )
     return CheckOutcome(
         found.overdue == 0,
@@ -231,7 +231,7 @@ def check_overdue(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
             "overdue": found.overdue,
             "overdueBytes": found.overdue_bytes,
             "createdBefore": found.threshold.isoformat(),
-            "retentionDays": found.retention / dt.timedelta(days=1),
+            "retentionDays": found.retention / DAY,
         },
     )
 
@@ -248,23 +248,30 @@ def _result(outcome: CheckOutcome, severity: AssetCheckSeverity) -> AssetCheckRe
 # -- the job's side ---------------------------------------------------------------------------
 
 
+#: Where `publish_cleanup_run` sends its events: the step's event stream
+#: (`context.log_event`) or, from a step that is about to fail and so would drop its logged
+#: events, the instance directly (`context.instance.report_runless_asset_event`).
+Emit = Callable[[AssetMaterialization | AssetCheckEvaluation], Any]
+
+
 def publish_cleanup_run(
-    context: OpExecutionContext,
+    emit: Emit,
     catalog: Catalog,
     *,
     run_id: str,
     reference_time: dt.datetime,
     timezone: str,
-) -> None:
-    """Materialize, from a cleanup run, the run log, its day's figures and the 30-day view.
+) -> str:
+    """Materialize, for a cleanup run, the run log, its day's figures and the 30-day view.
 
     The day's figures are rebuilt from the whole run log of that day (exactly as a backfill
     does), so a second run on the same day, or a later backfill, gives the same numbers.
-    The checks are evaluated here too, so they are current after every run.
+    The checks are evaluated here too, so they are current after every run. Returns a
+    one-line summary for the run's log.
     """
     day = savings.local_day(reference_time, timezone)
     figures = savings.day_figures(catalog, day, timezone)
-    context.log_event(
+    emit(
         AssetMaterialization(
             asset_key=CLEANUP_RUNS.key,
             description="run logged by snapshot_cleanup_job",
@@ -272,14 +279,14 @@ def publish_cleanup_run(
         )
     )
     if day >= FIRST_REPORTED_DAY:
-        context.log_event(
+        emit(
             AssetMaterialization(
                 asset_key=RECLAIMED_KEY,
                 partition=day.isoformat(),
                 metadata=reclaimed_metadata(figures),
             )
         )
-    context.log_event(
+    emit(
         AssetMaterialization(
             asset_key=SAVINGS_KEY, metadata=refresh_savings(catalog, day, timezone)
         )
@@ -295,7 +302,7 @@ def publish_cleanup_run(
         ),
     )
     for key, name, outcome, severity in checks:
-        context.log_event(
+        emit(
             AssetCheckEvaluation(
                 asset_key=key,
                 check_name=name,
@@ -305,7 +312,7 @@ def publish_cleanup_run(
                 metadata=dict(outcome.metadata),
             )
         )
-    context.log.info(
+    return (
         f"{day} ({timezone}): {figures.bytes_reclaimed} bytes, {figures.deleted_count} files "
         f"reclaimed over {figures.runs} run(s); 30-day view refreshed"
     )

@@ -29,7 +29,7 @@ from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from snapshot_ops import cleanup
-from snapshot_ops.assets import publish_cleanup_run
+from snapshot_ops.assets import Emit, publish_cleanup_run
 from snapshot_ops.catalog import Catalog, CandidateSummary
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
@@ -279,7 +279,8 @@ def record_cleanup_run(
             # refresh_storage_assets will not run after this failure, but what the run did
             # reclaim is real and counts; a database error here must not hide the run's errors.
             try:
-                _publish(context, database, plan)
+                # Events logged by a failing step are dropped, so report them to the instance.
+                _publish(context, database, plan, context.instance.report_runless_asset_event)
             except SQLAlchemyError as exc:
                 context.log.warning(f"storage assets not refreshed: {exc}")
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
@@ -294,15 +295,18 @@ def record_cleanup_run(
     return summary
 
 
-def _publish(context: OpExecutionContext, database: SnapshotDatabase, plan: CleanupPlan) -> None:
+def _publish(
+    context: OpExecutionContext, database: SnapshotDatabase, plan: CleanupPlan, emit: Emit
+) -> None:
     with _catalog(database) as catalog:
-        publish_cleanup_run(
-            context,
+        summary = publish_cleanup_run(
+            emit,
             catalog,
             run_id=plan.run_id,
             reference_time=plan.policy.reference_time,
             timezone=schedule_timezone(),
         )
+    context.log.info(summary)
 
 
 @op
@@ -316,7 +320,7 @@ def refresh_storage_assets(
     if plan.dry_run:
         context.log.info("dry run: storage assets left as they are")
         return
-    _publish(context, database, plan)
+    _publish(context, database, plan, context.log_event)
 
 
 @failure_hook(required_resource_keys={"database"})
