@@ -132,13 +132,18 @@ def load_run_log(catalog: Catalog, first: dt.date, last: dt.date, timezone: str)
 def daily_figures(log: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFrame:
     """One row per day from `first` to `last` (zeros where nothing counted), oldest first."""
     counted = log[~log["dry_run"]]
-    grouped = counted.groupby("day").agg(
-        bytes_reclaimed=("bytes_reclaimed", "sum"),
-        files_reclaimed=("deleted_count", "sum"),
-        runs=("run_id", "count"),
-        failed_runs=("status", lambda s: int((s == "failed").sum())),
-        error_count=("error_count", "sum"),
+    # Numeric columns only: an empty log's text columns would refuse the zeros of reindex.
+    numeric = pd.DataFrame(
+        {
+            "day": counted["day"],
+            "bytes_reclaimed": counted["bytes_reclaimed"].astype("int64"),
+            "files_reclaimed": counted["deleted_count"].astype("int64"),
+            "runs": 1,
+            "failed_runs": (counted["status"] == "failed").astype("int64"),
+            "error_count": counted["error_count"].astype("int64"),
+        }
     )
+    grouped = numeric.groupby("day").sum()
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     frame = grouped.reindex(days, fill_value=0).astype("int64")
     frame.index.name = "day"

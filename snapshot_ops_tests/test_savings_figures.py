@@ -43,12 +43,21 @@ def log_run(
     run_id = str(uuid.uuid4())
     utc = reference_time.astimezone(dt.UTC)
     catalog.start_run(
-        run_id=run_id, run_at=utc + dt.timedelta(seconds=5), reference_time=utc,
-        cutoff=utc - 7 * DAY, dry_run=dry_run, candidate_count=deleted,
+        run_id=run_id,
+        run_at=utc + dt.timedelta(seconds=5),
+        reference_time=utc,
+        cutoff=utc - 7 * DAY,
+        dry_run=dry_run,
+        candidate_count=deleted,
     )
     catalog.finish_run(
-        run_id, status=status, errors=list(errors), marked_count=deleted,
-        deleted_count=deleted, missing_count=missing, bytes_reclaimed=reclaimed,
+        run_id,
+        status=status,
+        errors=list(errors),
+        marked_count=deleted,
+        deleted_count=deleted,
+        missing_count=missing,
+        bytes_reclaimed=reclaimed,
     )
 
 
@@ -60,8 +69,14 @@ def catalog(world):
     # In the 30 days ending 26 October:
     log_run(cat, local(2026, 10, 20, 3), deleted=10, reclaimed=1000)
     # 21 October: no run at all.
-    log_run(cat, local(2026, 10, 22, 3), deleted=3, reclaimed=300, status="failed",
-            errors=("failed a: denied", "failed b: denied"))
+    log_run(
+        cat,
+        local(2026, 10, 22, 3),
+        deleted=3,
+        reclaimed=300,
+        status="failed",
+        errors=("failed a: denied", "failed b: denied"),
+    )
     # A dry run's row holds what it would have done; it must not count as reclaimed.
     log_run(cat, local(2026, 10, 22, 10), deleted=99, reclaimed=99_999, dry_run=True)
     # 25 October lasts 25 hours in London: 00:30 BST is still the 24th in UTC ...
@@ -96,8 +111,12 @@ def test_local_days_last_23_24_or_25_hours():
 def test_each_day_counts_real_runs_in_the_schedule_timezone(catalog):
     by_day = {
         d: savings.day_figures(catalog, d, LONDON)
-        for d in (dt.date(2026, 10, 21), dt.date(2026, 10, 22), dt.date(2026, 10, 24),
-                  dt.date(2026, 10, 25))
+        for d in (
+            dt.date(2026, 10, 21),
+            dt.date(2026, 10, 22),
+            dt.date(2026, 10, 24),
+            dt.date(2026, 10, 25),
+        )
     }
     assert by_day[dt.date(2026, 10, 21)].runs == 0
     assert by_day[dt.date(2026, 10, 21)].bytes_reclaimed == 0
@@ -141,14 +160,29 @@ def test_thirty_day_view_has_every_day_and_compares_with_the_thirty_before(catal
 
 
 @pytest.mark.integration
+def test_a_log_with_no_real_run_gives_thirty_zero_days(world):
+    cat = Catalog(make_engine(world.db_url))
+    cat.ensure_own_tables()
+    empty = savings.compute_savings(cat, AS_OF, LONDON)
+    log_run(cat, local(2026, 10, 25, 3), deleted=5, reclaimed=500, dry_run=True)
+    only_dry = savings.compute_savings(cat, AS_OF, LONDON)
+    cat.engine.dispose()
+    for view in (empty, only_dry):
+        assert len(view.daily) == 30
+        assert int(view.daily[["bytes_reclaimed", "files_reclaimed", "runs"]].sum().sum()) == 0
+        assert (view.total_bytes, view.previous_bytes, view.change_pct) == (0, 0, None)
+    assert "0 B" in savings.markdown_view(only_dry)
+
+
+@pytest.mark.integration
 def test_view_is_written_to_a_table_a_dashboard_can_read(catalog, world):
     name = savings.write_savings(catalog, savings.compute_savings(catalog, AS_OF, LONDON))
     # Rewritten, not appended: still 30 rows after a second refresh with another end day.
-    name = savings.write_savings(
-        catalog, savings.compute_savings(catalog, AS_OF + DAY, LONDON)
-    )
-    expected = "storage_savings_30d" if world.db_url.startswith("postgres") else (
-        "snapshot_ops_storage_savings_30d"
+    name = savings.write_savings(catalog, savings.compute_savings(catalog, AS_OF + DAY, LONDON))
+    expected = (
+        "storage_savings_30d"
+        if world.db_url.startswith("postgres")
+        else ("snapshot_ops_storage_savings_30d")
     )
     assert name.split(".")[-1] == expected
     if world.db_url.startswith("postgres"):

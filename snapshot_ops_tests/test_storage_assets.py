@@ -117,8 +117,7 @@ def latest_check_evaluations(instance) -> dict:
     ]
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     return {
-        key.name: record.event.dagster_event.event_specific_data
-        for key, record in latest.items()
+        key.name: record.event.dagster_event.event_specific_data for key, record in latest.items()
     }
 
 
@@ -131,8 +130,17 @@ def backfill(world, home: Path, first: dt.date, last: dt.date) -> subprocess.Com
         SNAPSHOT_OPS_TIMEZONE=LONDON,
     )
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "snapshot_ops",
-        "--select", RECLAIMED_KEY.to_user_string(), "--partition-range", f"{first}...{last}",
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "snapshot_ops",
+        "--select",
+        RECLAIMED_KEY.to_user_string(),
+        "--partition-range",
+        f"{first}...{last}",
     ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
@@ -152,7 +160,10 @@ def test_definitions_read_snapshot_files_to_cleanup_to_reclaimed_to_savings():
     for external in ("SnapshotFiles", "OrderAttachments", "snapshot_cleanup_runs"):
         assert not graph.get(AssetKey(external)).is_materializable
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {("snapshot_storage_savings_30d", TOTAL_CHECK), ("SnapshotFiles", OVERDUE_CHECK)}
+    assert checks == {
+        ("snapshot_storage_savings_30d", TOTAL_CHECK),
+        ("SnapshotFiles", OVERDUE_CHECK),
+    }
     job = defs.resolve_job_def("snapshot_cleanup_job")
     assert job.graph.node_names()[-1] == "refresh_storage_assets"
     partitions = graph.get(RECLAIMED_KEY).partitions_def
@@ -179,7 +190,9 @@ def test_a_week_of_runs_then_a_backfill_reproduces_the_numbers_and_deletes_nothi
         result = run_job(world, instance, reference_time=tick(day).isoformat())
         assert result.success, day
         expected[day.isoformat()] = {
-            "bytesReclaimed": count * size, "deletedCount": count, "runs": 1,
+            "bytesReclaimed": count * size,
+            "deletedCount": count,
+            "runs": 1,
         }
         materialized = {
             (e.asset_key.to_user_string(), e.partition)
@@ -253,9 +266,7 @@ def test_dry_run_materializes_nothing(pg_world):
 
 
 @pytest.mark.e2e
-def test_failed_run_still_reports_what_it_reclaimed_and_fails_the_backlog_check(
-    pg_world, instance
-):
+def test_failed_run_still_reports_what_it_reclaimed_and_fails_the_backlog_check(pg_world, instance):
     reclaimed = pg_world.add(age=8 * DAY, size=700)
     refused = pg_world.add(age=8 * DAY, key="../outside.pdf", with_file=False)
 
@@ -309,7 +320,8 @@ def test_total_check_fails_when_the_view_disagrees_with_the_run_log(pg_world):
     tampered = run_checks(pg_world)[TOTAL_CHECK]
     assert not tampered.passed
     assert (tampered.metadata["viewBytes"].value, tampered.metadata["runLogBytes"].value) == (
-        501, 500,
+        501,
+        500,
     )
 
     # Materializing the view from the UI rewrites the table: the check passes again.
@@ -327,10 +339,13 @@ def test_total_check_fails_when_the_view_disagrees_with_the_run_log(pg_world):
     now = dt.datetime.now(dt.UTC)
     run_id = str(uuid.uuid4())
     catalog.start_run(
-        run_id=run_id, run_at=now, reference_time=now, cutoff=now - 7 * DAY,
-        dry_run=False, candidate_count=1,
+        run_id=run_id,
+        run_at=now,
+        reference_time=now,
+        cutoff=now - 7 * DAY,
+        dry_run=False,
+        candidate_count=1,
     )
-    catalog.finish_run(run_id, status="succeeded", errors=[], deleted_count=1,
-                       bytes_reclaimed=10)
+    catalog.finish_run(run_id, status="succeeded", errors=[], deleted_count=1, bytes_reclaimed=10)
     catalog.engine.dispose()
     assert not run_checks(pg_world)[TOTAL_CHECK].passed
