@@ -18,6 +18,7 @@ to date with no daemon or sensor. The figures themselves are computed in savings
 """
 
 import datetime as dt
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
+    BetaWarning,
     Config,
     DailyPartitionsDefinition,
     Failure,
@@ -331,11 +333,7 @@ class SavingsConfig(Config):
     )
 
 
-def build_storage_assets(
-    timezone: str,
-) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
-    """The two computed assets and their checks, with days counted in `timezone`."""
-
+def _reclaimed_asset(timezone: str) -> AssetsDefinition:
     @asset(
         key=RECLAIMED_KEY,
         deps=[CLEANUP_RUNS],
@@ -363,9 +361,22 @@ def build_storage_assets(
                     asset_key=RECLAIMED_KEY, partition=key, metadata=reclaimed_metadata(figures)
                 )
 
+    return snapshot_storage_reclaimed
+
+
+def build_storage_assets(
+    timezone: str,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    """The two computed assets and their checks, with days counted in `timezone`."""
+
+    with warnings.catch_warnings():
+        # backfill_policy is marked beta; without this every CLI call prints the warning.
+        warnings.simplefilter("ignore", BetaWarning)
+        reclaimed = _reclaimed_asset(timezone)
+
     @asset(
         key=SAVINGS_KEY,
-        deps=[snapshot_storage_reclaimed],
+        deps=[reclaimed],
         group_name=GROUP,
         kinds={"pandas", "table"},
         description=(
@@ -411,6 +422,6 @@ def build_storage_assets(
         return _result(outcome, AssetCheckSeverity.WARN)
 
     return (
-        [snapshot_storage_reclaimed, snapshot_storage_savings_30d],
+        [reclaimed, snapshot_storage_savings_30d],
         [savings_total_matches_run_log, no_overdue_parse_session_snapshots],
     )
