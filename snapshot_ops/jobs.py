@@ -1,7 +1,7 @@
-"""The cleanup job: four ops, each a step in the run.
+"""The cleanup job: five ops, each a step in the run.
 
 identify_expired_candidates -> finish_pending_deletes -> mark_and_delete_expired
--> record_cleanup_run
+-> record_cleanup_run -> refresh_storage_assets
 
 The order matters: a row is marked deleted (after its linkage is re-checked under a lock)
 and committed *before* its object is deleted, never the reverse; see catalog.mark_batch.
@@ -28,12 +28,15 @@ from dagster import (
     op,
 )
 from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from snapshot_ops import cleanup
+from snapshot_ops.assets import Emit, publish_cleanup_run
 from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy
+from snapshot_ops.settings import schedule_timezone
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
@@ -307,6 +310,14 @@ def record_cleanup_run(
         "bytesReclaimed": deleted.bytes_reclaimed,
     }
     if errors:
+        if not plan.dry_run:
+            # refresh_storage_assets will not run after this failure, but what the run did
+            # reclaim is real and counts; a database error here must not hide the run's errors.
+            try:
+                # Events logged by a failing step are dropped, so report them to the instance.
+                _publish(context, database, plan, context.instance.report_runless_asset_event)
+            except SQLAlchemyError as exc:
+                context.log.warning(f"storage assets not refreshed: {exc}")
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
         raise Failure(
             description=(
@@ -317,6 +328,34 @@ def record_cleanup_run(
         )
     context.add_output_metadata(metadata)
     return summary
+
+
+def _publish(
+    context: OpExecutionContext, database: SnapshotDatabase, plan: CleanupPlan, emit: Emit
+) -> None:
+    with _catalog(database) as catalog:
+        summary = publish_cleanup_run(
+            emit,
+            catalog,
+            run_id=plan.run_id,
+            reference_time=plan.policy.reference_time,
+            timezone=schedule_timezone(),
+        )
+    context.log.info(summary)
+
+
+@op
+def refresh_storage_assets(
+    context: OpExecutionContext, plan: CleanupPlan, summary: dict, database: SnapshotDatabase
+) -> None:
+    """Materialize the run log, the day's storage reclaimed and the 30-day savings view.
+
+    Runs after the run is recorded, so the figures include it; a dry run materializes nothing.
+    """
+    if plan.dry_run:
+        context.log.info("dry run: storage assets left as they are")
+        return
+    _publish(context, database, plan, context.log_event)
 
 
 @failure_hook(required_resource_keys={"database"})
@@ -348,4 +387,5 @@ def snapshot_cleanup_job() -> None:
     plan = identify_expired_candidates()
     leftovers = finish_pending_deletes(plan)
     cleaned = mark_and_delete_expired(plan, leftovers)
-    record_cleanup_run(plan, leftovers, cleaned)
+    summary = record_cleanup_run(plan, leftovers, cleaned)
+    refresh_storage_assets(plan, summary)
