@@ -1,0 +1,150 @@
+"""The production instance: the repository's dagster.yaml, on a fresh PostgreSQL database,
+runs the cleanup job with `dagster job execute` (as CI does) and records the run there.
+
+Also pins what the file promises: PostgreSQL storage for runs, event logs and schedules,
+one cleanup at a time through the queued run coordinator, run monitoring and a crash-only
+retry policy, and the same code location in workspace.yaml, [tool.dagster] and [tool.dg].
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+from snapshot_ops.jobs import CONCURRENCY_TAG
+from snapshot_ops_tests.conftest import NOW
+from snapshot_ops_tests.ops_fixtures import REPO, production_home
+
+DAY = dt.timedelta(days=1)
+
+
+def _instance(env: dict[str, str]) -> DagsterInstance:
+    saved = dict(os.environ)
+    os.environ.update(env)  # the instance reads its connection from the environment
+    try:
+        return DagsterInstance.from_config(env["DAGSTER_HOME"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.e2e
+def test_cli_run_through_production_instance_on_postgres(
+    pg_world, make_pg_database, tmp_path: Path
+):
+    expired = pg_world.add(age=8 * DAY)
+    linked = pg_world.add(age=30 * DAY, linked=True)
+    home_env = production_home(tmp_path / "home", make_pg_database("instance"))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"ops": {"identify_expired_candidates": {"config": {
+                "reference_time": NOW.isoformat()}}}}
+        )
+    )
+    env = dict(
+        os.environ,
+        **home_env,
+        SNAPSHOT_OPS_DATABASE_URL=pg_world.db_url,
+        SNAPSHOT_OPS_STORAGE_URL=pg_world.root.as_uri(),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "snapshot_ops",
+         "-j", "snapshot_cleanup_job", "-c", str(config)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    assert pg_world.is_deleted(expired) and not pg_world.has_file(expired)
+    assert not pg_world.is_deleted(linked) and pg_world.has_file(linked)
+
+    instance = _instance(home_env)
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        [run] = instance.get_runs()
+        assert run.job_name == "snapshot_cleanup_job"
+        assert run.status == DagsterRunStatus.SUCCESS
+        assert run.tags[CONCURRENCY_TAG] == "true"
+        # The job's own logs reached the PostgreSQL event log (managed_python_loggers).
+        messages = [e.message for e in instance.all_logs(run.run_id)]
+        assert any("cleanup summary" in m and "'deletedCount': 1" in m for m in messages)
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.integration
+def test_production_instance_settings(make_pg_database, tmp_path: Path):
+    instance = _instance(production_home(tmp_path / "home", make_pg_database("settings")))
+    try:
+        queue = instance.run_coordinator.get_run_queue_config()
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert {"key": CONCURRENCY_TAG, "limit": 1} in queue.tag_concurrency_limits
+        assert instance.run_monitoring_enabled
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+        settings = instance.get_settings("python_logs")
+        assert settings["managed_python_loggers"] == ["snapshot_ops"]
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.unit
+def test_dagster_yaml_holds_no_connection_secrets():
+    raw = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    db = raw["storage"]["postgres"]["postgres_db"]
+    for key in ("hostname", "port", "db_name", "username", "password"):
+        assert set(db[key]) == {"env"}, f"{key} must come from an environment variable"
+    assert db["scheme"] == "postgresql+psycopg2"
+
+
+@pytest.mark.unit
+def test_one_code_location_everywhere():
+    workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())
+    [entry] = workspace["load_from"]
+    module = entry["python_module"]
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]
+    assert module["module_name"] == tool["dagster"]["module_name"]
+    assert module["module_name"] == tool["dg"]["project"]["code_location_target_module"]
+    names = {
+        module["location_name"],
+        tool["dagster"]["code_location_name"],
+        tool["dg"]["project"]["code_location_name"],
+    }
+    assert names == {"snapshot_ops"}
+
+
+@pytest.mark.e2e
+def test_dg_check_defs_loads_the_project(tmp_path: Path):
+    """`dg` (dagster-dg-cli, pinned to the dagster version) finds and loads the project."""
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(tmp_path),
+        SNAPSHOT_OPS_DATABASE_URL=f"sqlite:///{tmp_path / 'app.sqlite'}",
+        SNAPSHOT_OPS_STORAGE_URL=tmp_path.as_uri(),
+    )
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dg = Path(sys.executable).parent / "dg"
+    done = subprocess.run(
+        [str(dg), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "All definitions loaded successfully" in done.stdout + done.stderr
+    listed = subprocess.run(
+        [str(dg), "list", "defs", "--json"], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300, check=False,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "snapshot_cleanup_job" in listed.stdout
+    assert "daily_snapshot_cleanup" in listed.stdout
