@@ -201,8 +201,13 @@ def dagster_ui(
     bin_dir = Path(sys.executable).parent
     commands = {
         "webserver": [
-            str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port),
-            "-w", str(REPO / "workspace.yaml"),
+            str(bin_dir / "dagster-webserver"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(REPO / "workspace.yaml"),
         ],
         "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
     }
@@ -212,7 +217,11 @@ def dagster_ui(
             log = open(ARTIFACTS / f"dagster-{name}.log", "wb")  # noqa: SIM115 (closed by exit)
             servers.append(
                 subprocess.Popen(
-                    command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    command,
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group, so we stop all of it
                 )
             )

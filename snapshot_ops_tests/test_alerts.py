@@ -26,14 +26,10 @@ def test_overdue_only_after_36_hours_counting_from_last_success_or_watch_start()
     start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     assert FRESHNESS_LIMIT == 36 * HOUR
     assert overdue_by(last_success=start, watching_since=start, now=start + 36 * HOUR) is None
-    assert overdue_by(
-        last_success=start, watching_since=start, now=start + 37 * HOUR
-    ) == HOUR
+    assert overdue_by(last_success=start, watching_since=start, now=start + 37 * HOUR) == HOUR
     # Never succeeded: the clock starts when watching began, not at the epoch.
     assert overdue_by(last_success=None, watching_since=start, now=start + 35 * HOUR) is None
-    assert overdue_by(last_success=None, watching_since=start, now=start + 40 * HOUR) == (
-        4 * HOUR
-    )
+    assert overdue_by(last_success=None, watching_since=start, now=start + 40 * HOUR) == (4 * HOUR)
 
 
 def _run(world, instance, raise_on_error=False):

@@ -47,8 +47,11 @@ def test_cli_run_through_production_instance_on_postgres(
     config = tmp_path / "run.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"ops": {"identify_expired_candidates": {"config": {
-                "reference_time": NOW.isoformat()}}}}
+            {
+                "ops": {
+                    "identify_expired_candidates": {"config": {"reference_time": NOW.isoformat()}}
+                }
+            }
         )
     )
     env = dict(
@@ -58,9 +61,25 @@ def test_cli_run_through_production_instance_on_postgres(
         SNAPSHOT_OPS_STORAGE_URL=pg_world.root.as_uri(),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "snapshot_ops",
-         "-j", "snapshot_cleanup_job", "-c", str(config)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "snapshot_ops",
+            "-j",
+            "snapshot_cleanup_job",
+            "-c",
+            str(config),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -136,14 +155,24 @@ def test_dg_check_defs_loads_the_project(tmp_path: Path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     dg = Path(sys.executable).parent / "dg"
     done = subprocess.run(
-        [str(dg), "check", "defs"], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300, check=False,
+        [str(dg), "check", "defs"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "All definitions loaded successfully" in done.stdout + done.stderr
     listed = subprocess.run(
-        [str(dg), "list", "defs", "--json"], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=300, check=False,
+        [str(dg), "list", "defs", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "snapshot_cleanup_job" in listed.stdout
