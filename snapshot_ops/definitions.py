@@ -1,10 +1,11 @@
-"""The Dagster definitions of snapshot_ops: the cleanup job, its schedule, alerting sensors
-and resources."""
+"""The Dagster definitions of snapshot_ops: the cleanup job and its schedule, alerting
+sensors, the pruning of Dagster's run history, and the resources."""
 
 import os
 
 from dagster import Definitions, EnvVar
 
+from snapshot_ops.housekeeping import prune_dagster_history_job, prune_dagster_history_schedule
 from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
@@ -23,8 +24,8 @@ _alerts = (
 )
 
 defs = Definitions(
-    jobs=[snapshot_cleanup_job],
-    schedules=[build_daily_schedule(schedule_timezone())],
+    jobs=[snapshot_cleanup_job, prune_dagster_history_job],
+    schedules=[build_daily_schedule(schedule_timezone()), prune_dagster_history_schedule],
     sensors=[snapshot_cleanup_failure_alert, snapshot_cleanup_freshness],
     resources={
         "database": SnapshotDatabase(url=EnvVar("SNAPSHOT_OPS_DATABASE_URL")),

@@ -78,6 +78,19 @@ def production_home(home: Path, dagster_db_url: str) -> dict[str, str]:
     }
 
 
+def production_instance(env: dict[str, str]) -> Any:
+    """A DagsterInstance from a home made by production_home (the caller disposes it)."""
+    from dagster import DagsterInstance
+
+    saved = dict(os.environ)
+    os.environ.update(env)  # the instance reads its connection from the environment
+    try:
+        return DagsterInstance.from_config(env["DAGSTER_HOME"])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @dataclass
 class WebhookReceiver:
     """A real HTTP server on loopback that records the JSON bodies POSTed to it."""

@@ -17,24 +17,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterRunStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from snapshot_ops.jobs import CONCURRENCY_TAG
 from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.ops_fixtures import REPO, production_home
+from snapshot_ops_tests.ops_fixtures import REPO, production_home, production_instance
 
 DAY = dt.timedelta(days=1)
-
-
-def _instance(env: dict[str, str]) -> DagsterInstance:
-    saved = dict(os.environ)
-    os.environ.update(env)  # the instance reads its connection from the environment
-    try:
-        return DagsterInstance.from_config(env["DAGSTER_HOME"])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.mark.e2e
@@ -86,7 +76,7 @@ def test_cli_run_through_production_instance_on_postgres(
     assert pg_world.is_deleted(expired) and not pg_world.has_file(expired)
     assert not pg_world.is_deleted(linked) and pg_world.has_file(linked)
 
-    instance = _instance(home_env)
+    instance = production_instance(home_env)
     try:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
@@ -104,7 +94,7 @@ def test_cli_run_through_production_instance_on_postgres(
 
 @pytest.mark.integration
 def test_production_instance_settings(make_pg_database, tmp_path: Path):
-    instance = _instance(production_home(tmp_path / "home", make_pg_database("settings")))
+    instance = production_instance(production_home(tmp_path / "home", make_pg_database("settings")))
     try:
         queue = instance.run_coordinator.get_run_queue_config()
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"

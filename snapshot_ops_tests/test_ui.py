@@ -43,8 +43,8 @@ REPOSITORY = "__repository__"
 
 #: What the code location must show; add kinds (e.g. "assets") as they are defined.
 EXPECTED = {
-    "jobs": {"snapshot_cleanup_job"},
-    "schedules": {"daily_snapshot_cleanup"},
+    "jobs": {"snapshot_cleanup_job", "prune_dagster_history_job"},
+    "schedules": {"daily_snapshot_cleanup", "weekly_prune_dagster_history"},
     "sensors": {"snapshot_cleanup_failure_alert", "snapshot_cleanup_freshness"},
     "resources": {"database", "storage", "alerts"},
 }
