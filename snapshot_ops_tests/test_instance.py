@@ -167,3 +167,21 @@ def test_dg_check_defs_loads_the_project(tmp_path: Path):
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "snapshot_cleanup_job" in listed.stdout
     assert "daily_snapshot_cleanup" in listed.stdout
+
+
+@pytest.mark.e2e
+def test_embedded_default_needs_no_service(tmp_path: Path):
+    """`make demo` runs on its own SQLite instance even with no PostgreSQL settings at all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SNAPSHOT_OPS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "snapshot_ops.demo", "--dir", str(tmp_path / "demo")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "RUN_SUCCESS" in done.stdout
+    assert (tmp_path / "demo" / "dagster_home" / "history" / "runs.db").exists()
