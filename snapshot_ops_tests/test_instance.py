@@ -9,6 +9,7 @@ retry policy, and the same code location in workspace.yaml, [tool.dagster] and [
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from dagster import DagsterRunStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from snapshot_ops.jobs import CONCURRENCY_TAG
-from snapshot_ops_tests.conftest import NOW
+from snapshot_ops_tests.conftest import NOW, World
 from snapshot_ops_tests.ops_fixtures import REPO, production_home, production_instance
 
 DAY = dt.timedelta(days=1)
@@ -134,39 +135,48 @@ def test_one_code_location_everywhere():
 
 
 @pytest.mark.e2e
-def test_dg_check_defs_loads_the_project(tmp_path: Path):
-    """`dg` (dagster-dg-cli, pinned to the dagster version) finds and loads the project."""
+def test_dg_checks_lists_and_launches_the_project(sqlite_url, storage_root, tmp_path: Path):
+    """`dg` (dagster-dg-cli, pinned to the dagster version) finds the project from
+    [tool.dg], loads its definitions and launches a cleanup run that deletes."""
+    world = World(sqlite_url, storage_root)
+    expired = world.add(age=8 * DAY)
+    kept = world.add(age=3 * DAY)
+    home = tmp_path / "dg_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = dict(
         os.environ,
-        DAGSTER_HOME=str(tmp_path),
-        SNAPSHOT_OPS_DATABASE_URL=f"sqlite:///{tmp_path / 'app.sqlite'}",
-        SNAPSHOT_OPS_STORAGE_URL=tmp_path.as_uri(),
+        DAGSTER_HOME=str(home),
+        SNAPSHOT_OPS_DATABASE_URL=world.db_url,
+        SNAPSHOT_OPS_STORAGE_URL=world.root.as_uri(),
     )
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    dg = Path(sys.executable).parent / "dg"
-    done = subprocess.run(
-        [str(dg), "check", "defs"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "All definitions loaded successfully" in done.stdout + done.stderr
-    listed = subprocess.run(
-        [str(dg), "list", "defs", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    assert "snapshot_cleanup_job" in listed.stdout
-    assert "daily_snapshot_cleanup" in listed.stdout
+    dg = str(Path(sys.executable).parent / "dg")
+    config = {
+        "ops": {"identify_expired_candidates": {"config": {"reference_time": NOW.isoformat()}}}
+    }
+    outputs = {}
+    for name, args in {
+        "check": ["check", "defs"],
+        "list": ["list", "defs", "--json"],
+        "launch": ["launch", "--job", "snapshot_cleanup_job", "--config-json", json.dumps(config)],
+    }.items():
+        done = subprocess.run(
+            [dg, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        outputs[name] = done.stdout + done.stderr
+    assert "All definitions loaded successfully" in outputs["check"]
+    assert "snapshot_cleanup_job" in outputs["list"]
+    assert "daily_snapshot_cleanup" in outputs["list"]
+    assert "RUN_SUCCESS" in outputs["launch"]
+    assert world.is_deleted(expired) and not world.has_file(expired)
+    assert not world.is_deleted(kept) and world.has_file(kept)
 
 
 @pytest.mark.e2e
