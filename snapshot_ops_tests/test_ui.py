@@ -190,18 +190,40 @@ query ($runId: ID!) {
 """
 
 
+def _wait_status(client, run_id: str, wanted: set[DagsterRunStatus], timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while (status := client.get_run_status(run_id)) not in wanted:
+        assert time.monotonic() < deadline, f"run {run_id} still {status}"
+        time.sleep(0.5)
+    return status
+
+
 def test_graphql_client_launches_runs_that_delete_one_at_a_time(dagster_ui):
-    """Two runs launched together both succeed, one after the other (tag concurrency 1)."""
+    """A second cleanup waits in the queue while one runs (tag concurrency 1); both then
+    succeed, one after the other, and delete exactly the expired, unlinked files.
+
+    The first run is held mid-way by a lock the test takes on the application's table, so
+    the two would certainly overlap if the limit were missing.
+    """
     world = dagster_ui.world
     expired = [world.add(age=8 * DAY) for _ in range(3)]
     linked = world.add(age=30 * DAY, linked=True)
     fresh = world.add(age=2 * DAY)
     client = _client(dagster_ui)
 
-    first, second = _launch(client), _launch(client)
+    with world.engine.connect() as blocker:
+        blocker.exec_driver_sql('LOCK TABLE "SnapshotFiles" IN ACCESS EXCLUSIVE MODE')
+        first = _launch(client)
+        _wait_status(client, first, {DagsterRunStatus.STARTED})
+        second = _launch(client)
+        # The daemon dequeues every few seconds: give it ample time to (wrongly) start it.
+        for _ in range(20):
+            assert client.get_run_status(second) == DagsterRunStatus.QUEUED
+            time.sleep(0.5)
+        blocker.rollback()  # release the lock: the first run goes on, then the second
+
     assert _wait(client, first) == DagsterRunStatus.SUCCESS
     assert _wait(client, second) == DagsterRunStatus.SUCCESS
-
     for file_id in expired:
         assert world.is_deleted(file_id) and not world.has_file(file_id)
     for file_id in (linked, fresh):
@@ -209,8 +231,7 @@ def test_graphql_client_launches_runs_that_delete_one_at_a_time(dagster_ui):
     runs = [dagster_ui.graphql(RUN_TIMES, {"runId": r})["runOrError"] for r in (first, second)]
     for run in runs:
         assert {"key": CONCURRENCY_TAG, "value": "true"} in run["tags"]
-    a, b = sorted(runs, key=lambda r: r["startTime"])
-    assert a["endTime"] <= b["startTime"], "two cleanup runs overlapped"
+    assert runs[0]["endTime"] <= runs[1]["startTime"], "two cleanup runs overlapped"
 
 
 # -- the browser -----------------------------------------------------------------------
