@@ -59,9 +59,11 @@ def _failure_context(instance, result, alerts):
 
 @pytest.mark.integration
 def test_failed_cleanup_posts_its_errors_to_the_webhook(pg_world, webhook):
-    """A refused storage key makes the cleanup fail; the webhook receives its errors."""
+    """Refused storage keys make the cleanup fail; the webhook receives its errors list, one
+    entry per error (not just the run's one-line failure description)."""
     good = pg_world.add(age=8 * DAY)
     bad = pg_world.add(age=8 * DAY, key="../outside.pdf", with_file=False)
+    pg_world.add(age=9 * DAY, key="a/./b.pdf", with_file=False)
     with instance_for_test() as instance:
         result = _run(pg_world, instance)
         assert not result.success
@@ -74,8 +76,11 @@ def test_failed_cleanup_posts_its_errors_to_the_webhook(pg_world, webhook):
     assert alert["kind"] == "run_failure"
     assert alert["job"] == "snapshot_cleanup_job"
     assert alert["run_id"] == result.run_id
-    assert alert["error_count"] == 1
-    assert "../outside.pdf" in alert["errors"][0]
+    assert alert["error_count"] == 2
+    assert sorted(("../outside.pdf" in e, "a/./b.pdf" in e) for e in alert["errors"]) == [
+        (False, True),
+        (True, False),
+    ]
     assert "snapshot_cleanup_job failed" in alert["text"] and "../outside.pdf" in alert["text"]
 
 
