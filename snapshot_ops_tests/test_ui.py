@@ -259,7 +259,10 @@ def _screenshot(browser, url: str, name: str, expect_text: list[str]) -> str:
             page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
         page.wait_for_timeout(500)  # let late panels finish painting for the picture
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-        return page.inner_text("body")
+        body = page.inner_text("body")
+        # dagster.yaml turns the onboarding pop-up off; it would cover the page.
+        assert "Join the Dagster community" not in body
+        return body
     finally:
         page.close()
 
