@@ -6,8 +6,8 @@ sensors and the resources. Dagster's own GraphQL client launches runs that the d
 dequeues one at a time and that delete the expired files. In headless Chromium: the run page
 and the schedule page show them; screenshots are saved under test-artifacts/.
 
-To cover more definitions (assets, their lineage), add names to EXPECTED below and a page to
-PAGES: the checks iterate over them.
+To cover more definitions (assets, their lineage, plots), add names to EXPECTED and a page
+to PAGES below: the checks iterate over them.
 """
 
 from __future__ import annotations
@@ -285,15 +285,32 @@ def test_browser_shows_the_jobs_run(dagster_ui, browser):
     assert "cleanup summary" in body  # the job's own summary log line in the run's logs
 
 
-def test_browser_shows_the_schedule(dagster_ui, browser):
-    url = f"{dagster_ui.url}/locations/{LOCATION}/schedules/daily_snapshot_cleanup"
-    body = _screenshot(browser, url, "schedule", ["daily_snapshot_cleanup", "Europe/London"])
-    assert "03:00" in body and "0 3 * * *" in body
-    assert "snapshot_cleanup_job" in body
+#: Pages of the UI to open, each with the texts it must show; the screenshot is saved as
+#: test-artifacts/<name>.png. Add a page here for each new view (asset lineage, plots).
+PAGES = {
+    "schedule": (
+        f"/locations/{LOCATION}/schedules/daily_snapshot_cleanup",
+        ["daily_snapshot_cleanup", "Europe/London", "03:00", "0 3 * * *", "snapshot_cleanup_job"],
+    ),
+    "job": (
+        f"/locations/{LOCATION}/jobs/snapshot_cleanup_job",
+        [
+            "identify_expired_candidates",
+            "verify_unlinked_and_mark",
+            "delete_storage_objects",
+            "record_cleanup_run",
+        ],
+    ),
+    "automation": (
+        "/automation",
+        ["daily_snapshot_cleanup", "snapshot_cleanup_failure_alert", "snapshot_cleanup_freshness"],
+    ),
+}
 
 
-def test_browser_shows_the_job_overview(dagster_ui, browser):
-    url = f"{dagster_ui.url}/locations/{LOCATION}/jobs/snapshot_cleanup_job"
-    body = _screenshot(browser, url, "job", ["identify_expired_candidates"])
-    for op in ("verify_unlinked_and_mark", "delete_storage_objects", "record_cleanup_run"):
-        assert op in body
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_browser_shows_page(dagster_ui, browser, name):
+    path, texts = PAGES[name]
+    body = _screenshot(browser, f"{dagster_ui.url}{path}", name, texts)
+    missing = [t for t in texts if t not in body]
+    assert not missing, f"{name} page lacks {missing}"
