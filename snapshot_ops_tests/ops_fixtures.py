@@ -7,6 +7,7 @@ Loaded from conftest.py through `pytest_plugins`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,8 +100,9 @@ class WebhookReceiver:
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
+@contextlib.contextmanager
+def webhook_server() -> Iterator[WebhookReceiver]:
+    """Serve a WebhookReceiver on a free loopback port until the block ends."""
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -122,6 +124,12 @@ def webhook() -> Iterator[WebhookReceiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    with webhook_server() as receiver:
+        yield receiver
 
 
 def free_port() -> int:
@@ -150,6 +158,7 @@ class DagsterUI:
     port: int
     env: dict[str, str]
     world: World  # the application database and snapshot folder the code location uses
+    alerts: WebhookReceiver  # SNAPSHOT_OPS_ALERT_WEBHOOK_URL of the code location
 
     @property
     def url(self) -> str:
@@ -208,7 +217,10 @@ def dagster_ui(
         SNAPSHOT_OPS_STORAGE_URL=world.root.as_uri(),
         SNAPSHOT_OPS_TIMEZONE="Europe/London",
     )
-    env.pop("SNAPSHOT_OPS_ALERT_WEBHOOK_URL", None)
+    stack = contextlib.ExitStack()
+    alerts = stack.enter_context(webhook_server())  # receives the failure sensor's alerts
+    stack.callback(world.engine.dispose)
+    env["SNAPSHOT_OPS_ALERT_WEBHOOK_URL"] = alerts.url
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     bin_dir = Path(sys.executable).parent
@@ -227,7 +239,7 @@ def dagster_ui(
     servers: list[subprocess.Popen[bytes]] = []
     try:
         for name, command in commands.items():
-            log = open(ARTIFACTS / f"dagster-{name}.log", "wb")  # noqa: SIM115 (closed by exit)
+            log = stack.enter_context(open(ARTIFACTS / f"dagster-{name}.log", "wb"))
             servers.append(
                 subprocess.Popen(
                     command,
@@ -238,10 +250,10 @@ def dagster_ui(
                     start_new_session=True,  # its own process group, so we stop all of it
                 )
             )
-        ui = DagsterUI(host="127.0.0.1", port=port, env=env, world=world)
+        ui = DagsterUI(host="127.0.0.1", port=port, env=env, world=world, alerts=alerts)
         _wait_for_location(ui, servers)
         yield ui
     finally:
         for server in servers:
             _stop(server)
-        world.engine.dispose()
+        stack.close()

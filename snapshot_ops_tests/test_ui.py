@@ -314,3 +314,33 @@ def test_browser_shows_page(dagster_ui, browser, name):
     body = _screenshot(browser, f"{dagster_ui.url}{path}", name, texts)
     missing = [t for t in texts if t not in body]
     assert not missing, f"{name} page lacks {missing}"
+
+
+def test_failed_run_alerts_through_the_daemon_to_the_webhook(dagster_ui):
+    """In the deployment: a failed cleanup run is picked up by the failure sensor in the
+    daemon, which posts the run's errors to SNAPSHOT_OPS_ALERT_WEBHOOK_URL; a run failed by
+    a step is not retried automatically."""
+    client = _client(dagster_ui)
+    run_id = client.submit_job_execution(
+        "snapshot_cleanup_job",
+        repository_location_name=LOCATION,
+        repository_name=REPOSITORY,
+        run_config={"ops": {"identify_expired_candidates": {"config": {"batch_size": 0}}}},
+    )
+    assert _wait(client, run_id) == DagsterRunStatus.FAILURE
+    deadline = time.monotonic() + 150  # the sensor is evaluated every 30 s
+    while not [b for b in dagster_ui.alerts.bodies if b.get("run_id") == run_id]:
+        assert time.monotonic() < deadline, f"no alert for {run_id}: {dagster_ui.alerts.bodies}"
+        time.sleep(1)
+    [alert] = [b for b in dagster_ui.alerts.bodies if b["run_id"] == run_id]
+    assert alert["kind"] == "run_failure" and alert["job"] == "snapshot_cleanup_job"
+    assert any("batch_size must be at least 1" in e for e in alert["errors"])
+    # A failed step needs a person: the instance's retry policy only retries crashed runs.
+    retries = """
+    query ($runId: String!) {
+      runsOrError(filter: {tags: [{key: "dagster/parent_run_id", value: $runId}]}) {
+        ... on Runs { results { runId } }
+      }
+    }
+    """
+    assert dagster_ui.graphql(retries, {"runId": run_id})["runsOrError"]["results"] == []
