@@ -138,16 +138,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server and everything it spawned (its process group, led by its pid)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop servers and everything they spawned (each its own process group, led by its
+    pid): ask all at once, then force any that do not exit in time."""
+    running = [p for p in processes if p.poll() is None]
+    for process in running:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 @dataclass
@@ -254,6 +256,5 @@ def dagster_ui(
         _wait_for_location(ui, servers)
         yield ui
     finally:
-        for server in servers:
-            _stop(server)
+        _stop(servers)
         stack.close()
