@@ -296,9 +296,10 @@ PAGES = {
         f"/locations/{LOCATION}/jobs/snapshot_cleanup_job",
         [
             "identify_expired_candidates",
-            "verify_unlinked_and_mark",
-            "delete_storage_objects",
+            "finish_pending_deletes",
+            "mark_and_delete_expired",
             "record_cleanup_run",
+            "refresh_storage_assets",
         ],
     ),
     "automation": (
