@@ -91,8 +91,9 @@ class SnapshotStorage(ConfigurableResource):
         """Build the backend for the URL (caller closes it)."""
         s3_client = None
         if self.url.startswith("s3://"):
-            # dagster-aws builds the client: boto3's credential chain, standard retries.
-            s3_client = S3Resource(max_attempts=self.max_attempts).get_client()
+            # dagster-aws builds the client: boto3's credential chain, standard retries. It
+            # hands max_attempts to botocore's retries config, which counts retries only.
+            s3_client = S3Resource(max_attempts=max(0, self.max_attempts - 1)).get_client()
         return open_storage(
             self.url,
             parallel_batches=self.parallel_batches,

@@ -72,6 +72,8 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
         self.refused_s3_keys: set[str] = set()  # full keys DeleteObjects reports as errors
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests handled at once since the last reset
         self._lock = threading.Lock()
         proxy = self
 
@@ -82,7 +84,14 @@ class FaultProxy:
                 pass  # keep test output readable
 
             def _handle(self) -> None:
-                proxy._handle(self)
+                with proxy._lock:
+                    proxy.in_flight += 1
+                    proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+                try:
+                    proxy._handle(self)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -101,6 +110,7 @@ class FaultProxy:
             self.seen.clear()
             self.faults.clear()
             self.refused_s3_keys.clear()
+            self.max_in_flight = 0
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:

@@ -9,6 +9,8 @@ which the backend under test talks.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import socket
 import subprocess
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 from botocore.config import Config
 
 from snapshot_ops.storage import StorageBackend, open_storage
@@ -115,7 +117,9 @@ class Store(ABC):
         self.prefix = prefix
 
     def full_key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+        # Resolved like a path, so "../x" names the object beside the prefix that such a
+        # key would reach if a backend let it through.
+        return posixpath.normpath(f"{self.prefix}/{key}") if self.prefix else key
 
     @property
     @abstractmethod
@@ -132,9 +136,13 @@ class Store(ABC):
     def all_keys(self) -> set[str]:
         """Every object in the bucket, container or folder tree (full keys)."""
 
+    def refusable_key(self, key: str) -> str:
+        """A key like `key` that `refuse_deleting` can make the store refuse."""
+        return key
+
     @abstractmethod
-    def refuse_deleting(self, key: str) -> str:
-        """Make the store itself refuse to delete one object; return the key to use."""
+    def refuse_deleting(self, key: str) -> None:
+        """Make the store itself refuse to delete `key` (its object, if any, is kept)."""
 
     def put(self, key: str, data: bytes) -> None:
         self.put_raw(self.full_key(key), data)
@@ -164,7 +172,7 @@ class FolderStore(Store):
         path.write_bytes(data)
 
     def exists_raw(self, full_key: str) -> bool:
-        return (self.base / full_key).exists()
+        return os.path.lexists(self.base / full_key)  # False, not an error, for too long a name
 
     def all_keys(self) -> set[str]:
         return {p.relative_to(self.base).as_posix() for p in self.base.rglob("*") if p.is_file()}
@@ -173,8 +181,12 @@ class FolderStore(Store):
     # permissions would not stop the root user tests often run as.
     refused_object_survives = False
 
-    def refuse_deleting(self, key: str) -> str:
+    def refusable_key(self, key: str) -> str:
         return f"{key.rsplit('/', 1)[0]}/{'n' * 300}.pdf" if "/" in key else "n" * 300
+
+    def refuse_deleting(self, key: str) -> None:
+        # The folder must exist, or the key is simply "missing".
+        (self.base / self.full_key(key)).parent.mkdir(parents=True, exist_ok=True)
 
 
 class S3Store(Store):
@@ -209,11 +221,10 @@ class S3Store(Store):
             keys.update(item["Key"] for item in page.get("Contents", []))
         return keys
 
-    def refuse_deleting(self, key: str) -> str:
+    def refuse_deleting(self, key: str) -> None:
         # As S3 does under a bucket policy denying s3:DeleteObject on this key: the batch
         # answers 200 with an AccessDenied <Error> for it.
         self.proxy.refused_s3_keys.add(self.full_key(key))
-        return key
 
     def release(self, key: str) -> None:
         self.proxy.refused_s3_keys.discard(self.full_key(key))
@@ -230,6 +241,7 @@ class AzureStore(Store):
     def __init__(self, direct_connection_string: str, proxy: FaultProxy) -> None:
         super().__init__("snapshots")
         self.proxy = proxy
+        self.leases: dict[str, BlobLeaseClient] = {}
         self.name = f"snap-{uuid.uuid4().hex[:16]}"
         service = BlobServiceClient.from_connection_string(direct_connection_string)
         self.container: ContainerClient = service.create_container(self.name)
@@ -247,15 +259,12 @@ class AzureStore(Store):
     def all_keys(self) -> set[str]:
         return set(self.container.list_blob_names())
 
-    def refuse_deleting(self, key: str) -> str:
+    def refuse_deleting(self, key: str) -> None:
         # A leased blob: Azure refuses a delete without the lease id (412 LeaseIdMissing).
-        if not self.exists(key):
-            self.put(key, b"leased")
-        self.container.get_blob_client(self.full_key(key)).acquire_lease()
-        return key
+        self.leases[key] = self.container.get_blob_client(self.full_key(key)).acquire_lease()
 
     def release(self, key: str) -> None:
-        self.container.get_blob_client(self.full_key(key)).break_lease(lease_break_period=0)
+        self.leases.pop(key).release()
 
     def remove(self) -> None:
         self.container.delete_container()

@@ -170,7 +170,7 @@ def default_client(max_attempts: int, max_pool_connections: int) -> Any:
     return boto3.session.Session().client(
         "s3",
         config=Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             max_pool_connections=max_pool_connections,
         ),
     )
