@@ -112,6 +112,8 @@ class Store(ABC):
     refused_object_survives = True
     #: The fault-injecting proxy the backend talks through (object stores only).
     proxy: FaultProxy | None = None
+    #: What the store answers when it refuses a delete (see refuse_deleting).
+    refusal: str = ""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -180,6 +182,7 @@ class FolderStore(Store):
     # A file system refuses a name longer than NAME_MAX (ENAMETOOLONG) for root as well;
     # permissions would not stop the root user tests often run as.
     refused_object_survives = False
+    refusal = "File name too long"
 
     def refusable_key(self, key: str) -> str:
         return f"{key.rsplit('/', 1)[0]}/{'n' * 300}.pdf" if "/" in key else "n" * 300
@@ -193,6 +196,7 @@ class S3Store(Store):
     """A fresh bucket in moto's server; the backend goes through the proxy."""
 
     reports_missing = False
+    refusal = "AccessDenied"
 
     def __init__(self, moto_url: str, proxy: FaultProxy) -> None:
         super().__init__("snapshots")
@@ -237,6 +241,8 @@ class S3Store(Store):
 
 class AzureStore(Store):
     """A fresh container in Azurite; the backend goes through the proxy."""
+
+    refusal = "LeaseIdMissing"
 
     def __init__(self, direct_connection_string: str, proxy: FaultProxy) -> None:
         super().__init__("snapshots")
