@@ -5,17 +5,20 @@ with PostgreSQL as the application database. Afterwards the rows, the objects le
 store, the run log and the pending journal must be exactly what the rules say, and the
 same on all three; deletes go out in batches; sizes are asked only for rows without one.
 A key the store refuses stays pending and the next run finishes it; credentials never
-appear in the run's events.
+appear in the run's events. The Dagster CLI, given only the environment, finds the store.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import pytest
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.conftest import TEST_AWS_SECRET
+from snapshot_ops_tests.conftest import NOW, TEST_AWS_SECRET, World
 from snapshot_ops_tests.stores import AZURITE_KEY
 
 pytestmark = pytest.mark.e2e
@@ -116,3 +119,40 @@ def test_a_refused_object_stays_pending_until_a_later_run(store_world):
     assert world.pending() == []
     assert not world.has_file(blocked)
     assert world.run_log()[-1].deleted_count == 1
+
+
+@pytest.mark.parametrize("backend_name", ["s3", "azure"])
+def test_the_cli_finds_the_store_from_the_environment(
+    request, backend_name, postgres_url, storage_root, tmp_path
+):
+    """`dagster job execute` with only SNAPSHOT_OPS_STORAGE_URL and the SDK's variables."""
+    store = request.getfixturevalue(f"{backend_name}_store")
+    world = World(postgres_url, storage_root, store)
+    try:
+        expired = world.add(age=8 * DAY, size=None)
+        fresh = world.add(age=6 * DAY)
+        config = tmp_path / "run.yaml"
+        config.write_text(
+            "ops:\n  identify_expired_candidates:\n    config:\n"
+            f"      reference_time: '{NOW.isoformat()}'\n"
+        )
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        env = dict(
+            os.environ,  # the session's AWS_* / AZURE_STORAGE_CONNECTION_STRING
+            DAGSTER_HOME=str(home),
+            SNAPSHOT_OPS_DATABASE_URL=postgres_url,
+            SNAPSHOT_OPS_STORAGE_URL=store.url,
+        )
+        command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "snapshot_ops"]
+        command += ["-j", "snapshot_cleanup_job", "-c", str(config)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert world.is_deleted(expired) and not world.has_file(expired)
+        assert not world.is_deleted(fresh) and world.has_file(fresh)
+        assert store.url in done.stdout + done.stderr  # the description is shown...
+        for secret in (TEST_AWS_SECRET, AZURITE_KEY):  # ...credentials never are
+            assert secret not in done.stdout + done.stderr
+    finally:
+        world.engine.dispose()
