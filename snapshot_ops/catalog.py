@@ -223,7 +223,48 @@ class Catalog:
     def _expired(self, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
         f = self.files.c
         return sa.and_(
-            f.snapshotType == TEMPORARY_TYPE, f.deletedAt.is_(None), f.createdAt < cutoff
+            f.snapshotType == TEMPORARY_TYPE,
+            f.deletedAt.is_(None),
+            f.createdAt < self._comparable(cutoff),
+        )
+
+    def _comparable(self, instant: dt.datetime) -> dt.datetime:
+        """`instant` as the createdAt column stores time.
+
+        A `timestamp without time zone` column holds naive times; the application writes
+        them in UTC. Compared with an aware value, PostgreSQL would read them in the
+        session's TimeZone instead and shift the cutoff by hours, so the comparison is made
+        naive-to-naive in UTC.
+        """
+        if getattr(self.files.c.createdAt.type, "timezone", True) is False:
+            return instant.astimezone(dt.UTC).replace(tzinfo=None)
+        return instant
+
+    def database_now(self) -> dt.datetime:
+        """The database server's clock (aware, UTC), to check the worker's clock against."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                raw = conn.exec_driver_sql("SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now')")
+                return dt.datetime.fromisoformat(raw.scalar_one()).replace(tzinfo=dt.UTC)
+            value = conn.exec_driver_sql("SELECT statement_timestamp()").scalar_one()
+        return value.astimezone(dt.UTC)
+
+    def keys_in_use(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` that a live row (`deletedAt` null) still points at.
+
+        Two rows may share one object, e.g. an order's snapshot reusing the object of an
+        expired parse-session one: the object must stay while any row that must stay
+        points at it, whatever happens to the other row.
+        """
+        if not keys:
+            return set()
+        f = self.files.c
+        return set(
+            conn.execute(
+                sa.select(f.storageKey)
+                .where(f.storageKey.in_(list(set(keys))), f.deletedAt.is_(None))
+                .distinct()
+            ).scalars()
         )
 
     def _linked(self) -> sa.Exists:

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+from snapshot_ops import checkpoints
 from snapshot_ops.catalog import Catalog
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.base import Outcome, StorageBackend
@@ -31,6 +32,8 @@ class DeleteReport:
     missing: int  # objects already gone: their rows count as deleted too
     bytes_reclaimed: int
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
+    #: Marked rows whose object was kept because a live row shares its storage key.
+    kept_shared: list[str] = field(default_factory=list)
 
     @property
     def deleted_count(self) -> int:
@@ -65,6 +68,7 @@ def mark_expired(
         bytes_marked += sum(c.size_bytes for c in batch.marked if (c.size_bytes or 0) > 0)
         attached.extend(batch.attached_meanwhile)
         errors.extend(f"refused {c.file_id}: {reason}" for c, reason in batch.refused)
+        checkpoints.reached("after_mark_batch")
         if batch.cursor is None:
             break
         cursor = batch.cursor
@@ -80,6 +84,7 @@ def delete_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int
     """
     deleted = missing = reclaimed = 0
     errors: list[str] = []
+    kept_shared: list[str] = []
     after: str | None = None
     while True:
         with catalog.engine.connect() as conn, conn.begin():
@@ -87,9 +92,17 @@ def delete_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int
             if not entries:
                 break
             after = entries[-1].file_id
+            # An object that a live row still points at is not this row's alone to delete.
+            in_use = catalog.keys_in_use(conn, [e.storage_key for e in entries])
+            if in_use:
+                shared = [e.file_id for e in entries if e.storage_key in in_use]
+                kept_shared.extend(shared)
+                catalog.settle_pending(conn, shared, {})
+                entries = [e for e in entries if e.storage_key not in in_use]
             unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
             measured = storage.sizes(unknown) if unknown else {}
             results = storage.delete_many([e.storage_key for e in entries])
+            checkpoints.reached("after_store_delete")
             gone: list[str] = []
             failed: dict[str, str] = {}
             for entry, result in zip(entries, results, strict=True):
@@ -108,8 +121,10 @@ def delete_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int
                     failed[entry.file_id] = message
                     errors.append(f"{result.outcome.value} {entry.file_id}: {message}")
             catalog.settle_pending(conn, gone, failed)
+        checkpoints.reached("after_settle")
     log.info(
-        "deleted %d objects, %d already missing, %d failed, %d bytes reclaimed",
-        deleted, missing, len(errors), reclaimed,
+        "deleted %d objects, %d already missing, %d failed, %d bytes reclaimed, "
+        "%d kept because a live row shares them",
+        deleted, missing, len(errors), reclaimed, len(kept_shared),
     )
-    return DeleteReport(deleted, missing, reclaimed, errors)
+    return DeleteReport(deleted, missing, reclaimed, errors, kept_shared)

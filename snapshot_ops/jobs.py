@@ -27,11 +27,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from snapshot_ops import cleanup
+from snapshot_ops import checkpoints, cleanup
 from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy
+from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
@@ -118,6 +118,10 @@ def identify_expired_candidates(
         raise Failure(description=f"bad configuration: {exc}") from exc
 
     with _catalog(database) as catalog:
+        try:
+            check_clocks(run_at, catalog.database_now())
+        except SnapshotOpsError as exc:
+            raise Failure(description=f"clock check: {exc}") from exc
         catalog.ensure_own_tables()
         summary = catalog.summarize(policy.cutoff)
         catalog.start_run(
@@ -149,6 +153,7 @@ def identify_expired_candidates(
             )
             catalog.finish_run(context.run_id, status="failed", errors=[message])
             raise Failure(description=message, metadata=metadata)
+    checkpoints.reached("after_select")
     context.add_output_metadata(metadata)
     return CleanupPlan(
         run_id=context.run_id,
@@ -213,6 +218,7 @@ def delete_storage_objects(
     if plan.dry_run:
         context.log.info("dry run: no object deleted")
         return cleanup.DeleteReport(0, 0, 0)
+    checkpoints.reached("before_delete")
     backend = storage.open_backend()
     try:
         with _catalog(database) as catalog:
@@ -230,6 +236,7 @@ def delete_storage_objects(
             "alreadyMissing": report.missing,
             "failed": len(report.errors),
             "bytesReclaimed": report.bytes_reclaimed,
+            "keptSharedKey": len(report.kept_shared),
         }
     )
     return report
@@ -244,6 +251,7 @@ def record_cleanup_run(
     database: SnapshotDatabase,
 ) -> dict:
     """Write the run's `runAt`, `deletedCount`, `errors` and bytes reclaimed; fail on errors."""
+    checkpoints.reached("before_record")
     errors = marked.errors + deleted.errors
     status = "failed" if errors else "succeeded"
     counts = {
