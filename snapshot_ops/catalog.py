@@ -33,6 +33,9 @@ from snapshot_ops.storage.base import RefusedKey, check_key
 SNAPSHOT_COLUMNS = ("fileId", "snapshotType", "storageKey", "sizeBytes", "createdAt", "deletedAt")
 ATTACHMENT_COLUMNS = ("fileId",)
 
+#: PostgreSQL advisory lock key held while the job creates its own schema and tables.
+SCHEMA_LOCK_KEY = 0x534E4150  # "SNAP"
+
 #: How many error messages a run keeps in its log row; all are counted.
 MAX_STORED_ERRORS = 200
 
@@ -174,6 +177,9 @@ class Catalog:
         """Create the job's schema and tables if they do not exist (idempotent)."""
         with self.engine.begin() as conn:
             if self.ops_schema is not None:
+                # IF NOT EXISTS is not safe against a concurrent creator (two first runs at
+                # once fail on a unique index): serialise creators for this transaction.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
                 conn.execute(sa.schema.CreateSchema(self.ops_schema, if_not_exists=True))
             self._own.create_all(conn, checkfirst=True)
 
