@@ -180,7 +180,11 @@ class Catalog:
                 # IF NOT EXISTS is not safe against a concurrent creator (two first runs at
                 # once fail on a unique index): serialise creators for this transaction.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
-                conn.execute(sa.schema.CreateSchema(self.ops_schema, if_not_exists=True))
+                # A least-privileged role owns a schema an administrator made for it but may
+                # not create schemas (CREATE SCHEMA IF NOT EXISTS needs that right even when
+                # the schema exists), so only a missing schema is created.
+                if not sa.inspect(conn).has_schema(self.ops_schema):
+                    conn.execute(sa.schema.CreateSchema(self.ops_schema))
             self._own.create_all(conn, checkfirst=True)
 
     def start_run(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from dagster import (
     Config,
     Failure,
@@ -35,6 +36,8 @@ from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, mak
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
+#: PostgreSQL's SQLSTATE for "permission denied".
+PG_INSUFFICIENT_PRIVILEGE = "42501"
 #: How many candidate rows a dry run lists in its metadata.
 DRY_RUN_LISTING = 50
 
@@ -86,6 +89,16 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
         raise Failure(description=str(exc)) from exc
     try:
         yield catalog
+    except sa.exc.ProgrammingError as exc:
+        if getattr(exc.orig, "pgcode", None) != PG_INSUFFICIENT_PRIVILEGE:
+            raise
+        raise Failure(
+            description=(
+                f"the database role lacks a privilege the job needs: {exc.orig}. It needs "
+                'SELECT on "OrderAttachments" and "SnapshotFiles", UPDATE ("deletedAt") on '
+                '"SnapshotFiles", and its own schema (see README, Least privilege)'
+            )
+        ) from exc
     finally:
         catalog.engine.dispose()
 
