@@ -53,8 +53,7 @@ class ReconcileReport:
     def drift(self) -> bool:
         """True when anything needs a person's attention."""
         return bool(
-            self.orphan_objects.count or self.leftover_objects.count
-            or self.missing_objects.count
+            self.orphan_objects.count or self.leftover_objects.count or self.missing_objects.count
         )
 
     def to_dict(self) -> dict:

@@ -91,10 +91,24 @@ def start_job(world: World, home: Path, *, batch_size: int, **extra: str) -> sub
         f"      reference_time: '{NOW.isoformat()}'\n      batch_size: {batch_size}\n"
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "snapshot_ops",
-         "-j", "snapshot_cleanup_job", "-c", str(config)],
-        cwd=REPO, env=job_env(world, home, **extra),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "snapshot_ops",
+            "-j",
+            "snapshot_cleanup_job",
+            "-c",
+            str(config),
+        ],
+        cwd=REPO,
+        env=job_env(world, home, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

@@ -110,8 +110,13 @@ def test_naive_timestamps_are_read_as_utc_in_any_session_zone(postgres_url, stor
 def test_an_object_shared_with_an_order_snapshot_stays(world):
     # The order's snapshot reuses the object of an expired parse-session snapshot.
     expired = world.add(age=30 * DAY, key="shared/one.pdf")
-    order = world.add(age=30 * DAY, key="shared/one.pdf", snapshot_type=PERMANENT_TYPE,
-                      linked=True, with_file=False)
+    order = world.add(
+        age=30 * DAY,
+        key="shared/one.pdf",
+        snapshot_type=PERMANENT_TYPE,
+        linked=True,
+        with_file=False,
+    )
 
     result = world.run()
 

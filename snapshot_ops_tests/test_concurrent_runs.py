@@ -27,8 +27,11 @@ def test_two_runs_at_once_never_delete_or_count_twice(pg_world, tmp_path):
         gate = tmp_path / f"gate-{name}"
         gate.mkdir()
         process = start_job(
-            pg_world, tmp_path / name, batch_size=25,
-            SNAPSHOT_OPS_CRASH_AT="after_select", SNAPSHOT_OPS_CRASH_ACTION=f"pause:{gate}",
+            pg_world,
+            tmp_path / name,
+            batch_size=25,
+            SNAPSHOT_OPS_CRASH_AT="after_select",
+            SNAPSHOT_OPS_CRASH_ACTION=f"pause:{gate}",
         )
         runs.append((process, gate))
     for process, gate in runs:

@@ -64,8 +64,9 @@ def test_uninterrupted_run_reaches_the_expected_state(pg_world):
 def test_killed_run_then_next_run_equals_uninterrupted(pg_world, tmp_path, crash_at):
     expected, no_file = build(pg_world)
 
-    process = start_job(pg_world, tmp_path / "home", batch_size=BATCH,
-                        SNAPSHOT_OPS_CRASH_AT=crash_at)
+    process = start_job(
+        pg_world, tmp_path / "home", batch_size=BATCH, SNAPSHOT_OPS_CRASH_AT=crash_at
+    )
     output = process.communicate(timeout=300)[0]
     assert process.returncode == -signal.SIGKILL, output[-3000:]
 
@@ -79,8 +80,7 @@ def test_killed_run_then_next_run_equals_uninterrupted(pg_world, tmp_path, crash
         elif present:  # a marked row whose object is left is journaled for the next run
             assert file_id in pending
     to_finish = {
-        i for i, (deleted, _) in expected.items()
-        if deleted and (not between[i][0] or i in pending)
+        i for i, (deleted, _) in expected.items() if deleted and (not between[i][0] or i in pending)
     }
     already_gone = {i for i in to_finish if not between[i][1]}
 
@@ -92,7 +92,9 @@ def test_killed_run_then_next_run_equals_uninterrupted(pg_world, tmp_path, crash
     *killed, recovery = pg_world.run_log()
     assert recovery.status == "succeeded"
     assert (recovery.deleted_count, recovery.missing_count, recovery.bytes_reclaimed) == (
-        len(to_finish), len(already_gone), 100 * (len(to_finish) - len(already_gone))
+        len(to_finish),
+        len(already_gone),
+        100 * (len(to_finish) - len(already_gone)),
     )
     # The killed run could not close its own log row; it never claims a success.
     assert [k.status for k in killed] in ([], ["running"])

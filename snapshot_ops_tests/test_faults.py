@@ -26,8 +26,9 @@ pytestmark = pytest.mark.integration
 
 
 def chattr(flag: str, *paths) -> subprocess.CompletedProcess:
-    return subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        ["chattr", flag, *map(str, paths)], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture
@@ -53,9 +54,7 @@ def immutable(storage_root):
         chattr("-i", *made)
 
 
-def test_storage_refusing_some_deletes_fails_the_run_and_the_next_run_finishes(
-    world, immutable
-):
+def test_storage_refusing_some_deletes_fails_the_run_and_the_next_run_finishes(world, immutable):
     ids = bulk_add(world, 10)
     stuck = ids[:3]
     immutable(*[world.root / world.row(i).storageKey for i in stuck])
@@ -137,9 +136,7 @@ def test_connection_dropped_inside_the_delete_transaction(pg_world, tmp_path, mo
     assert all(state(pg_world)[i] == (True, False) for i in ids)
     assert pg_world.pending() == []
     recovery = pg_world.run_log()[1]
-    assert (recovery.status, recovery.deleted_count, recovery.missing_count) == (
-        "succeeded", 12, 5
-    )
+    assert (recovery.status, recovery.deleted_count, recovery.missing_count) == ("succeeded", 12, 5)
 
 
 def test_connection_dropped_between_transactions_is_replaced(pg_world, tmp_path, monkeypatch):

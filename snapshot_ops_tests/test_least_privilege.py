@@ -23,8 +23,9 @@ def cleanup_role(postgres_url, storage_root):
     """A login role with the job's minimal grants in a fresh application database."""
     world = World(postgres_url, storage_root)  # the application creates its tables
     name = f"snapshot_cleanup_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(world.engine.url, poolclass=sa.pool.NullPool,
-                             isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        world.engine.url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         for statement in (
             f"CREATE ROLE {name} LOGIN",
@@ -48,13 +49,14 @@ def cleanup_role(postgres_url, storage_root):
 def test_the_role_can_do_nothing_more(cleanup_role):
     world, _, role_url = cleanup_role
     file_id = world.add(age=10 * DAY)
-    engine = sa.create_engine(role_url.replace("postgresql://", "postgresql+psycopg2://"),
-                              poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(
+        role_url.replace("postgresql://", "postgresql+psycopg2://"), poolclass=sa.pool.NullPool
+    )
     forbidden = [
-        f"DELETE FROM \"SnapshotFiles\" WHERE \"fileId\" = '{file_id}'",
-        f"UPDATE \"SnapshotFiles\" SET \"storageKey\" = 'x' WHERE \"fileId\" = '{file_id}'",
+        f'DELETE FROM "SnapshotFiles" WHERE "fileId" = \'{file_id}\'',
+        f'UPDATE "SnapshotFiles" SET "storageKey" = \'x\' WHERE "fileId" = \'{file_id}\'',
         "INSERT INTO \"OrderAttachments\" VALUES ('o', 'f')",
-        "DELETE FROM \"OrderAttachments\"",
+        'DELETE FROM "OrderAttachments"',
         "CREATE TABLE public.t (x int)",
     ]
     for statement in forbidden:

@@ -101,15 +101,19 @@ def load(world, rows: list[dict]) -> dict[str, str]:
                 path.write_bytes(b"x" * 10)
             conn.execute(
                 sa.insert(world.files).values(
-                    fileId=file_id, snapshotType=row["type"], parseSessionId="ps",
-                    storageKey=key, sizeBytes=row["size"],
+                    fileId=file_id,
+                    snapshotType=row["type"],
+                    parseSessionId="ps",
+                    storageKey=key,
+                    sizeBytes=row["size"],
                     createdAt=NOW - dt.timedelta(seconds=row["age"]),
                     deletedAt=NOW - dt.timedelta(days=1) if row["deleted"] else None,
                 )
             )
             for link in range(row["links"]):
-                conn.execute(sa.insert(world.attachments).values(orderId=f"o{link}",
-                                                                 fileId=file_id))
+                conn.execute(
+                    sa.insert(world.attachments).values(orderId=f"o{link}", fileId=file_id)
+                )
     return keys
 
 
@@ -123,22 +127,23 @@ def load(world, rows: list[dict]) -> dict[str, str]:
     retention_days=st.sampled_from([7, 7, 1, 0.5, 30]),
     back_seconds=st.sampled_from([0, 0, 1, 3 * DAY]),
 )
-def test_the_job_deletes_exactly_what_the_seed_sql_selects(app, rows, retention_days,
-                                                           back_seconds):
+def test_the_job_deletes_exactly_what_the_seed_sql_selects(app, rows, retention_days, back_seconds):
     app.reset()
     keys = load(app, rows)
     reference = NOW - dt.timedelta(seconds=back_seconds)
     retention = dt.timedelta(days=retention_days)
     with app.engine.connect() as conn:
         oracle = set(
-            conn.execute(ORACLE, {"reference": reference.isoformat(),
-                                  "retention": retention.total_seconds()}).scalars()
+            conn.execute(
+                ORACLE, {"reference": reference.isoformat(), "retention": retention.total_seconds()}
+            ).scalars()
         )
         before = {r.fileId: r for r in conn.execute(sa.select(app.files))}
     present_before = {k for k in set(keys.values()) if (app.root / k).is_file()}
 
-    result = app.run(reference_time=reference.isoformat(), retention_days=retention_days,
-                     batch_size=3)
+    result = app.run(
+        reference_time=reference.isoformat(), retention_days=retention_days, batch_size=3
+    )
 
     assert result.success
     with app.engine.connect() as conn:
@@ -158,8 +163,11 @@ def test_the_job_deletes_exactly_what_the_seed_sql_selects(app, rows, retention_
     # Every marked row is counted once: as deleted (or already missing), or as kept
     # because a live row shares its object.
     [log] = app.run_log()
-    [output] = [e for e in result.events_for_node("delete_storage_objects")
-                if e.event_type_value == "STEP_OUTPUT"]
+    [output] = [
+        e
+        for e in result.events_for_node("delete_storage_objects")
+        if e.event_type_value == "STEP_OUTPUT"
+    ]
     kept = output.step_output_data.metadata["keptSharedKey"].value
     assert log.deleted_count + kept == len(oracle)
     assert kept >= sum(1 for i in oracle if keys[i] in live_keys)

@@ -34,7 +34,8 @@ def fingerprint(world) -> tuple:
         rows = sorted(tuple(map(str, r)) for r in conn.execute(world.files.select()))
     files = sorted(
         (str(p.relative_to(world.root)), hashlib.sha256(p.read_bytes()).hexdigest())
-        for p in world.root.rglob("*") if p.is_file()
+        for p in world.root.rglob("*")
+        if p.is_file()
     )
     return rows, files
 
@@ -111,7 +112,12 @@ def test_command_prints_json_and_exits_3_on_drift(pg_world):
     }
     result = subprocess.run(
         [sys.executable, "-m", "snapshot_ops.reconcile"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 3, result.stderr
     report = json.loads(result.stdout)
