@@ -28,7 +28,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from snapshot_ops import checkpoints, cleanup
+from snapshot_ops import checkpoints, cleanup, valves
 from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
@@ -152,6 +152,8 @@ def identify_expired_candidates(
         }
         if config.dry_run:
             metadata["wouldDelete"] = MetadataValue.md(_listing(catalog, policy))
+        else:
+            _check_storage(catalog, storage, policy)
         context.log.info(
             f"{summary.candidates} expired parse-session snapshots (cutoff "
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
@@ -176,6 +178,16 @@ def identify_expired_candidates(
         batch_size=config.batch_size,
         summary=summary,
     )
+
+
+def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -> None:
+    backend = storage.open_backend()
+    try:
+        valves.check_storage_sees_candidates(catalog, backend, policy.cutoff)
+    except valves.StorageMismatch as exc:
+        raise Failure(description=str(exc)) from exc
+    finally:
+        backend.close()
 
 
 def _listing(catalog: Catalog, policy: Policy) -> str:

@@ -145,7 +145,9 @@ def test_the_job_deletes_exactly_what_the_seed_sql_selects(app, rows, retention_
         reference_time=reference.isoformat(), retention_days=retention_days, batch_size=3
     )
 
-    assert result.success
+    if not result.success:  # only the wrong-storage valve may stop a run here
+        assert len(oracle) >= 10 and not any((app.root / keys[i]).is_file() for i in oracle)
+        return
     with app.engine.connect() as conn:
         after = {r.fileId: r for r in conn.execute(sa.select(app.files))}
     newly_marked = {
