@@ -4,7 +4,8 @@ Each case starts `dagster job execute` as a real process against PostgreSQL and 
 itself (SIGKILL, as a power cut or the OOM killer would) at one checkpoint of
 snapshot_ops.checkpoints: after selecting, between marking batches, between marking and
 deleting, after the store deleted a batch but before the journal was settled, after a
-settled batch, and before the run log is written. Then an ordinary run follows.
+settled batch, and before the run log is written; and three kills at random instants,
+which also land inside transactions. Then an ordinary run follows.
 
 Afterwards the rows and files are exactly those of an uninterrupted run (checked against
 the same expectation in the first test): no live row whose file is gone, no marked row
@@ -13,9 +14,12 @@ whose file stays, nothing pending; and the recovering run counts exactly what it
 
 from __future__ import annotations
 
+import random
 import signal
+import time
 
 import pytest
+import sqlalchemy as sa
 
 from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.scenarios import DAY, bulk_add, start_job, state
@@ -98,3 +102,40 @@ def test_killed_run_then_next_run_equals_uninterrupted(pg_world, tmp_path, crash
     )
     # The killed run could not close its own log row; it never claims a success.
     assert [k.status for k in killed] in ([], ["running"])
+
+
+def progress(world) -> tuple[int, int]:
+    """(rows marked, journal entries): either moves as soon as a run commits any work."""
+    with world.engine.connect() as conn:
+        marked = conn.execute(
+            sa.select(sa.func.count()).where(world.files.c.deletedAt.is_not(None))
+        ).scalar_one()
+    try:
+        return marked, len(world.pending())
+    except sa.exc.ProgrammingError:  # before the first run created the journal
+        return marked, 0
+
+
+def test_kills_at_random_instants_inside_transactions(pg_world, tmp_path):
+    # Checkpoints sit between transactions; these kills land at random instants once a run
+    # has committed its first work, so also inside a batch being marked or deleted.
+    expected, _ = build(pg_world)
+    for file_id in bulk_add(pg_world, 600, label="more"):
+        expected[file_id] = (True, False)
+    rng = random.Random(4)
+    for attempt in range(3):
+        before = progress(pg_world)
+        process = start_job(pg_world, tmp_path / f"home{attempt}", batch_size=BATCH)
+        deadline = time.monotonic() + 120
+        while progress(pg_world) == before and process.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+        between = state(pg_world)
+        assert all(between[i] == (False, True) for i, s in expected.items() if not s[0])
+
+    assert pg_world.run(batch_size=BATCH).success
+    assert state(pg_world) == expected
+    assert pg_world.pending() == []
