@@ -1,4 +1,4 @@
-"""Helpers for the safety tests: bulk application data, the job as a real process, and the
+"""Shared pieces of the safety tests: bulk application data, the job as a real process, and the
 checkpoint pause handshake (see snapshot_ops.checkpoints)."""
 
 from __future__ import annotations
