@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from snapshot_ops import checkpoints
 from snapshot_ops.catalog import Catalog, PendingDelete
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.base import Outcome, StorageBackend
@@ -42,6 +43,8 @@ class DeleteReport:
     missing: int = 0  # objects already gone: their rows count as deleted too
     bytes_reclaimed: int = 0
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
+    #: Marked rows whose object was kept because a live row shares its storage key.
+    kept_shared: list[str] = field(default_factory=list)
 
     @property
     def deleted_count(self) -> int:
@@ -54,6 +57,7 @@ class DeleteReport:
             self.missing + other.missing,
             self.bytes_reclaimed + other.bytes_reclaimed,
             self.errors + other.errors,
+            self.kept_shared + other.kept_shared,
         )
 
 
@@ -71,17 +75,28 @@ def delete_entries(
         entries = catalog.claim_pending(conn, after=after, limit=limit, only=claim)
         if not entries:
             return DeleteReport(), None
+        last = entries[-1].file_id
+        # An object that a live row still points at is not this row's alone to delete.
+        in_use = catalog.keys_in_use(conn, [e.storage_key for e in entries])
+        shared = [e.file_id for e in entries if e.storage_key in in_use]
+        entries = [e for e in entries if e.storage_key not in in_use]
         report, gone, failed = _delete_objects(storage, entries)
-        catalog.settle_pending(conn, gone, failed)
-    return report, entries[-1].file_id
+        catalog.settle_pending(conn, gone + shared, failed)
+    checkpoints.reached("after_settle")
+    if shared:
+        report += DeleteReport(kept_shared=shared)
+    return report, last
 
 
 def _delete_objects(
     storage: StorageBackend, entries: list[PendingDelete]
 ) -> tuple[DeleteReport, list[str], dict[str, str]]:
+    if not entries:
+        return DeleteReport(), [], {}
     unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
     measured = storage.sizes(unknown) if unknown else {}
     results = storage.delete_many([e.storage_key for e in entries])
+    checkpoints.reached("after_store_delete")
     deleted = missing = reclaimed = 0
     gone: list[str] = []
     failed: dict[str, str] = {}
@@ -145,6 +160,7 @@ class _BackgroundDeleter:
             if self._failure is not None:
                 continue  # drain the queue so submit/close never block
             try:
+                checkpoints.reached("before_delete")
                 report, _ = delete_entries(self._catalog, self._storage, claim=file_ids)
                 self._report += report
             except BaseException as exc:  # re-raised in the caller's thread
@@ -188,6 +204,7 @@ def mark_and_delete(
             bytes_marked += sum(c.size_bytes for c in batch.marked if (c.size_bytes or 0) > 0)
             attached.extend(batch.attached_meanwhile)
             errors.extend(f"refused {c.file_id}: {reason}" for c, reason in batch.refused)
+            checkpoints.reached("after_mark_batch")
             if batch.cursor is None:
                 break
             cursor = batch.cursor
@@ -195,7 +212,8 @@ def mark_and_delete(
         deleted = deleter.close() if deleter is not None else DeleteReport()
     log.info(
         "marked %d rows deleted (%d attached meanwhile, kept); deleted %d objects, "
-        "%d already missing, %d failed",
+        "%d already missing, %d failed, %d kept because a live row shares them",
         marked, len(attached), deleted.deleted, deleted.missing, len(deleted.errors),
+        len(deleted.kept_shared),
     )
     return MarkReport(marked, bytes_marked, attached, errors), deleted
