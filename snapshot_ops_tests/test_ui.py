@@ -419,7 +419,12 @@ def _application_state(world) -> tuple:
 @pytest.fixture(scope="module")
 def backfill(dagster_ui, daily_runs) -> Backfill:
     """A backfill of the simulated days, launched as the UI's Materialize button does and
-    run by the daemon; returned once it and its runs are done."""
+    run by the daemon; returned once it and its runs are done.
+
+    Just before it, the application leaves a file that a cleanup as of any of those days
+    would delete, so a backfill that cleaned (rather than only counted) would show.
+    """
+    dagster_ui.world.add(age=8 * DAY, size=500, now=_at_three(min(DAILY_FILES)))
     before = _application_state(dagster_ui.world)
     params = {
         "assetSelection": [{"path": [RECLAIMED]}],
@@ -443,7 +448,8 @@ def backfill(dagster_ui, daily_runs) -> Backfill:
 def test_backfill_reproduces_the_days_and_deletes_nothing(dagster_ui, daily_runs, backfill):
     """Backfilling the days the cleanup ran gives each day the very figures its run gave
     (same bytes, files, runAt: rebuilt from the run log), in one run, and deletes nothing:
-    the application's rows, the files on disk and the run log are unchanged."""
+    the application's rows (one of them expired), the files on disk and the run log are
+    unchanged."""
     assert backfill.status in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
     [run] = backfill.runs  # single-run backfill policy: the whole range in one run
     assert run["status"] == "SUCCESS"
