@@ -104,7 +104,7 @@ class MarkedBatch:
     marked: list[Candidate]
     attached_meanwhile: list[str]  # passed the first check, linked at the re-check
     refused: list[tuple[Candidate, str]]  # unsafe keys: left live, reported
-    cursor: tuple[Any, Any] | None  # keyset position after this batch; None when done
+    cursor: tuple[Any, Any] | None  # keyset position after this batch; None: no rows left
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,13 @@ class Catalog:
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
                 f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
                 f"WHERE \"snapshotType\" = '{TEMPORARY_TYPE}' AND \"deletedAt\" IS NULL;"
+            )
+        if not _has_index_leading_with(inspector, f, "storageKey"):
+            # Before deleting an object the job asks whether a live row still names it.
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{f.name}_storageKey_idx" ON {_quoted(f)} ("storageKey") '
+                f'WHERE "deletedAt" IS NULL;'
             )
         if not _has_index_leading_with(inspector, a, "fileId"):
             advice.append(
@@ -399,13 +406,16 @@ class Catalog:
                     continue
                 safe[row.fileId] = candidate
             # Steps 2 and 3: one *new* statement re-checks the linkage and marks.
-            marked_ids = self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
+            marked_ids = (
+                self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
+            )
             if dry_run:
                 transaction.rollback()
         marked = [c for raw_id, c in safe.items() if raw_id in marked_ids]
         attached = [c.file_id for raw_id, c in safe.items() if raw_id not in marked_ids]
-        done = len(rows) < limit
-        return MarkedBatch(marked, attached, refused, None if done else next_cursor)
+        # Only an empty batch ends the walk: a short one can come from rows that changed
+        # while this statement waited for their locks (another run marked them).
+        return MarkedBatch(marked, attached, refused, next_cursor)
 
     def _recheck_and_mark(
         self, conn: Connection, ids: list[Any], run_id: str, marked_at: dt.datetime
