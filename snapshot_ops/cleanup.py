@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: Marked batches waiting for deletion; more would only grow memory, not speed.
 MAX_BATCHES_IN_FLIGHT = 2
+#: Threads deleting batches at once: while one waits for the database to settle its
+#: journal entries, the other keeps the store busy.
+DELETER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,14 @@ class _BackgroundDeleter:
         self._storage = storage
         self._queue: queue.Queue[list[str] | None] = queue.Queue(MAX_BATCHES_IN_FLIGHT)
         self._report = DeleteReport()
+        self._lock = threading.Lock()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="snapshot-deleter")
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"snapshot-deleter-{n}")
+            for n in range(DELETER_THREADS)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, file_ids: list[str]) -> None:
         if self._failure is not None:
@@ -149,8 +157,10 @@ class _BackgroundDeleter:
         self._queue.put(file_ids)  # blocks while MAX_BATCHES_IN_FLIGHT are waiting
 
     def close(self) -> DeleteReport:
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
         if self._failure is not None:
             raise self._failure
         return self._report
@@ -162,7 +172,8 @@ class _BackgroundDeleter:
             try:
                 checkpoints.reached("before_delete")
                 report, _ = delete_entries(self._catalog, self._storage, claim=file_ids)
-                self._report += report
+                with self._lock:
+                    self._report += report
             except BaseException as exc:  # re-raised in the caller's thread
                 self._failure = exc
 
