@@ -73,6 +73,14 @@ class CleanupConfig(Config):
     batch_size: int = Field(
         default=1000, description="Rows locked, marked and deleted per transaction."
     )
+    verify_storage: bool = Field(
+        default=True,
+        description=(
+            "Before marking, check that the storage holds the oldest candidates' objects "
+            "(stops a run pointed at the wrong folder, bucket or prefix). Needs read access "
+            "to objects (s3:GetObject for a HEAD on S3)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ def identify_expired_candidates(
         }
         if config.dry_run:
             metadata["wouldDelete"] = MetadataValue.md(_listing(catalog, policy))
-        else:
+        elif config.verify_storage:
             _check_storage(catalog, storage, policy)
         context.log.info(
             f"{summary.candidates} expired parse-session snapshots (cutoff "

@@ -28,13 +28,20 @@ class StorageMismatch(SnapshotOpsError):
 def check_storage_sees_candidates(
     catalog: Catalog, storage: StorageBackend, cutoff: dt.datetime
 ) -> None:
-    """Raise StorageMismatch if none of the sampled candidates' objects exists."""
+    """Raise StorageMismatch if none of the sampled candidates' objects exists.
+
+    Looks the sample up one object at a time and stops at the first that exists, so a
+    healthy run costs one lookup (one HEAD on an object store).
+    """
     sample = next(catalog.iter_candidates(cutoff, SAMPLE_SIZE), [])
     if len(sample) < MIN_SAMPLE:
         return
-    sizes = storage.sizes([c.storage_key for c in sample])
-    if all(size is None for size in sizes.values()):
-        raise StorageMismatch(
-            f"none of the {len(sample)} oldest candidates' objects exists in "
-            f"{storage.description}; is the storage URL right? Nothing was deleted."
-        )
+    for candidate in sample:
+        if storage.sizes([candidate.storage_key]).get(candidate.storage_key) is not None:
+            return
+    raise StorageMismatch(
+        f"none of the {len(sample)} oldest candidates' objects exists in "
+        f"{storage.description}; is the storage URL right? Nothing was deleted. (If the "
+        "store refuses the lookups, e.g. an S3 role without s3:GetObject, grant read or "
+        "run with verify_storage: false.)"
+    )

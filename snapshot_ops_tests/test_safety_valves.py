@@ -119,3 +119,14 @@ def test_bytes_reclaimed_equal_the_bytes_freed_on_disk(world):
     assert world.run(batch_size=4).success
     [log] = world.run_log()
     assert log.bytes_reclaimed == before - disk_bytes() == 7 * 321 + 10 + 10
+
+
+def test_the_storage_check_can_be_turned_off(world, tmp_path):
+    # For a store that refuses lookups: then, as documented, nothing guards a wrong URL.
+    bulk_add(world, 12)
+    world.root = tmp_path / "empty-mount-point"
+    world.root.mkdir()
+    result = world.run(verify_storage=False)
+    assert result.success
+    [log] = world.run_log()
+    assert (log.deleted_count, log.missing_count) == (12, 12)
