@@ -1,0 +1,96 @@
+"""The storage interface every backend implements, and the key checks they share.
+
+A backend deletes batches of keys and reports one outcome per key; it never raises for a
+single key. Keys are checked before anything is sent: a key that could leave the storage
+root (or the configured prefix) is refused and reported, never touched.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from snapshot_ops.errors import SnapshotOpsError
+
+
+class RefusedKey(SnapshotOpsError):
+    """A storage key that could reach outside the storage root; it is never used."""
+
+
+class Outcome(enum.Enum):
+    DELETED = "deleted"  # the object existed and is gone now
+    MISSING = "missing"  # the object was already gone: counts as deleted
+    REFUSED = "refused"  # the key could leave the root; nothing was touched
+    FAILED = "failed"  # the store reported an error; the object may still exist
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    key: str
+    outcome: Outcome
+    error: str | None = None
+
+    @property
+    def gone(self) -> bool:
+        """True when the object no longer exists (deleted now or already missing)."""
+        return self.outcome in (Outcome.DELETED, Outcome.MISSING)
+
+
+def check_key(key: object) -> str:
+    """Return `key` if it is a safe relative key, else raise RefusedKey saying why.
+
+    Safe means: a non-empty string, no NUL byte, no backslash, not absolute, and no empty,
+    `.` or `..` segment, so that joining it under a root can only name something inside it.
+    """
+    if not isinstance(key, str) or key == "":
+        raise RefusedKey("empty storage key")
+    if "\x00" in key:
+        raise RefusedKey(f"storage key contains a NUL byte: {key!r}")
+    if "\\" in key:
+        raise RefusedKey(f"storage key contains a backslash: {key!r}")
+    if key.startswith("/"):
+        raise RefusedKey(f"storage key is absolute: {key!r}")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise RefusedKey(f"storage key has an empty, '.' or '..' segment: {key!r}")
+    return key
+
+
+class StorageBackend(ABC):
+    """Deletes, measures and lists objects named by keys relative to one root or prefix."""
+
+    #: Shown in logs and run metadata; never contains credentials.
+    description: str
+
+    @abstractmethod
+    def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
+        """Delete `keys`, returning one result per key in the same order.
+
+        Never raises for a single key: refused keys, missing objects and store errors are
+        all reported as results, so one bad object cannot stop the others.
+        """
+
+    @abstractmethod
+    def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
+        """Size in bytes of each key's object; None where it is missing or refused."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key under `prefix`, relative to the root (for reconciliation reports)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections or thread pools."""
+
+
+def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Split `items` into lists of at most `size` items."""
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
