@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The UI tests drive Debian's Chromium (never a browser a tool downloads itself).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint bench
 
@@ -18,7 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m snapshot_ops.demo
 
-test: $(STAMP)
+$(CHROMIUM):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 BENCH_ARGS ?= --backend fs --rows 100000

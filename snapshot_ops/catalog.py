@@ -146,13 +146,13 @@ class Catalog:
             sa.Column("cutoff", sa.DateTime(timezone=True), nullable=False),
             sa.Column("dry_run", sa.Boolean, nullable=False),
             sa.Column("status", sa.Text, nullable=False),
-            sa.Column("candidate_count", sa.BigInteger, nullable=False, default=0),
-            sa.Column("marked_count", sa.BigInteger, nullable=False, default=0),
-            sa.Column("deleted_count", sa.BigInteger, nullable=False, default=0),
-            sa.Column("missing_count", sa.BigInteger, nullable=False, default=0),
-            sa.Column("bytes_reclaimed", sa.BigInteger, nullable=False, default=0),
-            sa.Column("error_count", sa.BigInteger, nullable=False, default=0),
-            sa.Column("errors", sa.Text, nullable=False, default="[]"),
+            sa.Column("candidate_count", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("marked_count", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("deleted_count", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("missing_count", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("bytes_reclaimed", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("error_count", sa.BigInteger, nullable=False, server_default="0"),
+            sa.Column("errors", sa.Text, nullable=False, server_default="[]"),
             sa.Column("finished_at", sa.DateTime(timezone=True)),
         )
         self.pending = sa.Table(
@@ -163,10 +163,34 @@ class Catalog:
             sa.Column("size_bytes", sa.BigInteger),
             sa.Column("run_id", sa.Text, nullable=False),
             sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("attempts", sa.Integer, nullable=False, default=0),
+            sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
             sa.Column("last_error", sa.Text),
         )
         self._own = own
+
+    # -- advice ---------------------------------------------------------------------------
+
+    def missing_indexes(self) -> list[str]:
+        """The CREATE INDEX statements that would make the candidate queries cheap, for the
+        indexes the application database lacks. The job never creates them itself: on a
+        busy application table that is the owner's decision (and CONCURRENTLY cannot run
+        inside the job's transactions)."""
+        inspector = sa.inspect(self.engine)
+        concurrently = "" if self.is_sqlite else " CONCURRENTLY"
+        advice = []
+        f, a = self.files, self.attachments
+        if not _has_index_leading_with(inspector, f, "createdAt"):
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
+                f"WHERE \"snapshotType\" = '{TEMPORARY_TYPE}' AND \"deletedAt\" IS NULL;"
+            )
+        if not _has_index_leading_with(inspector, a, "fileId"):
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{a.name}_fileId_idx" ON {_quoted(a)} ("fileId");'
+            )
+        return advice
 
     # -- the job's own tables -------------------------------------------------------------
 
@@ -300,12 +324,12 @@ class Catalog:
         3. Unlinked rows get `deletedAt` and a journal entry; the transaction commits.
            An attach that was waiting then finds `deletedAt` set and does not attach.
 
-        Only after this commit are the objects deleted (`delete_storage_objects`), so the
+        Only after this commit are the objects deleted (cleanup.mark_and_delete), so the
         worst a crash can do is leave a marked row whose journal entry the next run finishes.
         On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
         """
-        f = self.files.c
         with self.engine.connect() as conn, conn.begin() as transaction:
+            # Step 1: lock the candidates (waiting for any attach that holds one).
             query = self._candidate_query(cutoff, cursor, limit)
             if not self.is_sqlite:
                 query = query.with_for_update(of=self.files)
@@ -313,61 +337,90 @@ class Catalog:
             if not rows:
                 return MarkedBatch([], [], [], None)
             next_cursor = max((r.createdAt, r.fileId) for r in rows)
-            ids = [r.fileId for r in rows]
-            raw_ids = {str(i): i for i in ids}
-            # Step 2: a new statement, so a new snapshot under READ COMMITTED.
-            linked = set(
-                conn.execute(
-                    sa.select(self.attachments.c.fileId)
-                    .where(self.attachments.c.fileId.in_(ids))
-                    .distinct()
-                ).scalars()
-            )
-            marked: list[Candidate] = []
+            safe: dict[Any, Candidate] = {}
             refused: list[tuple[Candidate, str]] = []
             for row in rows:
-                if row.fileId in linked:
-                    continue
                 candidate = _candidate(row)
                 try:
                     check_key(candidate.storage_key)
                 except RefusedKey as exc:
-                    refused.append((candidate, str(exc)))
+                    refused.append((candidate, str(exc)))  # never marked: stays live
                     continue
-                marked.append(candidate)
-            if marked and not dry_run:
-                marked_ids = [raw_ids[c.file_id] for c in marked]
-                conn.execute(
-                    sa.update(self.files)
-                    .where(f.fileId.in_(marked_ids), f.deletedAt.is_(None))
-                    .values(deletedAt=marked_at)
-                )
-                conn.execute(
-                    sa.insert(self.pending),
-                    [
-                        {
-                            "file_id": c.file_id,
-                            "storage_key": c.storage_key,
-                            "size_bytes": c.size_bytes,
-                            "run_id": run_id,
-                            "marked_at": marked_at,
-                            "attempts": 0,
-                        }
-                        for c in marked
-                    ],
-                )
+                safe[row.fileId] = candidate
+            # Steps 2 and 3: one *new* statement re-checks the linkage and marks.
+            marked_ids = self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
             if dry_run:
                 transaction.rollback()
-            attached = [str(i) for i in ids if i in linked]
-            done = len(rows) < limit
-            return MarkedBatch(marked, attached, refused, None if done else next_cursor)
+        marked = [c for raw_id, c in safe.items() if raw_id in marked_ids]
+        attached = [c.file_id for raw_id, c in safe.items() if raw_id not in marked_ids]
+        done = len(rows) < limit
+        return MarkedBatch(marked, attached, refused, None if done else next_cursor)
 
-    def claim_pending(self, conn: Connection, after: str | None, limit: int) -> list[PendingDelete]:
-        """Lock the next journal entries (skipping any another run holds) in file_id order."""
+    def _recheck_and_mark(
+        self, conn: Connection, ids: list[Any], run_id: str, marked_at: dt.datetime
+    ) -> set[Any]:
+        """Mark the locked rows that are still unlinked, journal them; return their ids.
+
+        Runs as a statement of its own after the rows are locked, so under READ COMMITTED
+        its NOT EXISTS reads a snapshot taken after every attach that could still commit:
+        attaches need the row locks this transaction holds.
+        """
+        f = self.files.c
+        marking = (
+            sa.update(self.files)
+            .where(f.fileId.in_(ids), f.deletedAt.is_(None), ~self._linked())
+            .values(deletedAt=marked_at)
+            .returning(f.fileId, f.storageKey, f.sizeBytes)
+        )
+        journal_columns = ["file_id", "storage_key", "size_bytes", "run_id", "marked_at"]
+        if self.is_sqlite:  # no data-modifying CTEs: two statements, same transaction
+            rows = conn.execute(marking).all()
+            if rows:
+                conn.execute(
+                    sa.insert(self.pending),
+                    [dict(zip(journal_columns, (str(r.fileId), r.storageKey, r.sizeBytes,
+                                                run_id, marked_at), strict=True))
+                     for r in rows],
+                )
+            return {r.fileId for r in rows}
+        # PostgreSQL: mark and journal in one round trip.
+        marked = marking.cte("marked")
+        journal = (
+            sa.insert(self.pending)
+            .from_select(
+                journal_columns,
+                sa.select(
+                    sa.cast(marked.c.fileId, sa.Text),
+                    marked.c.storageKey,
+                    marked.c.sizeBytes,
+                    sa.literal(run_id, sa.Text),
+                    sa.literal(marked_at, sa.DateTime(timezone=True)),
+                ),
+            )
+            .returning(self.pending.c.file_id)
+        )
+        by_text = {str(i): i for i in ids}
+        return {by_text[file_id] for file_id in conn.execute(journal).scalars()}
+
+    def claim_pending(
+        self,
+        conn: Connection,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        only: Sequence[str] | None = None,
+    ) -> list[PendingDelete]:
+        """Lock journal entries in file_id order, skipping any that another run holds.
+
+        Either the next `limit` entries after `after` (to sweep the whole journal), or the
+        entries among `only` (the batch this run has just marked).
+        """
         p = self.pending.c
         query = sa.select(p.file_id, p.storage_key, p.size_bytes, p.attempts)
         if after is not None:
             query = query.where(p.file_id > after)
+        if only is not None:
+            query = query.where(p.file_id.in_(list(only)))
         query = query.order_by(p.file_id).limit(limit)
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)
@@ -390,6 +443,18 @@ class Catalog:
     def pending_count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(self.pending)).scalar_one()
+
+
+def _has_index_leading_with(inspector: Any, table: sa.Table, column: str) -> bool:
+    indexes = inspector.get_indexes(table.name, schema=table.schema)
+    pk = inspector.get_pk_constraint(table.name, schema=table.schema)
+    leading = [ix["column_names"][:1] for ix in indexes] + [pk.get("constrained_columns", [])[:1]]
+    return [column] in leading
+
+
+def _quoted(table: sa.Table) -> str:
+    name = f'"{table.name}"'
+    return f'"{table.schema}".{name}' if table.schema else name
 
 
 def _candidate(row: Any) -> Candidate:

@@ -1,20 +1,31 @@
-"""The two loops of a cleanup run, free of Dagster: mark in batches, then delete in batches.
+"""The work of a cleanup run, free of Dagster: mark in batches, delete behind the marks.
 
-Both stream from the database in bounded batches (keyset pagination), so memory stays flat
-whatever the backlog. Ops in `jobs.py` call these and report what they return.
+Both loops stream from the database in bounded batches (keyset pagination), so memory
+stays flat whatever the backlog. Ops in `jobs.py` call these and report what they return.
+
+Marking is database work and deleting is storage work, so they overlap: as soon as a
+batch's marks are committed, a background thread deletes that batch's objects while the
+next batch is being marked. The queue between them holds at most `MAX_BATCHES_IN_FLIGHT`
+batches, which bounds memory and keeps the journal of not-yet-deleted objects short.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.catalog import Catalog, PendingDelete
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.base import Outcome, StorageBackend
 
 log = logging.getLogger(__name__)
+
+#: Marked batches waiting for deletion; more would only grow memory, not speed.
+MAX_BATCHES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,9 @@ class MarkReport:
 
 @dataclass(frozen=True)
 class DeleteReport:
-    deleted: int  # objects this run removed
-    missing: int  # objects already gone: their rows count as deleted too
-    bytes_reclaimed: int
+    deleted: int = 0  # objects this run removed
+    missing: int = 0  # objects already gone: their rows count as deleted too
+    bytes_reclaimed: int = 0
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
 
     @property
@@ -37,79 +48,154 @@ class DeleteReport:
         """The seed's `deletedCount`: rows whose object is now confirmed gone."""
         return self.deleted + self.missing
 
+    def __add__(self, other: DeleteReport) -> DeleteReport:
+        return DeleteReport(
+            self.deleted + other.deleted,
+            self.missing + other.missing,
+            self.bytes_reclaimed + other.bytes_reclaimed,
+            self.errors + other.errors,
+        )
 
-def mark_expired(
+
+def delete_entries(
+    catalog: Catalog, storage: StorageBackend, claim: Sequence[str] | None = None, *,
+    after: str | None = None, limit: int | None = None,
+) -> tuple[DeleteReport, str | None]:
+    """Claim journal entries, delete their objects, settle the journal; one transaction.
+
+    The entries stay locked while the store works on them, so a second run skips them
+    instead of deleting (and counting) the same objects twice. Returns the report and the
+    last file_id claimed (None when nothing was claimed).
+    """
+    with catalog.engine.connect() as conn, conn.begin():
+        entries = catalog.claim_pending(conn, after=after, limit=limit, only=claim)
+        if not entries:
+            return DeleteReport(), None
+        report, gone, failed = _delete_objects(storage, entries)
+        catalog.settle_pending(conn, gone, failed)
+    return report, entries[-1].file_id
+
+
+def _delete_objects(
+    storage: StorageBackend, entries: list[PendingDelete]
+) -> tuple[DeleteReport, list[str], dict[str, str]]:
+    unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
+    measured = storage.sizes(unknown) if unknown else {}
+    results = storage.delete_many([e.storage_key for e in entries])
+    deleted = missing = reclaimed = 0
+    gone: list[str] = []
+    failed: dict[str, str] = {}
+    errors: list[str] = []
+    for entry, result in zip(entries, results, strict=True):
+        if result.outcome is Outcome.DELETED:
+            deleted += 1
+            size = entry.size_bytes
+            if size is None or size < 0:
+                size = measured.get(entry.storage_key)
+            reclaimed += size or 0
+            gone.append(entry.file_id)
+        elif result.outcome is Outcome.MISSING:
+            missing += 1
+            gone.append(entry.file_id)
+        else:
+            message = result.error or result.outcome.value
+            failed[entry.file_id] = message
+            errors.append(f"{result.outcome.value} {entry.file_id}: {message}")
+    return DeleteReport(deleted, missing, reclaimed, errors), gone, failed
+
+
+def finish_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int) -> DeleteReport:
+    """Delete the objects of every journal entry: what an interrupted run left behind."""
+    total = DeleteReport()
+    after: str | None = None
+    while True:
+        report, after = delete_entries(catalog, storage, after=after, limit=batch_size)
+        if after is None:
+            break
+        total += report
+    return total
+
+
+class _BackgroundDeleter:
+    """Deletes marked batches on a thread while the caller marks the next ones."""
+
+    def __init__(self, catalog: Catalog, storage: StorageBackend) -> None:
+        self._catalog = catalog
+        self._storage = storage
+        self._queue: queue.Queue[list[str] | None] = queue.Queue(MAX_BATCHES_IN_FLIGHT)
+        self._report = DeleteReport()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="snapshot-deleter")
+        self._thread.start()
+
+    def submit(self, file_ids: list[str]) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._queue.put(file_ids)  # blocks while MAX_BATCHES_IN_FLIGHT are waiting
+
+    def close(self) -> DeleteReport:
+        self._queue.put(None)
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._report
+
+    def _work(self) -> None:
+        while (file_ids := self._queue.get()) is not None:
+            if self._failure is not None:
+                continue  # drain the queue so submit/close never block
+            try:
+                report, _ = delete_entries(self._catalog, self._storage, claim=file_ids)
+                self._report += report
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._failure = exc
+
+
+def mark_and_delete(
     catalog: Catalog,
+    storage: StorageBackend | None,
     policy: Policy,
     *,
     run_id: str,
     marked_at: dt.datetime,
     batch_size: int,
     dry_run: bool = False,
-) -> MarkReport:
-    """Tombstone every current candidate, batch by batch, at most `policy.max_deletions`."""
+) -> tuple[MarkReport, DeleteReport]:
+    """Tombstone every current candidate (at most `policy.max_deletions`), deleting behind.
+
+    Each batch is locked, re-checked, marked and committed by `Catalog.mark_batch` before
+    its objects are handed to the deleter: a file is never deleted before its row's mark
+    is durable. In a dry run the marks are rolled back and nothing is deleted.
+    """
     marked = bytes_marked = 0
     attached: list[str] = []
     errors: list[str] = []
+    deleter = None if dry_run or storage is None else _BackgroundDeleter(catalog, storage)
     cursor = None
-    while marked < policy.max_deletions:
-        batch = catalog.mark_batch(
-            cutoff=policy.cutoff,
-            cursor=cursor,
-            limit=min(batch_size, policy.max_deletions - marked),
-            run_id=run_id,
-            marked_at=marked_at,
-            dry_run=dry_run,
-        )
-        marked += len(batch.marked)
-        bytes_marked += sum(c.size_bytes for c in batch.marked if (c.size_bytes or 0) > 0)
-        attached.extend(batch.attached_meanwhile)
-        errors.extend(f"refused {c.file_id}: {reason}" for c, reason in batch.refused)
-        if batch.cursor is None:
-            break
-        cursor = batch.cursor
-    log.info("marked %d rows deleted (%d attached meanwhile, kept)", marked, len(attached))
-    return MarkReport(marked, bytes_marked, attached, errors)
-
-
-def delete_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int) -> DeleteReport:
-    """Delete the objects of every journaled row; keep the journal entry of any that fail.
-
-    Each batch holds its journal entries locked while the store works on them, so a second
-    run skips them instead of deleting (and counting) the same objects twice.
-    """
-    deleted = missing = reclaimed = 0
-    errors: list[str] = []
-    after: str | None = None
-    while True:
-        with catalog.engine.connect() as conn, conn.begin():
-            entries = catalog.claim_pending(conn, after, batch_size)
-            if not entries:
+    try:
+        while marked < policy.max_deletions:
+            batch = catalog.mark_batch(
+                cutoff=policy.cutoff,
+                cursor=cursor,
+                limit=min(batch_size, policy.max_deletions - marked),
+                run_id=run_id,
+                marked_at=marked_at,
+                dry_run=dry_run,
+            )
+            if deleter is not None and batch.marked:
+                deleter.submit([c.file_id for c in batch.marked])
+            marked += len(batch.marked)
+            bytes_marked += sum(c.size_bytes for c in batch.marked if (c.size_bytes or 0) > 0)
+            attached.extend(batch.attached_meanwhile)
+            errors.extend(f"refused {c.file_id}: {reason}" for c, reason in batch.refused)
+            if batch.cursor is None:
                 break
-            after = entries[-1].file_id
-            unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
-            measured = storage.sizes(unknown) if unknown else {}
-            results = storage.delete_many([e.storage_key for e in entries])
-            gone: list[str] = []
-            failed: dict[str, str] = {}
-            for entry, result in zip(entries, results, strict=True):
-                if result.outcome is Outcome.DELETED:
-                    deleted += 1
-                    size = entry.size_bytes
-                    if size is None or size < 0:
-                        size = measured.get(entry.storage_key)
-                    reclaimed += size or 0
-                    gone.append(entry.file_id)
-                elif result.outcome is Outcome.MISSING:
-                    missing += 1
-                    gone.append(entry.file_id)
-                else:
-                    message = result.error or result.outcome.value
-                    failed[entry.file_id] = message
-                    errors.append(f"{result.outcome.value} {entry.file_id}: {message}")
-            catalog.settle_pending(conn, gone, failed)
+            cursor = batch.cursor
+    finally:
+        deleted = deleter.close() if deleter is not None else DeleteReport()
     log.info(
-        "deleted %d objects, %d already missing, %d failed, %d bytes reclaimed",
-        deleted, missing, len(errors), reclaimed,
+        "marked %d rows deleted (%d attached meanwhile, kept); deleted %d objects, "
+        "%d already missing, %d failed",
+        marked, len(attached), deleted.deleted, deleted.missing, len(deleted.errors),
     )
-    return DeleteReport(deleted, missing, reclaimed, errors)
+    return MarkReport(marked, bytes_marked, attached, errors), deleted

@@ -1,16 +1,46 @@
-"""The Dagster definitions of snapshot_ops: the cleanup job, its schedule and resources."""
+"""The Dagster definitions of snapshot_ops: the cleanup job and its schedule, the storage
+assets and their checks, alerting sensors, the pruning of Dagster's run history, and the
+resources."""
+
+import os
 
 from dagster import Definitions, EnvVar
 
+from snapshot_ops.assets import (
+    CLEANUP_RUNS,
+    ORDER_ATTACHMENTS,
+    SNAPSHOT_FILES,
+    build_storage_assets,
+)
+from snapshot_ops.housekeeping import prune_dagster_history_job, prune_dagster_history_schedule
 from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
+from snapshot_ops.sensors import (
+    AlertNotifier,
+    snapshot_cleanup_failure_alert,
+    snapshot_cleanup_freshness,
+)
+
+# Alerts go to the log unless a webhook is configured; the URL is read at run time through
+# EnvVar, so it never shows in the UI.
+_alerts = (
+    AlertNotifier(webhook_url=EnvVar("SNAPSHOT_OPS_ALERT_WEBHOOK_URL"))
+    if os.environ.get("SNAPSHOT_OPS_ALERT_WEBHOOK_URL")
+    else AlertNotifier()
+)
+
+storage_assets, storage_checks = build_storage_assets(schedule_timezone())
 
 defs = Definitions(
-    jobs=[snapshot_cleanup_job],
-    schedules=[build_daily_schedule(schedule_timezone())],
+    assets=[SNAPSHOT_FILES, ORDER_ATTACHMENTS, CLEANUP_RUNS, *storage_assets],
+    asset_checks=storage_checks,
+    jobs=[snapshot_cleanup_job, prune_dagster_history_job],
+    schedules=[build_daily_schedule(schedule_timezone()), prune_dagster_history_schedule],
+    sensors=[snapshot_cleanup_failure_alert, snapshot_cleanup_freshness],
     resources={
         "database": SnapshotDatabase(url=EnvVar("SNAPSHOT_OPS_DATABASE_URL")),
         "storage": SnapshotStorage(url=EnvVar("SNAPSHOT_OPS_STORAGE_URL")),
+        "alerts": _alerts,
     },
 )

@@ -1,10 +1,12 @@
-"""The cleanup job: four ops, each a step in the run.
+"""The cleanup job: five ops, each a step in the run.
 
-identify_expired_candidates -> verify_unlinked_and_mark -> delete_storage_objects
--> record_cleanup_run
+identify_expired_candidates -> finish_pending_deletes -> mark_and_delete_expired
+-> record_cleanup_run -> refresh_storage_assets
 
 The order matters: a row is marked deleted (after its linkage is re-checked under a lock)
 and committed *before* its object is deleted, never the reverse; see catalog.mark_batch.
+Checking the linkage and marking cannot be separate steps: they must share one
+transaction, or an order could attach the file in between.
 The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
 """
 
@@ -26,12 +28,15 @@ from dagster import (
     op,
 )
 from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from snapshot_ops import cleanup
+from snapshot_ops.assets import Emit, publish_cleanup_run
 from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy
+from snapshot_ops.settings import schedule_timezone
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
@@ -119,6 +124,12 @@ def identify_expired_candidates(
 
     with _catalog(database) as catalog:
         catalog.ensure_own_tables()
+        advice = catalog.missing_indexes()
+        if advice:
+            context.log.warning(
+                "the application database lacks indexes that keep the cleanup's queries "
+                "cheap on large tables; ask its owner to run:\n" + "\n".join(advice)
+            )
         summary = catalog.summarize(policy.cutoff)
         catalog.start_run(
             run_id=context.run_id, run_at=run_at, reference_time=policy.reference_time,
@@ -132,6 +143,7 @@ def identify_expired_candidates(
             "candidatesWithoutSize": summary.unknown_size,
             "keptLinkedToOrders": summary.kept_linked,
             "dryRun": config.dry_run,
+            "missingIndexes": MetadataValue.md("\n".join(advice) or "none"),
         }
         if config.dry_run:
             metadata["wouldDelete"] = MetadataValue.md(_listing(catalog, policy))
@@ -168,61 +180,34 @@ def _listing(catalog: Catalog, policy: Policy) -> str:
     return "\n".join(lines)
 
 
-@op
-def verify_unlinked_and_mark(
-    context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
-) -> cleanup.MarkReport:
-    """Lock each batch of candidates, re-check no order links them, mark them deleted.
-
-    The marks are committed (and journaled) before any object is deleted. In a dry run the
-    same statements run and are rolled back.
-    """
-    with _catalog(database) as catalog:
-        report = cleanup.mark_expired(
-            catalog,
-            plan.policy,
-            run_id=plan.run_id,
-            marked_at=plan.run_at,
-            batch_size=plan.batch_size,
-            dry_run=plan.dry_run,
-        )
-    verb = "would mark" if plan.dry_run else "marked"
-    context.log.info(
-        f"{verb} {report.marked} rows deleted; {len(report.attached_meanwhile)} were linked "
-        f"to an order during the run and kept; {len(report.errors)} refused keys left live"
-    )
-    context.add_output_metadata(
-        {
-            "marked": report.marked,
-            "attachedDuringRun": len(report.attached_meanwhile),
-            "refusedKeys": len(report.errors),
-        }
-    )
-    return report
+@dataclass(frozen=True)
+class CleanReport:
+    marked: cleanup.MarkReport
+    deleted: cleanup.DeleteReport
 
 
 @op
-def delete_storage_objects(
+def finish_pending_deletes(
     context: OpExecutionContext,
     plan: CleanupPlan,
-    marked: cleanup.MarkReport,
     database: SnapshotDatabase,
     storage: SnapshotStorage,
 ) -> cleanup.DeleteReport:
-    """Delete the objects of all marked rows (this run's and any left by earlier runs)."""
+    """Delete the objects of rows an earlier run marked but could not delete (or crashed on).
+
+    Their rows are already marked deleted; only the journal says their objects may remain.
+    """
     if plan.dry_run:
-        context.log.info("dry run: no object deleted")
-        return cleanup.DeleteReport(0, 0, 0)
+        return cleanup.DeleteReport()
     backend = storage.open_backend()
     try:
         with _catalog(database) as catalog:
-            report = cleanup.delete_pending(catalog, backend, batch_size=plan.batch_size)
+            report = cleanup.finish_pending(catalog, backend, batch_size=plan.batch_size)
     finally:
         backend.close()
     context.log.info(
-        f"deleted {report.deleted} objects from {backend.description}, {report.missing} were "
-        f"already missing, {len(report.errors)} failed and stay pending; "
-        f"{report.bytes_reclaimed} bytes reclaimed"
+        f"finished {report.deleted_count} pending deletes left by earlier runs "
+        f"({report.missing} already missing), {len(report.errors)} still failing"
     )
     context.add_output_metadata(
         {
@@ -236,14 +221,67 @@ def delete_storage_objects(
 
 
 @op
+def mark_and_delete_expired(
+    context: OpExecutionContext,
+    plan: CleanupPlan,
+    leftovers: cleanup.DeleteReport,
+    database: SnapshotDatabase,
+    storage: SnapshotStorage,
+) -> CleanReport:
+    """Verify no order links each candidate, mark it deleted, then delete its object.
+
+    Batch by batch: lock the candidates, re-check OrderAttachments in a new statement,
+    mark and journal the unlinked ones, commit; only then is the batch's objects' deletion
+    started, in the background while the next batch is marked. In a dry run the same
+    statements run and are rolled back, and nothing is deleted.
+    """
+    backend = None if plan.dry_run else storage.open_backend()
+    try:
+        with _catalog(database) as catalog:
+            marked, deleted = cleanup.mark_and_delete(
+                catalog,
+                backend,
+                plan.policy,
+                run_id=plan.run_id,
+                marked_at=plan.run_at,
+                batch_size=plan.batch_size,
+                dry_run=plan.dry_run,
+            )
+    finally:
+        if backend is not None:
+            backend.close()
+    verb = "would mark" if plan.dry_run else "marked"
+    context.log.info(
+        f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
+        f"to an order during the run and kept; {len(marked.errors)} refused keys left live; "
+        f"deleted {deleted.deleted} objects, {deleted.missing} already missing, "
+        f"{len(deleted.errors)} failed and stay pending; {deleted.bytes_reclaimed} bytes"
+    )
+    context.add_output_metadata(
+        {
+            "marked": marked.marked,
+            "attachedDuringRun": len(marked.attached_meanwhile),
+            "refusedKeys": len(marked.errors),
+            "deleted": deleted.deleted,
+            "alreadyMissing": deleted.missing,
+            "failed": len(deleted.errors),
+            "bytesReclaimed": deleted.bytes_reclaimed,
+        }
+    )
+    return CleanReport(marked, deleted)
+
+
+@op
 def record_cleanup_run(
     context: OpExecutionContext,
     plan: CleanupPlan,
-    marked: cleanup.MarkReport,
-    deleted: cleanup.DeleteReport,
+    leftovers: cleanup.DeleteReport,
+    cleaned: CleanReport,
     database: SnapshotDatabase,
 ) -> dict:
     """Write the run's `runAt`, `deletedCount`, `errors` and bytes reclaimed; fail on errors."""
+    marked = cleaned.marked
+    deleted = leftovers + cleaned.deleted
     errors = marked.errors + deleted.errors
     status = "failed" if errors else "succeeded"
     counts = {
@@ -272,6 +310,14 @@ def record_cleanup_run(
         "bytesReclaimed": deleted.bytes_reclaimed,
     }
     if errors:
+        if not plan.dry_run:
+            # refresh_storage_assets will not run after this failure, but what the run did
+            # reclaim is real and counts; a database error here must not hide the run's errors.
+            try:
+                # Events logged by a failing step are dropped, so report them to the instance.
+                _publish(context, database, plan, context.instance.report_runless_asset_event)
+            except SQLAlchemyError as exc:
+                context.log.warning(f"storage assets not refreshed: {exc}")
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
         raise Failure(
             description=(
@@ -282,6 +328,34 @@ def record_cleanup_run(
         )
     context.add_output_metadata(metadata)
     return summary
+
+
+def _publish(
+    context: OpExecutionContext, database: SnapshotDatabase, plan: CleanupPlan, emit: Emit
+) -> None:
+    with _catalog(database) as catalog:
+        summary = publish_cleanup_run(
+            emit,
+            catalog,
+            run_id=plan.run_id,
+            reference_time=plan.policy.reference_time,
+            timezone=schedule_timezone(),
+        )
+    context.log.info(summary)
+
+
+@op
+def refresh_storage_assets(
+    context: OpExecutionContext, plan: CleanupPlan, summary: dict, database: SnapshotDatabase
+) -> None:
+    """Materialize the run log, the day's storage reclaimed and the 30-day savings view.
+
+    Runs after the run is recorded, so the figures include it; a dry run materializes nothing.
+    """
+    if plan.dry_run:
+        context.log.info("dry run: storage assets left as they are")
+        return
+    _publish(context, database, plan, context.log_event)
 
 
 @failure_hook(required_resource_keys={"database"})
@@ -311,6 +385,7 @@ def mark_run_failed(context: HookContext) -> None:
 )
 def snapshot_cleanup_job() -> None:
     plan = identify_expired_candidates()
-    marked = verify_unlinked_and_mark(plan)
-    deleted = delete_storage_objects(plan, marked)
-    record_cleanup_run(plan, marked, deleted)
+    leftovers = finish_pending_deletes(plan)
+    cleaned = mark_and_delete_expired(plan, leftovers)
+    summary = record_cleanup_run(plan, leftovers, cleaned)
+    refresh_storage_assets(plan, summary)

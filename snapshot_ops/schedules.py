@@ -1,9 +1,6 @@
 """The daily schedule: 03:00 in the timezone named by SNAPSHOT_OPS_TIMEZONE (default UTC)."""
 
 
-import os
-import zoneinfo
-
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,
@@ -12,22 +9,13 @@ from dagster import (
     schedule,
 )
 
-from snapshot_ops.errors import ConfigError
 from snapshot_ops.jobs import snapshot_cleanup_job
+from snapshot_ops.settings import schedule_timezone
+
+# schedule_timezone moved to settings.py (the assets need it too); it stays importable here.
+__all__ = ["CRON", "build_daily_schedule", "schedule_timezone"]
 
 CRON = "0 3 * * *"
-
-
-def schedule_timezone(value: str | None = None) -> str:
-    """The IANA timezone the schedule runs in, checked so a typo fails at load time."""
-    name = value if value is not None else os.environ.get("SNAPSHOT_OPS_TIMEZONE", "") or "UTC"
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            f"SNAPSHOT_OPS_TIMEZONE={name!r} is not an IANA timezone such as Europe/London"
-        ) from exc
-    return name
 
 
 def build_daily_schedule(timezone: str) -> ScheduleDefinition:

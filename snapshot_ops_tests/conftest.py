@@ -23,6 +23,9 @@ from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import TEMPORARY_TYPE
 
+# Instance, webhook and UI-server fixtures.
+pytest_plugins = ["snapshot_ops_tests.ops_fixtures"]
+
 PG_ADMIN_URL = os.environ.get(
     "SNAPSHOT_OPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

@@ -33,8 +33,9 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home), **extra}
 
 
-def test_definitions_validate(tmp_path):
-    result = dagster("definitions", "validate", "-m", "snapshot_ops", env=cli_env(tmp_path))
+@pytest.mark.parametrize("target", [["-m", "snapshot_ops"], ["-w", "workspace.yaml"]])
+def test_definitions_validate(tmp_path, target):
+    result = dagster("definitions", "validate", *target, env=cli_env(tmp_path))
     assert result.returncode == 0, result.stderr
 
 

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import Catalog, make_engine
-from snapshot_ops.cleanup import mark_expired
+from snapshot_ops.cleanup import mark_and_delete
 from snapshot_ops.rules import make_policy
 from snapshot_ops_tests.conftest import NOW
 
@@ -51,7 +51,10 @@ def mark_in_thread(url: str, out: list) -> threading.Thread:
         policy = make_policy(
             reference_time=NOW.isoformat(), retention_days=7, max_deletions=100, now=NOW
         )
-        out.append(mark_expired(catalog, policy, run_id="r1", marked_at=NOW, batch_size=10))
+        marked, _ = mark_and_delete(
+            catalog, None, policy, run_id="r1", marked_at=NOW, batch_size=10
+        )
+        out.append(marked)
         catalog.engine.dispose()
 
     thread = threading.Thread(target=target)

@@ -19,8 +19,8 @@ def test_job_steps_run_in_protocol_order():
     order = [node.name for node in job.graph.nodes_in_topological_order]
     protocol = [
         "identify_expired_candidates",
-        "verify_unlinked_and_mark",  # the mark is committed ...
-        "delete_storage_objects",  # ... before any object is deleted
+        "finish_pending_deletes",
+        "mark_and_delete_expired",
         "record_cleanup_run",
     ]
     assert [name for name in order if name in protocol] == protocol

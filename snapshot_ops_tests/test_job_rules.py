@@ -90,15 +90,19 @@ def test_a_file_linked_to_an_order_is_kept_whatever_its_type_or_age(world):
     assert result.success
     assert all(not world.is_deleted(i) and world.has_file(i) for i in ids)
     assert step_metadata(result, "identify_expired_candidates")["keptLinkedToOrders"] == 3
+    # Excluded as candidates up front, not only caught by the re-check under the lock.
+    assert step_metadata(result, "mark_and_delete_expired")["attachedDuringRun"] == 0
 
 
 def test_already_deleted_rows_are_left_alone(world):
     # The application (or an earlier run) marked it; its file is none of this run's business.
     done = world.add(age=30 * DAY, deleted=True)
     marked_at = world.row(done).deletedAt
-    assert world.run().success
+    result = world.run()
+    assert result.success
     assert world.row(done).deletedAt == marked_at and world.has_file(done)
     assert world.run_log()[0].deleted_count == 0
+    assert step_metadata(result, "identify_expired_candidates")["candidates"] == 0
 
 
 def test_missing_object_counts_as_deleted_and_is_reported_apart(world):
@@ -111,7 +115,7 @@ def test_missing_object_counts_as_deleted_and_is_reported_apart(world):
     assert world.is_deleted(gone) and world.is_deleted(present)
     [log] = world.run_log()
     assert (log.deleted_count, log.missing_count, log.bytes_reclaimed) == (2, 1, 700)
-    assert step_metadata(result, "delete_storage_objects")["alreadyMissing"] == 1
+    assert step_metadata(result, "mark_and_delete_expired")["alreadyMissing"] == 1
 
 
 def test_null_size_is_read_from_the_object(world):
@@ -184,7 +188,7 @@ def test_dry_run_changes_nothing_and_reports_what_would_go(world):
     assert result.success
     assert all(not world.is_deleted(i) and world.has_file(i) for i in [*expired, kept])
     assert world.pending() == []
-    assert step_metadata(result, "verify_unlinked_and_mark")["marked"] == 3
+    assert step_metadata(result, "mark_and_delete_expired")["marked"] == 3
     listing = step_metadata(result, "identify_expired_candidates")["wouldDelete"]
     assert all(i in listing for i in expired) and kept not in listing
     [log] = world.run_log()
@@ -264,3 +268,22 @@ def test_missing_table_is_named(db_url, storage_root):
     result = World(db_url, storage_root, create_tables=False).run()
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert 'table "SnapshotFiles" not found' in failure[0].step_failure_data.error.message
+
+
+def test_missing_indexes_are_recommended_never_created(world):
+    world.add(age=10 * DAY)
+    result = world.run()
+    advice = step_metadata(result, "identify_expired_candidates")["missingIndexes"]
+    assert '"SnapshotFiles_expiry_idx"' in advice and '"OrderAttachments_fileId_idx"' in advice
+    indexes = sa.inspect(world.engine).get_indexes("SnapshotFiles")
+    assert indexes == []  # recommended, not created
+
+    for statement in advice.splitlines():  # run as the database owner would
+        if "CONCURRENTLY" in statement:  # PostgreSQL refuses it inside a transaction
+            with world.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(statement)
+        else:
+            with world.engine.begin() as conn:
+                conn.exec_driver_sql(statement)
+    result = world.run()
+    assert step_metadata(result, "identify_expired_candidates")["missingIndexes"] == "none"

@@ -1,0 +1,427 @@
+"""The cleanup's assets: what it reads, its run log, storage reclaimed per day, 30-day savings.
+
+The lineage reads SnapshotFiles (+ OrderAttachments) -> snapshot_cleanup_runs ->
+snapshot_storage_reclaimed -> snapshot_storage_savings_30d:
+
+- `SnapshotFiles`, `OrderAttachments`: the application's tables, external (Dagster never
+  materializes them).
+- `snapshot_cleanup_runs`: the job's run log. Only `snapshot_cleanup_job` writes it (deleting
+  files as it goes), so it is external here too: nothing on the asset side can delete a file.
+- `snapshot_storage_reclaimed`: bytes and files reclaimed per day, partitioned by day in the
+  schedule's timezone. Every real run of the job materializes its day's partition; a backfill
+  (single run over a range of days) rebuilds each day from the run log and deletes nothing.
+- `snapshot_storage_savings_30d`: the last 30 days per day, their total and the change against
+  the 30 days before, computed with pandas and kept as a table for BI tools.
+
+The job's last op calls `publish_cleanup_run`, so a run alone leaves every asset and check up
+to date with no daemon or sensor. The figures themselves are computed in savings.py.
+"""
+
+import datetime as dt
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetsDefinition,
+    AssetSpec,
+    BackfillPolicy,
+    BetaWarning,
+    Config,
+    DailyPartitionsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from snapshot_ops import savings
+from snapshot_ops.catalog import Catalog
+from snapshot_ops.errors import SnapshotOpsError
+from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops.settings import FIRST_REPORTED_DAY
+
+GROUP = "snapshot_cleanup"
+DAY = dt.timedelta(days=1)
+
+SNAPSHOT_FILES = AssetSpec(
+    "SnapshotFiles",
+    group_name="application",
+    kinds={"sql"},
+    description=(
+        "The Email Parser's snapshot files (application table, written by the application). "
+        "The cleanup job sets deletedAt on expired ParseSessionSnapshot rows no order links."
+    ),
+)
+ORDER_ATTACHMENTS = AssetSpec(
+    "OrderAttachments",
+    group_name="application",
+    kinds={"sql"},
+    description="Links files to orders (application table); a linked file is never deleted.",
+)
+CLEANUP_RUNS = AssetSpec(
+    "snapshot_cleanup_runs",
+    deps=[SNAPSHOT_FILES, ORDER_ATTACHMENTS],
+    group_name=GROUP,
+    kinds={"sql"},
+    description=(
+        "The cleanup: snapshot_cleanup_job deletes expired parse-session snapshots and logs "
+        "each run here (runAt, deletedCount, errors, bytes reclaimed). Materialized by the "
+        "job's runs only; it is the one place files are deleted."
+    ),
+)
+RECLAIMED_KEY = AssetKey("snapshot_storage_reclaimed")
+SAVINGS_KEY = AssetKey("snapshot_storage_savings_30d")
+TOTAL_CHECK = "savings_total_matches_run_log"
+OVERDUE_CHECK = "no_overdue_parse_session_snapshots"
+
+DAILY_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("day", "date", description="Calendar day in the schedule's timezone"),
+        TableColumn("bytes_reclaimed", "int"),
+        TableColumn("files_reclaimed", "int"),
+        TableColumn("runs", "int", description="Real runs that day (dry runs excluded)"),
+        TableColumn("failed_runs", "int"),
+        TableColumn("error_count", "int"),
+    ]
+)
+
+
+def daily_partitions(timezone: str) -> DailyPartitionsDefinition:
+    """One partition per calendar day in `timezone`, today's included (a run reports on it)."""
+    return DailyPartitionsDefinition(
+        start_date=FIRST_REPORTED_DAY.isoformat(), timezone=timezone, end_offset=1
+    )
+
+
+@contextmanager
+def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
+    try:
+        catalog = database.open_catalog()
+        catalog.ensure_own_tables()  # a fresh install has no run log yet: read it as empty
+    except SnapshotOpsError as exc:
+        raise Failure(description=str(exc)) from exc
+    try:
+        yield catalog
+    finally:
+        catalog.engine.dispose()
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+def reclaimed_metadata(figures: savings.DayFigures) -> dict[str, Any]:
+    """A day's metadata; the numbers are plotted over the partitions in the UI."""
+    start, end = savings.day_bounds(figures.day, figures.day, figures.timezone)
+    return {
+        "bytesReclaimed": figures.bytes_reclaimed,
+        "deletedCount": figures.deleted_count,
+        "errors": figures.error_count,
+        "runAt": (
+            MetadataValue.timestamp(figures.last_run_at)
+            if figures.last_run_at is not None
+            else MetadataValue.null()
+        ),
+        "runs": figures.runs,
+        "failedRuns": figures.failed_runs,
+        "alreadyMissing": figures.missing_count,
+        "dryRunsIgnored": figures.dry_runs_ignored,
+        "reclaimed": savings.human_bytes(figures.bytes_reclaimed),
+        "dayStartsAt": start.isoformat(),
+        "dayEndsAt": end.isoformat(),
+    }
+
+
+def savings_metadata(view: savings.SavingsView, table_name: str) -> dict[str, Any]:
+    """The view's metadata: totals (plotted), the chart, the per-day table, where it is kept."""
+    return {
+        "totalBytes30d": view.total_bytes,
+        "totalFiles30d": view.total_files,
+        "previousBytes30d": view.previous_bytes,
+        "previousFiles30d": view.previous_files,
+        "changeBytes": view.change_bytes,
+        "changePercent": (
+            MetadataValue.float(view.change_pct)
+            if view.change_pct is not None
+            else MetadataValue.null()
+        ),
+        "reclaimed30d": savings.human_bytes(view.total_bytes),
+        "asOf": view.as_of.isoformat(),
+        "firstDay": view.first_day.isoformat(),
+        "timezone": view.timezone,
+        "chart": MetadataValue.md(savings.markdown_view(view)),
+        "days": MetadataValue.table(
+            [TableRecord(row) for row in savings.daily_records(view)], schema=DAILY_SCHEMA
+        ),
+        "dagster/table_name": table_name,
+        "dagster/row_count": len(view.daily),
+    }
+
+
+def refresh_savings(catalog: Catalog, as_of: dt.date, timezone: str) -> dict[str, Any]:
+    """Recompute the 30-day view, rewrite its table, return its metadata."""
+    view = savings.compute_savings(catalog, as_of, timezone)
+    table_name = savings.write_savings(catalog, view)
+    return savings_metadata(view, table_name)
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: Mapping[str, Any]
+
+
+def check_savings_total(catalog: Catalog) -> CheckOutcome:
+    """The stored view's 30-day totals equal what the run log holds for the same days."""
+    stored = savings.read_savings(catalog)
+    if stored.empty:
+        return CheckOutcome(False, "the savings table has not been written yet", {})
+    as_of = max(stored["as_of"])
+    timezone = str(stored["timezone"].iloc[0])
+    first = as_of - dt.timedelta(days=savings.WINDOW_DAYS - 1)
+    log_bytes, log_files = savings.run_log_totals(catalog, first, as_of, timezone)
+    view_bytes = int(stored["bytes_reclaimed"].sum())
+    view_files = int(stored["files_reclaimed"].sum())
+    passed = (view_bytes, view_files, len(stored)) == (log_bytes, log_files, savings.WINDOW_DAYS)
+    description = (
+        f"view {view_bytes} bytes / {view_files} files over {len(stored)} days; run log "
+        f"{log_bytes} bytes / {log_files} files for {first}..{as_of}"
+    )
+    return CheckOutcome(
+        passed,
+        description,
+        {
+            "viewBytes": view_bytes,
+            "runLogBytes": log_bytes,
+            "viewFiles": view_files,
+            "runLogFiles": log_files,
+            "viewDays": len(stored),
+            "asOf": as_of.isoformat(),
+        },
+    )
+
+
+def check_overdue(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
+    """No parse-session snapshot is still live and unlinked a day past its retention."""
+    found = savings.backlog(catalog, now, savings.latest_retention(catalog))
+    description = (
+        f"{found.overdue} live, unlinked ParseSessionSnapshot rows created before "
+        f"{found.threshold.isoformat()} (retention {found.retention / DAY:g} days + 1 day)"
+    )
+    return CheckOutcome(
+        found.overdue == 0,
+        description,
+        {
+            "overdue": found.overdue,
+            "overdueBytes": found.overdue_bytes,
+            "createdBefore": found.threshold.isoformat(),
+            "retentionDays": found.retention / DAY,
+        },
+    )
+
+
+def _result(outcome: CheckOutcome, severity: AssetCheckSeverity) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata=dict(outcome.metadata),
+    )
+
+
+# -- the job's side ---------------------------------------------------------------------------
+
+
+#: Where `publish_cleanup_run` sends its events: the step's event stream
+#: (`context.log_event`) or, from a step that is about to fail and so would drop its logged
+#: events, the instance directly (`context.instance.report_runless_asset_event`).
+Emit = Callable[[AssetMaterialization | AssetCheckEvaluation], Any]
+
+
+def publish_cleanup_run(
+    emit: Emit,
+    catalog: Catalog,
+    *,
+    run_id: str,
+    reference_time: dt.datetime,
+    timezone: str,
+) -> str:
+    """Materialize, for a cleanup run, the run log, its day's figures and the 30-day view.
+
+    The day's figures are rebuilt from the whole run log of that day (exactly as a backfill
+    does), so a second run on the same day, or a later backfill, gives the same numbers.
+    The checks are evaluated here too, so they are current after every run. Returns a
+    one-line summary for the run's log.
+    """
+    day = savings.local_day(reference_time, timezone)
+    figures = savings.day_figures(catalog, day, timezone)
+    emit(
+        AssetMaterialization(
+            asset_key=CLEANUP_RUNS.key,
+            description="run logged by snapshot_cleanup_job",
+            metadata={"runId": run_id, "day": day.isoformat(), "runsThatDay": figures.runs},
+        )
+    )
+    if day >= FIRST_REPORTED_DAY:
+        emit(
+            AssetMaterialization(
+                asset_key=RECLAIMED_KEY,
+                partition=day.isoformat(),
+                metadata=reclaimed_metadata(figures),
+            )
+        )
+    emit(
+        AssetMaterialization(
+            asset_key=SAVINGS_KEY, metadata=refresh_savings(catalog, day, timezone)
+        )
+    )
+    checks = (
+        (SAVINGS_KEY, TOTAL_CHECK, check_savings_total(catalog), AssetCheckSeverity.ERROR),
+        # As of the run's reference time: what this run left behind, not the wall clock.
+        (
+            SNAPSHOT_FILES.key,
+            OVERDUE_CHECK,
+            check_overdue(catalog, reference_time),
+            AssetCheckSeverity.WARN,
+        ),
+    )
+    for key, name, outcome, severity in checks:
+        emit(
+            AssetCheckEvaluation(
+                asset_key=key,
+                check_name=name,
+                passed=outcome.passed,
+                severity=severity,
+                description=outcome.description,
+                metadata=dict(outcome.metadata),
+            )
+        )
+    return (
+        f"{day} ({timezone}): {figures.bytes_reclaimed} bytes, {figures.deleted_count} files "
+        f"reclaimed over {figures.runs} run(s); 30-day view refreshed"
+    )
+
+
+# -- the asset definitions --------------------------------------------------------------------
+
+
+class SavingsConfig(Config):
+    """Run config of a materialization of the 30-day view."""
+
+    as_of: str | None = Field(
+        default=None,
+        description="Last day of the 30-day window, YYYY-MM-DD in the schedule's timezone; "
+        "default: today there.",
+    )
+
+
+def _reclaimed_asset(timezone: str) -> AssetsDefinition:
+    @asset(
+        key=RECLAIMED_KEY,
+        deps=[CLEANUP_RUNS],
+        partitions_def=daily_partitions(timezone),
+        # A backfill of any range is one short run: each day is one small query.
+        backfill_policy=BackfillPolicy.single_run(),
+        output_required=False,
+        group_name=GROUP,
+        kinds={"pandas"},
+        description=(
+            "Storage reclaimed by the cleanup per day (bytesReclaimed, deletedCount, errors, "
+            f"runAt), days in {timezone}. Materialized by every real cleanup run; a backfill "
+            "rebuilds days from the run log and deletes nothing."
+        ),
+    )
+    def snapshot_storage_reclaimed(
+        context: AssetExecutionContext, database: SnapshotDatabase
+    ) -> Iterator[AssetMaterialization]:
+        """Rebuild each selected day's figures from the run log (read-only on the app)."""
+        with _catalog(database) as catalog:
+            for key in context.partition_keys:
+                figures = savings.day_figures(catalog, dt.date.fromisoformat(key), timezone)
+                # One event per day, so each partition carries its own numbers.
+                yield AssetMaterialization(
+                    asset_key=RECLAIMED_KEY, partition=key, metadata=reclaimed_metadata(figures)
+                )
+
+    return snapshot_storage_reclaimed
+
+
+def build_storage_assets(
+    timezone: str,
+) -> tuple[list[AssetsDefinition], list[AssetChecksDefinition]]:
+    """The two computed assets and their checks, with days counted in `timezone`."""
+
+    with warnings.catch_warnings():
+        # backfill_policy is marked beta; without this every CLI call prints the warning.
+        warnings.simplefilter("ignore", BetaWarning)
+        reclaimed = _reclaimed_asset(timezone)
+
+    @asset(
+        key=SAVINGS_KEY,
+        deps=[reclaimed],
+        group_name=GROUP,
+        kinds={"pandas", "table"},
+        description=(
+            "Storage savings from snapshot cleanup over the last 30 days: bytes and files per "
+            "day (zero on days without a run), the total and the change against the previous "
+            "30 days. Also kept as the table storage_savings_30d in the job's schema."
+        ),
+    )
+    def snapshot_storage_savings_30d(
+        config: SavingsConfig, database: SnapshotDatabase
+    ) -> MaterializeResult:
+        """Recompute the 30-day view from the run log and rewrite its table."""
+        if config.as_of:
+            try:
+                as_of = dt.date.fromisoformat(config.as_of)
+            except ValueError as exc:
+                raise Failure(description=f"as_of {config.as_of!r} is not YYYY-MM-DD") from exc
+        else:
+            as_of = savings.local_day(dt.datetime.now(dt.UTC), timezone)
+        with _catalog(database) as catalog:
+            return MaterializeResult(metadata=refresh_savings(catalog, as_of, timezone))
+
+    @asset_check(
+        asset=SAVINGS_KEY,
+        name=TOTAL_CHECK,
+        description="The view's 30-day totals equal the sum of the run log over the same days.",
+    )
+    def savings_total_matches_run_log(database: SnapshotDatabase) -> AssetCheckResult:
+        with _catalog(database) as catalog:
+            return _result(check_savings_total(catalog), AssetCheckSeverity.ERROR)
+
+    @asset_check(
+        asset=SNAPSHOT_FILES.key,
+        name=OVERDUE_CHECK,
+        description=(
+            "No ParseSessionSnapshot older than the retention + 1 day is still live and not "
+            "linked to an order; if there is, the cleanup is falling behind."
+        ),
+    )
+    def no_overdue_parse_session_snapshots(database: SnapshotDatabase) -> AssetCheckResult:
+        with _catalog(database) as catalog:
+            outcome = check_overdue(catalog, dt.datetime.now(dt.UTC))
+        return _result(outcome, AssetCheckSeverity.WARN)
+
+    return (
+        [reclaimed, snapshot_storage_savings_30d],
+        [savings_total_matches_run_log, no_overdue_parse_session_snapshots],
+    )
