@@ -199,6 +199,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def dagster_instance_env(admin_url: str, database: str) -> dict[str, str]:
+    """The environment the project's dagster.yaml reads its PostgreSQL storage from."""
+    url = sa.engine.make_url(admin_url)
+    return {
+        "DAGSTER_PG_HOST": url.host or "127.0.0.1",
+        "DAGSTER_PG_PORT": str(url.port or 5432),
+        "DAGSTER_PG_DB": database,
+        "DAGSTER_PG_USERNAME": url.username or "postgres",
+        "DAGSTER_PG_PASSWORD": url.password or "",
+    }
+
+
 def run_job(
     db_url: str,
     storage_url: str,
@@ -207,12 +219,20 @@ def run_job(
     work: Path,
     env_extra: dict[str, str],
     run_config: dict[str, Any] | None,
+    instance_env: dict[str, str],
 ) -> dict[str, Any]:
     """Run the real job as `dagster job execute` in a child process; measure it."""
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    # The project's own instance settings, as a deployment would use them.
+    # The project's own instance settings (run, event and schedule storage on PostgreSQL),
+    # as a deployment uses them; the storage database is a fresh one of the benchmark's.
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    os.environ.update(instance_env)  # read_run and the set-up below load the same instance
+    # A production instance exists before its runs: create its storage now, outside the
+    # measured run, rather than have the first run pay for creating Dagster's tables.
+    from dagster import DagsterInstance
+
+    DagsterInstance.from_config(str(home)).dispose()
     config = run_config or {
         "ops": {
             "identify_expired_candidates": {
@@ -221,16 +241,12 @@ def run_job(
             }
         }
     }
-    # A production instance exists before its runs: create its storage now, outside the
-    # measured run, rather than have the first run pay for setting up SQLite tables.
-    from dagster import DagsterInstance
-
-    DagsterInstance.from_config(str(home)).dispose()
     config_path = work / "run_config.yaml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     env = {
         **os.environ,
         **env_extra,
+        **instance_env,
         "DAGSTER_HOME": str(home),
         "SNAPSHOT_OPS_DATABASE_URL": _libpq_url(db_url),
         "SNAPSHOT_OPS_STORAGE_URL": storage_url,
@@ -420,6 +436,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             env_extra = {**MOTO_ENV, "AWS_ENDPOINT_URL": moto.endpoint}
         else:
             client, env_extra = None, {}
+        # Dagster's own storage (runs, event logs), on PostgreSQL as in production.
+        data.create_database(admin_url, f"{tag}_dagster")
+        instance_env = dagster_instance_env(admin_url, f"{tag}_dagster")
         for contender in args.contenders:
             db_name = f"{tag}_{contender}"
             db_url = data.create_database(admin_url, db_name, template=src)
@@ -453,6 +472,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 work=contender_work,
                 env_extra=env_extra,
                 run_config=args.run_config,
+                instance_env=instance_env,
             )
             if client is not None:
                 present = data.list_objects(client, bucket, S3_PREFIX)
@@ -480,6 +500,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for contender in CONTENDERS:
             data.drop_database(admin_url, f"{tag}_{contender}")
         data.drop_database(admin_url, f"{tag}_src")
+        data.drop_database(admin_url, f"{tag}_dagster")
     load.append(os.getloadavg()[0])
     result["load_average_1min"] = load
     result["ratios"] = ratios(result)
@@ -499,10 +520,11 @@ def run_contender(
     work: Path,
     env_extra: dict[str, str],
     run_config: dict[str, Any] | None,
+    instance_env: dict[str, str],
 ) -> dict[str, Any]:
     """Run one contender on its prepared copy; return its timings."""
     if contender == "job":
-        return run_job(db_url, storage_url, now, rows, work, env_extra, run_config)
+        return run_job(db_url, storage_url, now, rows, work, env_extra, run_config, instance_env)
     if contender == "naive":
         return run_naive(db_url, storage_url, cutoff, work, env_extra)
     bucket = storage_url.split("/")[2]
