@@ -603,8 +603,14 @@ def markdown(result: dict[str, Any], command: str) -> str:
         job = c["job"]
         for step in job["steps"]:
             phases = step["phases"]
+            # The step's own counts where it reports them (a step that finishes an earlier
+            # run's leftovers deletes none of this run's rows), else the data set's.
+            md = step["metadata"]
             rows = n if ({"identify", "mark"} & set(phases)) else 0
+            rows = md.get("marked", md.get("candidates", rows)) if rows else 0
             objects = n if "delete" in phases else 0
+            if objects and "deleted" in md:
+                objects = md["deleted"] + md.get("alreadyMissing", 0)
             lines.append(
                 f"| job | {step['step']} ({'+'.join(phases) or 'other'}) | "
                 f"{step['seconds']:.2f} | {_rate(rows, step['seconds']) if rows else '-'} | "
