@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The UI tests drive Debian's Chromium (never a browser a tool downloads itself).
 CHROMIUM := /usr/bin/chromium
+# Azurite (the Azure Blob emulator the tests start), pinned in package.json; no lock file
+# is kept, so npm resolves the pinned version from the registry the machine is set up for.
+NODE_STAMP := node_modules/.installed
 
 .PHONY: demo test lint bench
 
@@ -24,7 +27,11 @@ $(CHROMIUM):
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
-test: $(STAMP) $(CHROMIUM)
+$(NODE_STAMP): package.json
+	npm install --no-package-lock --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+test: $(STAMP) $(CHROMIUM) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 BENCH_ARGS ?= --backend fs --rows 100000

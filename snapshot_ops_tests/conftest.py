@@ -3,6 +3,11 @@ and a `World` that writes application rows and snapshot files the way the applic
 
 PostgreSQL is the real server on 127.0.0.1:5432 (override with SNAPSHOT_OPS_TEST_PG_URL);
 each test gets its own database, dropped afterwards.
+
+The object stores (see stores.py) are moto's S3 server and Azurite, started once per session
+on free loopback ports behind fault-injecting proxies; each test gets its own bucket or
+container. `store` runs a test once per backend; `store_world` is a `World` on PostgreSQL
+whose objects live in that store.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ from snapshot_ops.demo import app_tables
 from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import TEMPORARY_TYPE
+from snapshot_ops_tests.faultproxy import FaultProxy
+from snapshot_ops_tests.stores import (
+    TEST_RETRY,
+    AzureStore,
+    FolderStore,
+    S3Store,
+    Store,
+    azurite_connection_string,
+    free_port,
+    start_azurite,
+    stop_process,
+)
 
 # Instance, webhook and UI-server fixtures.
 pytest_plugins = ["snapshot_ops_tests.ops_fixtures"]
@@ -73,9 +90,12 @@ def storage_root(tmp_path: Path) -> Path:
 class World:
     """The application's side: snapshot rows, their files, order attachments."""
 
-    def __init__(self, db_url: str, root: Path, *, create_tables: bool = True) -> None:
+    def __init__(
+        self, db_url: str, root: Path, store: Store | None = None, *, create_tables: bool = True
+    ) -> None:
         self.db_url = db_url
         self.root = root
+        self.store = store  # when set, objects live there instead of under `root`
         self.engine = make_engine(db_url)
         self.files, self.attachments = app_tables(sa.MetaData())
         if create_tables:
@@ -97,9 +117,13 @@ class World:
         file_id = str(uuid.uuid4())
         key = key if key is not None else f"{file_id[:2]}/{file_id}.pdf"
         if with_file:
-            path = self.root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"x" * (size if size and size > 0 else 10))
+            data = b"x" * (size if size and size > 0 else 10)
+            if self.store is not None:
+                self.store.put(key, data)
+            else:
+                path = self.root / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
         with self.engine.begin() as conn:
             conn.execute(
                 sa.insert(self.files).values(
@@ -139,6 +163,8 @@ class World:
         return self.row(file_id).deletedAt is not None
 
     def has_file(self, file_id: str) -> bool:
+        if self.store is not None:
+            return self.store.exists(self.row(file_id).storageKey)
         return (self.root / self.row(file_id).storageKey).exists()
 
     def live_rows(self) -> int:
@@ -169,7 +195,11 @@ class World:
             run_config={"ops": {"identify_expired_candidates": {"config": config}}},
             resources={
                 "database": SnapshotDatabase(url=self.db_url),
-                "storage": SnapshotStorage(url=self.root.as_uri()),
+                "storage": (
+                    SnapshotStorage(url=self.store.url, **TEST_RETRY)
+                    if self.store is not None
+                    else SnapshotStorage(url=self.root.as_uri())
+                ),
             },
             raise_on_error=raise_on_error,
         )
@@ -185,5 +215,95 @@ def world(db_url: str, storage_root: Path) -> Iterator[World]:
 @pytest.fixture
 def pg_world(postgres_url: str, storage_root: Path) -> Iterator[World]:
     w = World(postgres_url, storage_root)
+    yield w
+    w.engine.dispose()
+
+
+# -- object stores ---------------------------------------------------------------------------
+
+#: Dummy credentials for the emulators; distinctive so tests can check they are never shown.
+TEST_AWS_SECRET = "test-secret-3f9c2a7be1d54c06"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[tuple[str, int]]:
+    """moto's S3 server, a real HTTP endpoint on a free loopback port, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield "127.0.0.1", port
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """Azurite's blob service (in memory) on a free loopback port, for the session."""
+    process, port = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield "127.0.0.1", port
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(moto_server: tuple[str, int]) -> Iterator[FaultProxy]:
+    """A proxy in front of moto, and boto3's standard variables pointing at it."""
+    proxy = FaultProxy(moto_server)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_ACCESS_KEY_ID", "test-key-id")
+        env.setenv("AWS_SECRET_ACCESS_KEY", TEST_AWS_SECRET)
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_ENDPOINT_URL", proxy.url)
+        yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def azure_proxy(azurite_server: tuple[str, int]) -> Iterator[FaultProxy]:
+    """A proxy in front of Azurite, and the SDK's connection string variable pointing at it."""
+    proxy = FaultProxy(azurite_server)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string(proxy.port))
+        yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def filesystem_store(tmp_path: Path) -> FolderStore:
+    return FolderStore(tmp_path / "fs")
+
+
+@pytest.fixture
+def s3_store(s3_proxy: FaultProxy, moto_server: tuple[str, int]) -> Iterator[S3Store]:
+    proxy = s3_proxy
+    proxy.reset()
+    store = S3Store(f"http://{moto_server[0]}:{moto_server[1]}", proxy)
+    yield store
+    proxy.reset()
+    store.remove()
+
+
+@pytest.fixture
+def azure_store(azure_proxy: FaultProxy, azurite_server: tuple[str, int]) -> Iterator[AzureStore]:
+    proxy = azure_proxy
+    proxy.reset()
+    store = AzureStore(azurite_connection_string(azurite_server[1]), proxy)
+    yield store
+    proxy.reset()
+    store.remove()
+
+
+@pytest.fixture(params=["filesystem", "s3", "azure"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """Each test using this runs once per storage backend."""
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def store_world(postgres_url: str, storage_root: Path, store: Store) -> Iterator[World]:
+    """A World on PostgreSQL whose snapshot objects live in `store`."""
+    w = World(postgres_url, storage_root, store)
     yield w
     w.engine.dispose()

@@ -1,7 +1,16 @@
-"""Storage backends, chosen by the URL in SNAPSHOT_OPS_STORAGE_URL."""
+"""Storage backends, chosen by the URL in SNAPSHOT_OPS_STORAGE_URL.
+
+- `file:///absolute/root`: files under a folder.
+- `s3://BUCKET/PREFIX`: S3 or an S3-compatible store (set `AWS_ENDPOINT_URL` for the latter).
+- `az://CONTAINER/PREFIX`: Azure Blob Storage.
+
+For the object stores `"storageKey"` is the key below PREFIX. A URL never carries
+credentials: each SDK finds them in its own standard places.
+"""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from snapshot_ops.errors import ConfigError
@@ -22,16 +31,60 @@ __all__ = [
     "open_storage",
 ]
 
+EXPECTED = "file:///absolute/root, s3://BUCKET/PREFIX or az://CONTAINER/PREFIX"
 
-def open_storage(url: str) -> StorageBackend:
-    """Build the backend a storage URL names, e.g. `file:///srv/snapshots`."""
+
+def open_storage(
+    url: str,
+    *,
+    parallel_batches: int = 4,
+    max_attempts: int = 5,
+    retry_backoff_seconds: float = 2.0,
+    s3_client: Any = None,
+) -> StorageBackend:
+    """Build the backend a storage URL names (the caller closes it).
+
+    `parallel_batches` bounds the delete requests in flight at once; `max_attempts` and
+    `retry_backoff_seconds` go to the SDKs' own retry settings (botocore's standard mode
+    picks its own backoff). `s3_client` replaces the default boto3 client for s3:// URLs.
+    """
+    if parallel_batches < 1:
+        raise ConfigError(f"parallel_batches must be 1 or more, got {parallel_batches}")
+    if max_attempts < 1:
+        raise ConfigError(f"max_attempts must be 1 or more, got {max_attempts}")
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Do not echo the URL: what is before the @ may be a secret.
+        raise ConfigError(
+            "the storage URL must not contain credentials (user:password@); each SDK reads "
+            "them from its standard environment variables, profiles or roles"
+        )
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(f"file storage URL must look like file:///absolute/root, got {url!r}")
         from snapshot_ops.storage.filesystem import FilesystemBackend
 
         return FilesystemBackend(unquote(parts.path))
-    raise ConfigError(
-        f"unsupported storage URL {url!r}: expected file:///absolute/root"
-    )
+    if parts.scheme in ("s3", "az"):
+        location, prefix = parts.netloc, unquote(parts.path).strip("/")
+        if not location or parts.query or parts.fragment:
+            raise ConfigError(
+                f"storage URL must look like {parts.scheme}://NAME/PREFIX, got {url!r}"
+            )
+        if prefix:
+            try:
+                check_key(prefix)
+            except RefusedKey as exc:
+                raise ConfigError(f"storage URL prefix is not usable: {exc}") from exc
+        if parts.scheme == "s3":
+            from snapshot_ops.storage.s3 import S3Backend, default_client
+
+            client = s3_client or default_client(max_attempts, max(10, parallel_batches * 2))
+            return S3Backend(client, location, prefix, parallel_batches=parallel_batches)
+        from snapshot_ops.storage.azure_blob import AzureBlobBackend, container_client
+
+        container = container_client(
+            location, max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds
+        )
+        return AzureBlobBackend(container, prefix, parallel_batches=parallel_batches)
+    raise ConfigError(f"unsupported storage URL {url!r}: expected {EXPECTED}")

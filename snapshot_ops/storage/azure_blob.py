@@ -1,0 +1,192 @@
+"""Azure Blob backend: blobs under `az://CONTAINER/PREFIX`, deleted with Blob Batch.
+
+Each batch request carries at most 256 deletes (the service's limit) and answers one status
+per blob: 202 deleted, 404 already gone, anything else (e.g. 412 for a leased blob) failed,
+and that key stays pending for the next run. A batch that fails as a whole, after the SDK's
+own retries of 500/503, fails each of its keys. Blob snapshots are deleted with their blob:
+they hold the same expired bytes.
+
+Credentials come from the SDK's own sources only: `AZURE_STORAGE_CONNECTION_STRING`, or
+an account URL with `DefaultAzureCredential` (from the optional `azure-identity` package).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
+
+from snapshot_ops.errors import ConfigError
+from snapshot_ops.storage.base import (
+    DeleteResult,
+    Outcome,
+    RefusedKey,
+    StorageBackend,
+    check_key,
+    chunked,
+)
+
+log = logging.getLogger(__name__)
+
+#: The most deletes one Blob Batch request may carry (an Azure limit).
+MAX_DELETES_PER_BATCH = 256
+LOOKUP_WORKERS = 8
+
+
+class AzureBlobBackend(StorageBackend):
+    """Blobs in one container under one name prefix; `storageKey` is the name below it."""
+
+    def __init__(
+        self,
+        container: ContainerClient,
+        prefix: str = "",
+        *,
+        parallel_batches: int = 4,
+        deletes_per_batch: int = MAX_DELETES_PER_BATCH,
+    ) -> None:
+        if not 1 <= deletes_per_batch <= MAX_DELETES_PER_BATCH:
+            raise ValueError(f"deletes_per_batch must be 1..{MAX_DELETES_PER_BATCH}")
+        self.container = container
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self.description = f"az://{container.container_name}/{self.prefix}"
+        self.deletes_per_batch = deletes_per_batch
+        self._batches = ThreadPoolExecutor(parallel_batches, thread_name_prefix="az-delete")
+        self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="az-props")
+
+    def _name(self, key: str) -> str:
+        key = check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
+        results: dict[str, DeleteResult] = {}
+        wanted: dict[str, str] = {}  # blob name -> key; duplicates are sent once
+        for key in keys:
+            try:
+                wanted[self._name(key)] = key
+            except RefusedKey as exc:
+                results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
+        batches = chunked(list(wanted), self.deletes_per_batch)
+        for batch_results in self._batches.map(self._delete_batch, batches):
+            for name, (outcome, error) in batch_results.items():
+                key = wanted[name]
+                results[key] = DeleteResult(key, outcome, error)
+        return [results[key] for key in keys]
+
+    def _delete_batch(self, names: list[str]) -> dict[str, tuple[Outcome, str | None]]:
+        try:
+            responses = list(
+                self.container.delete_blobs(
+                    *names, delete_snapshots="include", raise_on_any_failure=False
+                )
+            )
+        except AzureError as exc:
+            reason = f"blob batch failed as a whole: {_first_line(exc)}"
+            log.warning("%s (%d keys stay pending)", reason, len(names))
+            return {n: (Outcome.FAILED, f"{n}: {reason}") for n in names}
+        if len(responses) != len(names):
+            reason = f"blob batch answered {len(responses)} results for {len(names)} deletes"
+            return {n: (Outcome.FAILED, f"{n}: {reason}") for n in names}
+        results: dict[str, tuple[Outcome, str | None]] = {}
+        # The SDK yields the sub-responses in the order the deletes were sent.
+        for name, response in zip(names, responses, strict=True):
+            status = response.status_code
+            if 200 <= status < 300:
+                results[name] = (Outcome.DELETED, None)
+            elif status == 404:
+                results[name] = (Outcome.MISSING, None)
+            else:
+                code = response.headers.get("x-ms-error-code") or response.reason or ""
+                results[name] = (Outcome.FAILED, f"{name}: HTTP {status} {code}".strip())
+        return results
+
+    def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
+        return dict(zip(keys, self._lookups.map(self._size_one, keys), strict=True))
+
+    def _size_one(self, key: str) -> int | None:
+        try:
+            name = self._name(key)
+        except RefusedKey:
+            return None
+        try:
+            return int(self.container.get_blob_client(name).get_blob_properties().size)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            log.warning("size of %s unknown: %s", name, _first_line(exc))
+            return None
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        start = self.prefix
+        if prefix:
+            start = f"{start}/{check_key(prefix)}" if start else check_key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        names = self.container.list_blob_names(name_starts_with=start + "/" if start else None)
+        for name in names:
+            yield name[strip:]
+
+    def close(self) -> None:
+        self._batches.shutdown(wait=True)
+        self._lookups.shutdown(wait=True)
+        self.container.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The SDK's error message without the response body it appends on later lines."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def container_client(
+    container: str,
+    *,
+    max_attempts: int,
+    retry_backoff_seconds: float,
+    environ: dict[str, str] | None = None,
+) -> ContainerClient:
+    """A client for `container` from the SDK's standard credential sources.
+
+    `AZURE_STORAGE_CONNECTION_STRING` wins; otherwise `AZURE_STORAGE_ACCOUNT_URL` (or
+    `AZURE_STORAGE_ACCOUNT_NAME` for the public cloud) with `DefaultAzureCredential`.
+    """
+    env = os.environ if environ is None else environ
+    # The SDK's exponential retry: wait b + b**n seconds before retry n (b = backoff).
+    retry = ExponentialRetry(
+        initial_backoff=retry_backoff_seconds,
+        increment_base=retry_backoff_seconds,
+        retry_total=max_attempts - 1,
+        random_jitter_range=min(3.0, retry_backoff_seconds / 2),
+    )
+    connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
+    if connection_string:
+        try:
+            service = BlobServiceClient.from_connection_string(
+                connection_string, retry_policy=retry
+            )
+        except ValueError as exc:
+            # The SDK's message never repeats the string; ours must not either.
+            raise ConfigError("AZURE_STORAGE_CONNECTION_STRING is not usable") from exc
+        return service.get_container_client(container)
+    account_url = env.get("AZURE_STORAGE_ACCOUNT_URL")
+    if not account_url and env.get("AZURE_STORAGE_ACCOUNT_NAME"):
+        account_url = f"https://{env['AZURE_STORAGE_ACCOUNT_NAME']}.blob.core.windows.net"
+    if not account_url:
+        raise ConfigError(
+            "az:// storage needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL "
+            "(or AZURE_STORAGE_ACCOUNT_NAME) with a credential DefaultAzureCredential finds"
+        )
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise ConfigError(
+            "az:// storage without a connection string uses DefaultAzureCredential: "
+            "pip install azure-identity"
+        ) from exc
+    service = BlobServiceClient(
+        account_url, credential=DefaultAzureCredential(), retry_policy=retry
+    )
+    return service.get_container_client(container)

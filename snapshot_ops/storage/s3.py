@@ -1,0 +1,176 @@
+"""S3 backend: objects under `s3://BUCKET/PREFIX`, deleted with batched `DeleteObjects`.
+
+Each `DeleteObjects` request carries at most 1,000 keys and a Content-MD5 header: S3 itself
+accepts the CRC32 checksum that current botocore sends instead, but many S3-compatible
+stores still require Content-MD5 and reject the whole batch without it. The per-key
+`Deleted` and `Errors` lists decide each key's outcome; a request that fails as a whole
+(after botocore's own retries, which cover 503 SlowDown) fails each of its keys, which
+then stay pending for the next run.
+
+S3 answers `Deleted` for a key that did not exist, so this backend cannot tell "deleted
+now" from "already gone": both are reported as DELETED (both count as deleted rows).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from snapshot_ops.storage.base import (
+    DeleteResult,
+    Outcome,
+    RefusedKey,
+    StorageBackend,
+    check_key,
+    chunked,
+)
+
+log = logging.getLogger(__name__)
+
+#: The most keys one DeleteObjects request may carry (an S3 limit).
+MAX_KEYS_PER_REQUEST = 1000
+#: Concurrent HEAD requests when sizes are looked up.
+LOOKUP_WORKERS = 8
+#: Error codes an S3-compatible store may use for a key that does not exist.
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+
+
+def add_content_md5(request: Any, **_: Any) -> None:
+    """botocore hook: give a DeleteObjects request the Content-MD5 of its body."""
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    if not isinstance(body, bytes):  # a stream: botocore only builds bytes for this call
+        return
+    request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+class S3Backend(StorageBackend):
+    """Objects in one bucket under one key prefix; `storageKey` is the key below the prefix."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        parallel_batches: int = 4,
+        keys_per_request: int = MAX_KEYS_PER_REQUEST,
+    ) -> None:
+        if not 1 <= keys_per_request <= MAX_KEYS_PER_REQUEST:
+            raise ValueError(f"keys_per_request must be 1..{MAX_KEYS_PER_REQUEST}")
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
+        self.description = f"s3://{bucket}/{self.prefix}"
+        self.keys_per_request = keys_per_request
+        # Registered before signing so the header is covered by the SigV4 signature.
+        client.meta.events.register("before-sign.s3.DeleteObjects", add_content_md5)
+        self._batches = ThreadPoolExecutor(parallel_batches, thread_name_prefix="s3-delete")
+        self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="s3-head")
+
+    def _full_key(self, key: str) -> str:
+        key = check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
+        results: dict[str, DeleteResult] = {}
+        wanted: dict[str, str] = {}  # full key -> key; duplicates are sent once
+        for key in keys:
+            try:
+                wanted[self._full_key(key)] = key
+            except RefusedKey as exc:
+                results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
+        batches = chunked(list(wanted), self.keys_per_request)
+        for batch_results in self._batches.map(self._delete_request, batches):
+            for full_key, result in batch_results.items():
+                key = wanted[full_key]
+                results[key] = DeleteResult(key, result.outcome, result.error)
+        return [results[key] for key in keys]
+
+    def _delete_request(self, full_keys: list[str]) -> dict[str, DeleteResult]:
+        try:
+            response = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in full_keys], "Quiet": False},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            reason = f"DeleteObjects failed for the whole batch: {exc}"
+            log.warning("%s (%d keys stay pending)", reason, len(full_keys))
+            return {k: DeleteResult(k, Outcome.FAILED, f"{k}: {reason}") for k in full_keys}
+        results = {
+            item["Key"]: DeleteResult(item["Key"], Outcome.DELETED)
+            for item in response.get("Deleted", [])
+        }
+        for item in response.get("Errors", []):
+            key, code = item.get("Key", ""), item.get("Code", "")
+            if code in _NOT_FOUND:
+                results[key] = DeleteResult(key, Outcome.MISSING)
+            else:
+                message = f"{key}: {code} {item.get('Message', '')}".strip()
+                results[key] = DeleteResult(key, Outcome.FAILED, message)
+        for key in full_keys:
+            if key not in results:  # the store said nothing about it: assume nothing happened
+                results[key] = DeleteResult(key, Outcome.FAILED, f"{key}: no result from store")
+        return {key: results[key] for key in full_keys}
+
+    def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
+        return dict(zip(keys, self._lookups.map(self._size_one, keys), strict=True))
+
+    def _size_one(self, key: str) -> int | None:
+        try:
+            full_key = self._full_key(key)
+        except RefusedKey:
+            return None
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=full_key)["ContentLength"])
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in _NOT_FOUND:
+                # e.g. 403 without s3:GetObject: the delete still goes ahead, bytes unknown.
+                log.warning("size of %s unknown: %s", full_key, code or exc)
+            return None
+        except BotoCoreError as exc:
+            log.warning("size of %s unknown: %s", full_key, exc)
+            return None
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        start = self.prefix
+        if prefix:
+            start = f"{start}/{check_key(prefix)}" if start else check_key(prefix)
+        listing = {"Bucket": self.bucket}
+        if start:
+            listing["Prefix"] = start + "/"
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(**listing):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+
+    def close(self) -> None:
+        self._batches.shutdown(wait=True)
+        self._lookups.shutdown(wait=True)
+
+
+def default_client(max_attempts: int, max_pool_connections: int) -> Any:
+    """An S3 client from boto3's standard credential chain (env, profile, role).
+
+    `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) points it at an S3-compatible store.
+    """
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        config=Config(
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            max_pool_connections=max_pool_connections,
+        ),
+    )

@@ -1,0 +1,221 @@
+"""A fault-injecting HTTP proxy the tests put in front of moto's server and Azurite.
+
+It forwards every request unchanged to the real emulator, records what it saw (so tests can
+count batch requests and check their Content-MD5), and, when a test asks, answers for the
+store: a status such as 503 for the next matching requests (throttling, outages), or, for
+S3 DeleteObjects, a per-key `<Error>` for chosen keys while the rest of the batch really
+goes to the store. Only the transport is faked; the SDKs and the stores are real.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the proxy received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def is_s3_delete_objects(self) -> bool:
+        return self.method == "POST" and "delete" in self.query.split("&")
+
+    @property
+    def is_blob_batch(self) -> bool:
+        return self.method == "POST" and "comp=batch" in self.query
+
+    def s3_delete_keys(self) -> list[str]:
+        root = ET.fromstring(self.body)
+        return [k.text or "" for k in root.iter(f"{{{S3_NS}}}Key")]
+
+    def content_md5_matches(self) -> bool:
+        sent = self.headers.get("content-md5")
+        return sent == base64.b64encode(hashlib.md5(self.body).digest()).decode()
+
+    def blob_batch_deletes(self) -> int:
+        return self.body.count(b"\r\nDELETE ")
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` requests that `match` with `status` and `body`."""
+
+    match: Callable[[Seen], bool]
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int = 1
+
+
+class FaultProxy:
+    """A threaded HTTP proxy on a free loopback port in front of `upstream` (host, port)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.seen: list[Seen] = []
+        self.faults: list[Fault] = []
+        self.refused_s3_keys: set[str] = set()  # full keys DeleteObjects reports as errors
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests handled at once since the last reset
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # keep test output readable
+
+            def _handle(self) -> None:
+                with proxy._lock:
+                    proxy.in_flight += 1
+                    proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+                try:
+                    proxy._handle(self)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.seen.clear()
+            self.faults.clear()
+            self.refused_s3_keys.clear()
+            self.max_in_flight = 0
+
+    def add_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self.faults.append(fault)
+
+    def requests(self, predicate: Callable[[Seen], bool]) -> list[Seen]:
+        with self._lock:
+            return [s for s in self.seen if predicate(s)]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- request handling -------------------------------------------------------------------
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        parts = urlsplit(handler.path)
+        seen = Seen(
+            handler.command,
+            unquote(parts.path),
+            parts.query,
+            {k.lower(): v for k, v in handler.headers.items()},
+            body,
+        )
+        with self._lock:
+            self.seen.append(seen)
+            fault = next((f for f in self.faults if f.times > 0 and f.match(seen)), None)
+            if fault is not None:
+                fault.times -= 1
+            refused = set(self.refused_s3_keys) if seen.is_s3_delete_objects else set()
+        if fault is not None:
+            self._reply(handler, fault.status, fault.headers, fault.body)
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_HEADERS}
+        if refused and set(seen.s3_delete_keys()) & refused:
+            self._delete_objects_with_refusals(handler, seen, headers, refused)
+            return
+        status, reply_headers, reply = self._forward(handler.command, handler.path, headers, body)
+        self._reply(handler, status, reply_headers, reply)
+
+    def _forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            reply = response.read()
+            # A HEAD reply has no body but must keep the object's Content-Length.
+            dropped = _HOP_HEADERS - {"content-length"} if method == "HEAD" else _HOP_HEADERS
+            reply_headers = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
+            return response.status, reply_headers, reply
+        finally:
+            conn.close()
+
+    def _delete_objects_with_refusals(
+        self,
+        handler: BaseHTTPRequestHandler,
+        seen: Seen,
+        headers: dict[str, str],
+        refused: set[str],
+    ) -> None:
+        """Send the batch without the refused keys; report those as per-key errors."""
+        ET.register_namespace("", S3_NS)
+        request = ET.fromstring(seen.body)
+        blocked = []
+        for obj in list(request.findall(f"{{{S3_NS}}}Object")):
+            key = obj.findtext(f"{{{S3_NS}}}Key") or ""
+            if key in refused:
+                request.remove(obj)
+                blocked.append(key)
+        if request.findall(f"{{{S3_NS}}}Object"):
+            body = ET.tostring(request, xml_declaration=True, encoding="utf-8")
+            # The body changed: give it its own MD5, drop the client's CRC of the old one.
+            headers = {
+                k: v for k, v in headers.items() if not k.lower().startswith("x-amz-checksum")
+            }
+            headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+            status, reply_headers, reply = self._forward("POST", handler.path, headers, body)
+            if status != 200:
+                self._reply(handler, status, reply_headers, reply)
+                return
+            result = ET.fromstring(reply)
+        else:
+            reply_headers = {"Content-Type": "application/xml"}
+            result = ET.Element(f"{{{S3_NS}}}DeleteResult")
+        for key in blocked:
+            error = ET.SubElement(result, f"{{{S3_NS}}}Error")
+            ET.SubElement(error, f"{{{S3_NS}}}Key").text = key
+            ET.SubElement(error, f"{{{S3_NS}}}Code").text = "AccessDenied"
+            ET.SubElement(error, f"{{{S3_NS}}}Message").text = "Access Denied"
+        reply = ET.tostring(result, xml_declaration=True, encoding="utf-8")
+        self._reply(handler, 200, reply_headers, reply)
+
+    @staticmethod
+    def _reply(
+        handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes
+    ) -> None:
+        handler.send_response(status)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        if not any(k.lower() == "content-length" for k in headers):
+            handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
