@@ -18,6 +18,10 @@ def _seconds(result: dict[str, Any], name: str) -> float | None:
     return result["contenders"].get(name, {}).get("seconds")
 
 
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['backend']}, {r['scenario']}, {r['mix']['rows']:,} rows ({r['date'][11:16]} UTC)"
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "not run" if value is None else f"{value:,.{digits}f}"
 
@@ -36,8 +40,8 @@ def summary(results: list[dict[str, Any]]) -> str:
     for r in results:
         job = _seconds(r, "job")
         lines.append(
-            f"| {r['backend']}, {r['scenario']}, {r['mix']['rows']:,} rows "
-            f"| {r['mix']['to_delete']:,} | {_fmt(job)} | {_fmt(_seconds(r, 'oneliner'))} "
+            f"| {_label(r)} | {r['mix']['to_delete']:,} | {_fmt(job)} "
+            f"| {_fmt(_seconds(r, 'oneliner'))} "
             f"| {_fmt(_seconds(r, 'limit'))} | {_fmt(_seconds(r, 'naive'))} "
             f"| {_ratio(job, _seconds(r, 'oneliner'))} | {_ratio(job, _seconds(r, 'limit'))} "
             f"| {_ratio(_seconds(r, 'naive'), job)} "
@@ -58,7 +62,7 @@ def summary(results: list[dict[str, Any]]) -> str:
         startup = job.get("startup_seconds") or 0.0
         rest = job["seconds"] - startup - sum(s["seconds"] or 0.0 for s in job["steps"])
         lines.append(
-            f"| {r['backend']}, {r['scenario']}, {r['mix']['rows']:,} rows | {startup:.1f} "
+            f"| {_label(r)} | {startup:.1f} "
             f"| {by_phase.get('identify', 0):.1f} "
             f"| {by_phase.get('mark', 0):.1f} ({n / by_phase['mark']:,.0f}) "
             f"| {by_phase.get('delete', 0):.1f} ({n / by_phase['delete']:,.0f}) "
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args(argv)
     results = [json.loads(path.read_text()) for path in args.results]
-    results.sort(key=lambda r: (r["backend"], r["scenario"], r["mix"]["rows"]))
+    results.sort(key=lambda r: (r["backend"], r["scenario"], r["mix"]["rows"], r["date"]))
     sys.stdout.write(summary(results))
     return 0
 
