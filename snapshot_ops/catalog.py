@@ -33,6 +33,9 @@ from snapshot_ops.storage.base import RefusedKey, check_key
 SNAPSHOT_COLUMNS = ("fileId", "snapshotType", "storageKey", "sizeBytes", "createdAt", "deletedAt")
 ATTACHMENT_COLUMNS = ("fileId",)
 
+#: PostgreSQL advisory lock key held while the job creates its own schema and tables.
+SCHEMA_LOCK_KEY = 0x534E4150  # "SNAP"
+
 #: How many error messages a run keeps in its log row; all are counted.
 MAX_STORED_ERRORS = 200
 
@@ -101,7 +104,7 @@ class MarkedBatch:
     marked: list[Candidate]
     attached_meanwhile: list[str]  # passed the first check, linked at the re-check
     refused: list[tuple[Candidate, str]]  # unsafe keys: left live, reported
-    cursor: tuple[Any, Any] | None  # keyset position after this batch; None when done
+    cursor: tuple[Any, Any] | None  # keyset position after this batch; None: no rows left
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,13 @@ class Catalog:
                 f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
                 f"WHERE \"snapshotType\" = '{TEMPORARY_TYPE}' AND \"deletedAt\" IS NULL;"
             )
+        if not _has_index_leading_with(inspector, f, "storageKey"):
+            # Before deleting an object the job asks whether a live row still names it.
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{f.name}_storageKey_idx" ON {_quoted(f)} ("storageKey") '
+                f'WHERE "deletedAt" IS NULL;'
+            )
         if not _has_index_leading_with(inspector, a, "fileId"):
             advice.append(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
@@ -198,7 +208,14 @@ class Catalog:
         """Create the job's schema and tables if they do not exist (idempotent)."""
         with self.engine.begin() as conn:
             if self.ops_schema is not None:
-                conn.execute(sa.schema.CreateSchema(self.ops_schema, if_not_exists=True))
+                # IF NOT EXISTS is not safe against a concurrent creator (two first runs at
+                # once fail on a unique index): serialise creators for this transaction.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+                # A least-privileged role owns a schema an administrator made for it but may
+                # not create schemas (CREATE SCHEMA IF NOT EXISTS needs that right even when
+                # the schema exists), so only a missing schema is created.
+                if not sa.inspect(conn).has_schema(self.ops_schema):
+                    conn.execute(sa.schema.CreateSchema(self.ops_schema))
             self._own.create_all(conn, checkfirst=True)
 
     def start_run(
@@ -247,7 +264,48 @@ class Catalog:
     def _expired(self, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
         f = self.files.c
         return sa.and_(
-            f.snapshotType == TEMPORARY_TYPE, f.deletedAt.is_(None), f.createdAt < cutoff
+            f.snapshotType == TEMPORARY_TYPE,
+            f.deletedAt.is_(None),
+            f.createdAt < self._comparable(cutoff),
+        )
+
+    def _comparable(self, instant: dt.datetime) -> dt.datetime:
+        """`instant` as the createdAt column stores time.
+
+        A `timestamp without time zone` column holds naive times; the application writes
+        them in UTC. Compared with an aware value, PostgreSQL would read them in the
+        session's TimeZone instead and shift the cutoff by hours, so the comparison is made
+        naive-to-naive in UTC.
+        """
+        if getattr(self.files.c.createdAt.type, "timezone", True) is False:
+            return instant.astimezone(dt.UTC).replace(tzinfo=None)
+        return instant
+
+    def database_now(self) -> dt.datetime:
+        """The database server's clock (aware, UTC), to check the worker's clock against."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                raw = conn.exec_driver_sql("SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now')")
+                return dt.datetime.fromisoformat(raw.scalar_one()).replace(tzinfo=dt.UTC)
+            value = conn.exec_driver_sql("SELECT statement_timestamp()").scalar_one()
+        return value.astimezone(dt.UTC)
+
+    def keys_in_use(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` that a live row (`deletedAt` null) still points at.
+
+        Two rows may share one object, e.g. an order's snapshot reusing the object of an
+        expired parse-session one: the object must stay while any row that must stay
+        points at it, whatever happens to the other row.
+        """
+        if not keys:
+            return set()
+        f = self.files.c
+        return set(
+            conn.execute(
+                sa.select(f.storageKey)
+                .where(f.storageKey.in_(list(set(keys))), f.deletedAt.is_(None))
+                .distinct()
+            ).scalars()
         )
 
     def _linked(self) -> sa.Exists:
@@ -348,13 +406,16 @@ class Catalog:
                     continue
                 safe[row.fileId] = candidate
             # Steps 2 and 3: one *new* statement re-checks the linkage and marks.
-            marked_ids = self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
+            marked_ids = (
+                self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
+            )
             if dry_run:
                 transaction.rollback()
         marked = [c for raw_id, c in safe.items() if raw_id in marked_ids]
         attached = [c.file_id for raw_id, c in safe.items() if raw_id not in marked_ids]
-        done = len(rows) < limit
-        return MarkedBatch(marked, attached, refused, None if done else next_cursor)
+        # Only an empty batch ends the walk: a short one can come from rows that changed
+        # while this statement waited for their locks (another run marked them).
+        return MarkedBatch(marked, attached, refused, next_cursor)
 
     def _recheck_and_mark(
         self, conn: Connection, ids: list[Any], run_id: str, marked_at: dt.datetime

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from snapshot_ops import checkpoints
 from snapshot_ops.catalog import Catalog, PendingDelete
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.base import Outcome, StorageBackend
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: Marked batches waiting for deletion; more would only grow memory, not speed.
 MAX_BATCHES_IN_FLIGHT = 2
+#: Threads deleting batches at once: while one waits for the database to settle its
+#: journal entries, the other keeps the store busy.
+DELETER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class DeleteReport:
     missing: int = 0  # objects already gone: their rows count as deleted too
     bytes_reclaimed: int = 0
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
+    #: Marked rows whose object was kept because a live row shares its storage key.
+    kept_shared: list[str] = field(default_factory=list)
 
     @property
     def deleted_count(self) -> int:
@@ -54,6 +60,7 @@ class DeleteReport:
             self.missing + other.missing,
             self.bytes_reclaimed + other.bytes_reclaimed,
             self.errors + other.errors,
+            self.kept_shared + other.kept_shared,
         )
 
 
@@ -71,17 +78,28 @@ def delete_entries(
         entries = catalog.claim_pending(conn, after=after, limit=limit, only=claim)
         if not entries:
             return DeleteReport(), None
+        last = entries[-1].file_id
+        # An object that a live row still points at is not this row's alone to delete.
+        in_use = catalog.keys_in_use(conn, [e.storage_key for e in entries])
+        shared = [e.file_id for e in entries if e.storage_key in in_use]
+        entries = [e for e in entries if e.storage_key not in in_use]
         report, gone, failed = _delete_objects(storage, entries)
-        catalog.settle_pending(conn, gone, failed)
-    return report, entries[-1].file_id
+        catalog.settle_pending(conn, gone + shared, failed)
+    checkpoints.reached("after_settle")
+    if shared:
+        report += DeleteReport(kept_shared=shared)
+    return report, last
 
 
 def _delete_objects(
     storage: StorageBackend, entries: list[PendingDelete]
 ) -> tuple[DeleteReport, list[str], dict[str, str]]:
+    if not entries:
+        return DeleteReport(), [], {}
     unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
     measured = storage.sizes(unknown) if unknown else {}
     results = storage.delete_many([e.storage_key for e in entries])
+    checkpoints.reached("after_store_delete")
     deleted = missing = reclaimed = 0
     gone: list[str] = []
     failed: dict[str, str] = {}
@@ -124,9 +142,14 @@ class _BackgroundDeleter:
         self._storage = storage
         self._queue: queue.Queue[list[str] | None] = queue.Queue(MAX_BATCHES_IN_FLIGHT)
         self._report = DeleteReport()
+        self._lock = threading.Lock()
         self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="snapshot-deleter")
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"snapshot-deleter-{n}")
+            for n in range(DELETER_THREADS)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, file_ids: list[str]) -> None:
         if self._failure is not None:
@@ -134,8 +157,10 @@ class _BackgroundDeleter:
         self._queue.put(file_ids)  # blocks while MAX_BATCHES_IN_FLIGHT are waiting
 
     def close(self) -> DeleteReport:
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
         if self._failure is not None:
             raise self._failure
         return self._report
@@ -145,8 +170,10 @@ class _BackgroundDeleter:
             if self._failure is not None:
                 continue  # drain the queue so submit/close never block
             try:
+                checkpoints.reached("before_delete")
                 report, _ = delete_entries(self._catalog, self._storage, claim=file_ids)
-                self._report += report
+                with self._lock:
+                    self._report += report
             except BaseException as exc:  # re-raised in the caller's thread
                 self._failure = exc
 
@@ -188,6 +215,7 @@ def mark_and_delete(
             bytes_marked += sum(c.size_bytes for c in batch.marked if (c.size_bytes or 0) > 0)
             attached.extend(batch.attached_meanwhile)
             errors.extend(f"refused {c.file_id}: {reason}" for c, reason in batch.refused)
+            checkpoints.reached("after_mark_batch")
             if batch.cursor is None:
                 break
             cursor = batch.cursor
@@ -195,7 +223,8 @@ def mark_and_delete(
         deleted = deleter.close() if deleter is not None else DeleteReport()
     log.info(
         "marked %d rows deleted (%d attached meanwhile, kept); deleted %d objects, "
-        "%d already missing, %d failed",
+        "%d already missing, %d failed, %d kept because a live row shares them",
         marked, len(attached), deleted.deleted, deleted.missing, len(deleted.errors),
+        len(deleted.kept_shared),
     )
     return MarkReport(marked, bytes_marked, attached, errors), deleted

@@ -28,18 +28,20 @@ from dagster import (
     op,
 )
 from pydantic import Field
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
-from snapshot_ops import cleanup
+from snapshot_ops import checkpoints, cleanup, valves
 from snapshot_ops.assets import Emit, publish_cleanup_run
 from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy
+from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
 from snapshot_ops.settings import schedule_timezone
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
+#: PostgreSQL's SQLSTATE for "permission denied".
+PG_INSUFFICIENT_PRIVILEGE = "42501"
 #: How many candidate rows a dry run lists in its metadata.
 DRY_RUN_LISTING = 50
 
@@ -91,6 +93,16 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
         raise Failure(description=str(exc)) from exc
     try:
         yield catalog
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "pgcode", None) != PG_INSUFFICIENT_PRIVILEGE:
+            raise
+        raise Failure(
+            description=(
+                f"the database role lacks a privilege the job needs: {exc.orig}. It needs "
+                'SELECT on "OrderAttachments" and "SnapshotFiles", UPDATE ("deletedAt") on '
+                '"SnapshotFiles", and its own schema (see README, Least privilege)'
+            )
+        ) from exc
     finally:
         catalog.engine.dispose()
 
@@ -123,6 +135,10 @@ def identify_expired_candidates(
         raise Failure(description=f"bad configuration: {exc}") from exc
 
     with _catalog(database) as catalog:
+        try:
+            check_clocks(run_at, catalog.database_now())
+        except SnapshotOpsError as exc:
+            raise Failure(description=f"clock check: {exc}") from exc
         catalog.ensure_own_tables()
         advice = catalog.missing_indexes()
         if advice:
@@ -147,6 +163,8 @@ def identify_expired_candidates(
         }
         if config.dry_run:
             metadata["wouldDelete"] = MetadataValue.md(_listing(catalog, policy))
+        else:
+            _check_storage(catalog, storage, policy)
         context.log.info(
             f"{summary.candidates} expired parse-session snapshots (cutoff "
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
@@ -161,6 +179,7 @@ def identify_expired_candidates(
             )
             catalog.finish_run(context.run_id, status="failed", errors=[message])
             raise Failure(description=message, metadata=metadata)
+    checkpoints.reached("after_select")
     context.add_output_metadata(metadata)
     return CleanupPlan(
         run_id=context.run_id,
@@ -170,6 +189,16 @@ def identify_expired_candidates(
         batch_size=config.batch_size,
         summary=summary,
     )
+
+
+def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -> None:
+    backend = storage.open_backend()
+    try:
+        valves.check_storage_sees_candidates(catalog, backend, policy.cutoff)
+    except valves.StorageMismatch as exc:
+        raise Failure(description=str(exc)) from exc
+    finally:
+        backend.close()
 
 
 def _listing(catalog: Catalog, policy: Policy) -> str:
@@ -215,6 +244,7 @@ def finish_pending_deletes(
             "alreadyMissing": report.missing,
             "failed": len(report.errors),
             "bytesReclaimed": report.bytes_reclaimed,
+            "keptSharedKey": len(report.kept_shared),
         }
     )
     return report
@@ -266,6 +296,7 @@ def mark_and_delete_expired(
             "alreadyMissing": deleted.missing,
             "failed": len(deleted.errors),
             "bytesReclaimed": deleted.bytes_reclaimed,
+            "keptSharedKey": len(deleted.kept_shared),
         }
     )
     return CleanReport(marked, deleted)
@@ -280,6 +311,7 @@ def record_cleanup_run(
     database: SnapshotDatabase,
 ) -> dict:
     """Write the run's `runAt`, `deletedCount`, `errors` and bytes reclaimed; fail on errors."""
+    checkpoints.reached("before_record")
     marked = cleaned.marked
     deleted = leftovers + cleaned.deleted
     errors = marked.errors + deleted.errors

@@ -19,6 +19,8 @@ PERMANENT_TYPE = "OrderAttachmentSnapshot"
 DEFAULT_RETENTION_DAYS = 7
 #: A reference time this far ahead of the worker's clock is taken as a clock or config error.
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+#: The worker's and the database's clocks may differ by this much before a run refuses.
+CLOCK_SKEW_TOLERANCE = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,22 @@ def make_policy(
         retention=dt.timedelta(days=retention_days),
         max_deletions=max_deletions,
     )
+
+
+def check_clocks(worker_now: dt.datetime, database_now: dt.datetime) -> None:
+    """Refuse to run when the worker's clock and the database's disagree.
+
+    The application stamps `createdAt` with one clock and the run counts back from another;
+    a worker clock days ahead would make young snapshots look expired, so a skew larger
+    than CLOCK_SKEW_TOLERANCE stops the run before anything is touched.
+    """
+    skew = worker_now - database_now
+    if abs(skew) > CLOCK_SKEW_TOLERANCE:
+        raise ConfigError(
+            f"the worker's clock ({worker_now.isoformat()}) and the database's "
+            f"({database_now.isoformat()}) differ by {skew}; fix the clocks before cleaning, "
+            "a wrong clock would move the cutoff"
+        )
 
 
 def is_expired_temporary(

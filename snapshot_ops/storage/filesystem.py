@@ -30,10 +30,10 @@ T = TypeVar("T")
 class FilesystemBackend(StorageBackend):
     """Regular files under `root`; `storageKey` is the path relative to it."""
 
-    def __init__(self, root: str, workers: int = 16) -> None:
-        """`workers` threads unlink in parallel: a filesystem takes several unlinks at
-        once far faster than one after another (on a 2-core machine measured here:
-        `find -delete` about 12k files/s, 32 threads about 45k files/s)."""
+    def __init__(self, root: str, workers: int = 32) -> None:
+        """`workers` threads unlink in parallel: a filesystem takes many unlinks at once
+        far faster than one after another (unlink waits on the disk, not the CPU). 32 is
+        also what the benchmark's "machine limit" baseline uses (docs/performance.md)."""
         if not os.path.isabs(root):
             raise ConfigError(f"storage root must be an absolute path, got {root!r}")
         if not os.path.isdir(root):

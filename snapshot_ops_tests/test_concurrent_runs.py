@@ -1,0 +1,55 @@
+"""Two cleanup runs at once (a manual run during the scheduled one) split the work safely.
+
+Both runs are real `dagster job execute` processes against PostgreSQL. Each is held at its
+`after_select` checkpoint until both have counted the same candidates, then both are
+released together, so their marking and deleting overlap. Afterwards every candidate is
+deleted exactly once: the two runs' `deletedCount`s add up to the number of candidates, no
+run found an object already gone (which is what deleting twice looks like), both runs
+succeeded (no deadlock), and nothing is left pending.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from snapshot_ops_tests.scenarios import bulk_add, start_job, state, wait_paused
+
+pytestmark = pytest.mark.e2e
+
+CANDIDATES = 1500
+
+
+def test_two_runs_at_once_never_delete_or_count_twice(pg_world, tmp_path):
+    expired = bulk_add(pg_world, CANDIDATES)
+    kept = bulk_add(pg_world, 50, linked=True, label="linked")
+    runs = []
+    for name in ("scheduled", "manual"):
+        gate = tmp_path / f"gate-{name}"
+        gate.mkdir()
+        process = start_job(
+            pg_world,
+            tmp_path / name,
+            batch_size=25,
+            SNAPSHOT_OPS_CRASH_AT="after_select",
+            SNAPSHOT_OPS_CRASH_ACTION=f"pause:{gate}",
+        )
+        runs.append((process, gate))
+    for process, gate in runs:
+        wait_paused(gate, process)
+    for _, gate in runs:
+        (gate / "paused").unlink()  # both go on from the same starting point
+    outputs = [process.communicate(timeout=300)[0] for process, _ in runs]
+
+    assert [p.returncode for p, _ in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    now = state(pg_world)
+    assert all(now[i] == (True, False) for i in expired)
+    assert all(now[i] == (False, True) for i in kept)
+    logs = pg_world.run_log()
+    assert [log.status for log in logs] == ["succeeded", "succeeded"]
+    assert [log.candidate_count for log in logs] == [CANDIDATES, CANDIDATES]
+    split = [(log.marked_count, log.deleted_count, log.missing_count) for log in logs]
+    assert sum(log.deleted_count for log in logs) == CANDIDATES, split
+    assert sum(log.marked_count for log in logs) == CANDIDATES
+    assert sum(log.missing_count for log in logs) == 0
+    assert sum(log.bytes_reclaimed for log in logs) == 100 * CANDIDATES
+    assert pg_world.pending() == []
