@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the cleanup job on the embedded default (SQLite + a local folder)
 #   make test   run the whole test suite (needs PostgreSQL on 127.0.0.1:5432, see README)
+#   make bench  the benchmark (docs/performance.md); e.g. make bench BENCH_ARGS="--rows 1000000"
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 # is kept, so npm resolves the pinned version from the registry the machine is set up for.
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint
+.PHONY: demo test lint bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,11 @@ $(NODE_STAMP): package.json
 test: $(STAMP) $(CHROMIUM) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+BENCH_ARGS ?= --backend fs --rows 100000
+
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check snapshot_ops snapshot_ops_tests
-	$(VENV)/bin/ruff format --check snapshot_ops snapshot_ops_tests
+	$(VENV)/bin/ruff check snapshot_ops snapshot_ops_tests bench
+	$(VENV)/bin/ruff format --check snapshot_ops snapshot_ops_tests bench

@@ -1,0 +1,99 @@
+"""The benchmark command keeps working: at a tiny size it runs the real job through
+`dagster job execute` and every baseline on copies of the same data, checks each one's
+outcome (every expected row marked and object gone, nothing else touched), and writes a
+result table with every phase of the job and every baseline, plus the JSON behind it.
+
+No timing is asserted: the figures belong in docs/performance.md, not in a test."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = {"identify", "mark", "delete", "record"}
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--rows",
+            "200",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+        env={**os.environ},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [json_file] = out.glob("*.json")
+    [md_file] = out.glob("*.md")
+    return json.loads(json_file.read_text()), md_file.read_text()
+
+
+def check_result(result: dict, page: str) -> None:
+    contenders = result["contenders"]
+    assert set(contenders) == {"job", "oneliner", "limit", "naive"}
+    expected = result["mix"]["to_delete"]
+    assert 0 < expected < result["mix"]["rows"]
+    for name, outcome in contenders.items():
+        assert outcome["check"]["ok"], (name, outcome["check"])
+        assert outcome["seconds"] > 0
+    for name in ("oneliner", "limit"):
+        assert contenders[name]["rows_updated"] == expected
+    job = contenders["job"]
+    covered = {phase for step in job["steps"] for phase in step["phases"]}
+    assert covered == PHASES
+    assert all(step["seconds"] is not None for step in job["steps"])
+    assert job["peak_bytes"] > 0 and contenders["naive"]["peak_bytes"] > 0
+    assert set(result["ratios"]) == {
+        "job_over_oneliner",
+        "job_over_limit",
+        "naive_over_job",
+        "peak_memory_mb",
+    }
+    assert all(value is not None for value in result["ratios"].values())
+    # The table: a row per job step and per baseline part, and the ratios.
+    for step in job["steps"]:
+        assert f"| job | {step['step']} (" in page
+    assert "**total (process wall time)**" in page
+    for label in ("(a) ", "(b) ", "(c) "):
+        assert sum(line.startswith(f"| {label}") for line in page.splitlines()) >= 1
+    assert "job time / (a) one-liner time" in page
+    assert "- job: ok" in page
+
+
+def test_bench_filesystem_tiny(tmp_path):
+    result, page = run_bench(tmp_path, "--backend", "fs")
+    check_result(result, page)
+    # Nothing of the run is left behind: its databases are dropped, its folder removed.
+    assert not list(tmp_path.glob("snapshot-bench-*"))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("snapshot_ops.storage.s3") is None,
+    reason="the S3 storage backend (snapshot_ops/storage/s3.py) is not in this build",
+)
+def test_bench_s3_tiny(tmp_path):
+    result, page = run_bench(tmp_path, "--backend", "s3")
+    check_result(result, page)
+    assert "DeleteObjects" in page
