@@ -204,13 +204,18 @@ class Catalog:
 
     # -- the job's own tables -------------------------------------------------------------
 
+    def lock_own_schema(self, conn: Connection) -> None:
+        """Serialise, until `conn`'s transaction ends, the runs that create or rewrite the
+        job's own tables: IF NOT EXISTS is not safe against a concurrent creator (two runs
+        at once fail on a unique index). SQLite's BEGIN IMMEDIATE serialises already."""
+        if not self.is_sqlite:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+
     def ensure_own_tables(self) -> None:
         """Create the job's schema and tables if they do not exist (idempotent)."""
         with self.engine.begin() as conn:
+            self.lock_own_schema(conn)
             if self.ops_schema is not None:
-                # IF NOT EXISTS is not safe against a concurrent creator (two first runs at
-                # once fail on a unique index): serialise creators for this transaction.
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
                 # A least-privileged role owns a schema an administrator made for it but may
                 # not create schemas (CREATE SCHEMA IF NOT EXISTS needs that right even when
                 # the schema exists), so only a missing schema is created.

@@ -220,6 +220,7 @@ def write_savings(catalog: Catalog, view: SavingsView) -> str:
         as_of=view.as_of, timezone=view.timezone, refreshed_at=dt.datetime.now(dt.UTC)
     )
     with catalog.engine.begin() as conn:
+        catalog.lock_own_schema(conn)  # two runs finishing at once take turns
         table.create(conn, checkfirst=True)
         conn.execute(sa.delete(table))
         rows.to_sql(table.name, conn, schema=table.schema, if_exists="append", index=False)

@@ -122,12 +122,15 @@ def test_connection_dropped_inside_the_delete_transaction(pg_world, tmp_path, mo
 
     assert not result.success
     now = state(pg_world)
-    # The first batch's objects are gone but their journal entries survived the rollback;
-    # every row is marked (marking finished before deleting began); nothing is lost.
-    first = [i for i in ids if now[i] == (True, False)]
-    assert len(first) == 5
-    assert all(now[i] == (True, True) for i in ids if i not in first)
-    assert len(pg_world.pending()) == 12
+    pending = {p.file_id for p in pg_world.pending()}
+    # The paused batch's objects are gone but their journal entries survived the rollback.
+    # Other batches (deleted by the second deleter thread meanwhile) may be done or pending;
+    # either way nothing is lost: no live row lost its object, and every marked row whose
+    # object remains is journaled.
+    deleted_unsettled = [i for i in ids if now[i] == (True, False) and i in pending]
+    assert len(deleted_unsettled) == 5
+    assert all(now[i][0] for i in ids if not now[i][1])  # object gone => row marked
+    assert all(i in pending for i in ids if now[i] == (True, True))
     [log] = pg_world.run_log()
     assert log.status == "failed" and log.error_count >= 1
     assert "terminat" in log.errors or "closed" in log.errors
@@ -136,7 +139,9 @@ def test_connection_dropped_inside_the_delete_transaction(pg_world, tmp_path, mo
     assert all(state(pg_world)[i] == (True, False) for i in ids)
     assert pg_world.pending() == []
     recovery = pg_world.run_log()[1]
-    assert (recovery.status, recovery.deleted_count, recovery.missing_count) == ("succeeded", 12, 5)
+    assert recovery.status == "succeeded"
+    # It finished every entry left pending, and found the paused batch's objects gone.
+    assert (recovery.deleted_count, recovery.missing_count) == (len(pending), 5)
 
 
 def test_connection_dropped_between_transactions_is_replaced(pg_world, tmp_path, monkeypatch):
