@@ -3,8 +3,9 @@
 It forwards every request unchanged to the real emulator, records what it saw (so tests can
 count batch requests and check their Content-MD5), and, when a test asks, answers for the
 store: a status such as 503 for the next matching requests (throttling, outages), a request
-held longer than the client waits (timeouts), or, for S3 DeleteObjects, a per-key `<Error>` for chosen keys while the rest of the batch really
-goes to the store. Only the transport is faked; the SDKs and the stores are real.
+held longer than the client waits (timeouts), or, for S3 DeleteObjects, a per-key `<Error>`
+for chosen keys while the rest of the batch really goes to the store. Only the transport is
+faked; the SDKs and the stores are real.
 """
 
 from __future__ import annotations
