@@ -125,8 +125,8 @@ def test_deletes_the_store_refuses_stay_pending_and_the_next_run_finishes(object
 
     first = run(world)
 
-    assert not first.success
     assert_nothing_lost(world, keep)
+    assert not first.success
     assert all(world.is_deleted(i) and world.has_file(i) for i in refused)
     assert all(world.is_deleted(i) and not world.has_file(i) for i in expired if i not in refused)
     assert sorted((p.file_id, p.attempts) for p in world.pending()) == sorted(
@@ -172,8 +172,8 @@ def test_a_batch_that_times_out_stays_pending_and_the_next_run_finishes(object_w
     first = run(world, max_attempts=attempts, read_timeout_seconds=READ_TIMEOUT)
     wait_idle(store)
 
-    assert not first.success
     assert_nothing_lost(world, keep)
+    assert not first.success
     assert all(world.is_deleted(i) for i in expired)
     timed_out = {p.file_id for p in world.pending()}
     assert len(timed_out) == BATCH
@@ -235,8 +235,8 @@ def test_a_throttle_longer_than_the_retries_fails_the_run_and_the_next_run_finis
 
     first = run(world, max_attempts=2)
 
-    assert not first.success
     assert_nothing_lost(world, keep)
+    assert not first.success
     assert all(world.is_deleted(i) and world.has_file(i) for i in expired)
     assert sorted(p.file_id for p in world.pending()) == sorted(expired)
     [log] = world.run_log()
