@@ -5,7 +5,6 @@ in code or YAML, and a storage URL's credentials never reach logs or metadata.
 """
 
 from dagster import ConfigurableResource
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from snapshot_ops.catalog import Catalog, make_engine
@@ -87,17 +86,31 @@ class SnapshotStorage(ConfigurableResource):
         ),
     )
 
+    connect_timeout_seconds: float = Field(
+        default=10.0,
+        description=(
+            "Object stores: seconds to wait for a connection to the store before the attempt "
+            "counts as failed (and is retried within max_attempts)."
+        ),
+    )
+    read_timeout_seconds: float = Field(
+        default=60.0,
+        description=(
+            "Object stores: seconds to wait for the store's answer to one request (a batch "
+            "delete of up to 1,000 keys) before the attempt counts as failed. The keys of a "
+            "batch that times out on every attempt stay pending for the next run."
+        ),
+    )
+
     def open_backend(self) -> StorageBackend:
         """Build the backend for the URL (caller closes it)."""
-        s3_client = None
-        if self.url.startswith("s3://"):
-            # dagster-aws builds the client: boto3's credential chain, standard retries. It
-            # hands max_attempts to botocore's retries config, which counts retries only.
-            s3_client = S3Resource(max_attempts=max(0, self.max_attempts - 1)).get_client()
+        # The S3 client is boto3's own (credential chain, standard retries) rather than
+        # dagster-aws's S3Resource, which has no way to set the timeouts above.
         return open_storage(
             self.url,
             parallel_batches=self.parallel_batches,
             max_attempts=self.max_attempts,
             retry_backoff_seconds=self.retry_backoff_seconds,
-            s3_client=s3_client,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            read_timeout_seconds=self.read_timeout_seconds,
         )

@@ -2,9 +2,10 @@
 
 It forwards every request unchanged to the real emulator, records what it saw (so tests can
 count batch requests and check their Content-MD5), and, when a test asks, answers for the
-store: a status such as 503 for the next matching requests (throttling, outages), or, for
-S3 DeleteObjects, a per-key `<Error>` for chosen keys while the rest of the batch really
-goes to the store. Only the transport is faked; the SDKs and the stores are real.
+store: a status such as 503 for the next matching requests (throttling, outages), a request
+held longer than the client waits (timeouts), or, for S3 DeleteObjects, a per-key `<Error>`
+for chosen keys while the rest of the batch really goes to the store. Only the transport is
+faked; the SDKs and the stores are real.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import hashlib
 import http.client
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,13 +57,18 @@ class Seen:
 
 @dataclass
 class Fault:
-    """Answer the next `times` requests that `match` with `status` and `body`."""
+    """Answer the next `times` requests that `match` with `status` and `body`.
+
+    With a `delay` the proxy first holds the request that many seconds (a store that is
+    slow to answer); a `status` of None then forwards it to the store as usual.
+    """
 
     match: Callable[[Seen], bool]
-    status: int
+    status: int | None
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
+    delay: float = 0.0
 
 
 class FaultProxy:
@@ -143,7 +150,9 @@ class FaultProxy:
             if fault is not None:
                 fault.times -= 1
             refused = set(self.refused_s3_keys) if seen.is_s3_delete_objects else set()
-        if fault is not None:
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
             self._reply(handler, fault.status, fault.headers, fault.body)
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_HEADERS}
@@ -211,11 +220,15 @@ class FaultProxy:
     def _reply(
         handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes
     ) -> None:
-        handler.send_response(status)
-        for key, value in headers.items():
-            handler.send_header(key, value)
-        if not any(k.lower() == "content-length" for k in headers):
-            handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(body)
+        try:
+            handler.send_response(status)
+            for key, value in headers.items():
+                handler.send_header(key, value)
+            if not any(k.lower() == "content-length" for k in headers):
+                handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            if handler.command != "HEAD":
+                handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up first (a timeout test): nobody is left to answer.
+            handler.close_connection = True

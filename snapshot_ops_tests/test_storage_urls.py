@@ -3,6 +3,7 @@
 s3:// and az:// name a bucket or container and an optional prefix; a URL carrying
 credentials, a prefix that is not a plain relative path, or an unknown scheme is a
 ConfigError that says what to fix, without echoing a secret.
+The object-store timeouts reach the SDK's client and must be positive.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from snapshot_ops.errors import ConfigError
+from snapshot_ops.resources import SnapshotStorage
 from snapshot_ops.storage import open_storage
 from snapshot_ops.storage.azure_blob import AzureBlobBackend
 from snapshot_ops.storage.s3 import S3Backend
@@ -86,3 +88,17 @@ def test_parallel_bound_and_attempts_are_checked(no_cloud_env):
         open_storage("s3://bucket/p", parallel_batches=0)
     with pytest.raises(ConfigError, match="max_attempts"):
         open_storage("s3://bucket/p", max_attempts=0)
+
+
+def test_timeouts_reach_the_s3_client_and_must_be_positive(no_cloud_env):
+    resource = SnapshotStorage(
+        url="s3://bucket/p", connect_timeout_seconds=3.0, read_timeout_seconds=7.0
+    )
+    backend = resource.open_backend()
+    try:
+        config = backend.client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (3.0, 7.0)
+    finally:
+        backend.close()
+    with pytest.raises(ConfigError, match="read_timeout_seconds"):
+        open_storage("s3://bucket/p", read_timeout_seconds=0)

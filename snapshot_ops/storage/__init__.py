@@ -40,18 +40,27 @@ def open_storage(
     parallel_batches: int = 4,
     max_attempts: int = 5,
     retry_backoff_seconds: float = 2.0,
+    connect_timeout_seconds: float = 10.0,
+    read_timeout_seconds: float = 60.0,
     s3_client: Any = None,
 ) -> StorageBackend:
     """Build the backend a storage URL names (the caller closes it).
 
     `parallel_batches` bounds the delete requests in flight at once; `max_attempts` and
     `retry_backoff_seconds` go to the SDKs' own retry settings (botocore's standard mode
-    picks its own backoff). `s3_client` replaces the default boto3 client for s3:// URLs.
+    picks its own backoff). The timeouts bound each request to an object store: one that
+    exceeds them counts as a failed attempt. `s3_client` replaces the default boto3 client
+    for s3:// URLs.
     """
     if parallel_batches < 1:
         raise ConfigError(f"parallel_batches must be 1 or more, got {parallel_batches}")
     if max_attempts < 1:
         raise ConfigError(f"max_attempts must be 1 or more, got {max_attempts}")
+    if connect_timeout_seconds <= 0 or read_timeout_seconds <= 0:
+        raise ConfigError(
+            "connect_timeout_seconds and read_timeout_seconds must be more than 0, got "
+            f"{connect_timeout_seconds} and {read_timeout_seconds}"
+        )
     parts = urlsplit(url)
     if "@" in parts.netloc:
         # Do not echo the URL: what is before the @ may be a secret.
@@ -79,12 +88,21 @@ def open_storage(
         if parts.scheme == "s3":
             from snapshot_ops.storage.s3 import S3Backend, default_client
 
-            client = s3_client or default_client(max_attempts, max(10, parallel_batches * 2))
+            client = s3_client or default_client(
+                max_attempts,
+                max(10, parallel_batches * 2),
+                connect_timeout=connect_timeout_seconds,
+                read_timeout=read_timeout_seconds,
+            )
             return S3Backend(client, location, prefix, parallel_batches=parallel_batches)
         from snapshot_ops.storage.azure_blob import AzureBlobBackend, container_client
 
         container = container_client(
-            location, max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds
+            location,
+            max_attempts=max_attempts,
+            retry_backoff_seconds=retry_backoff_seconds,
+            connect_timeout=connect_timeout_seconds,
+            read_timeout=read_timeout_seconds,
         )
         return AzureBlobBackend(container, prefix, parallel_batches=parallel_batches)
     raise ConfigError(f"unsupported storage URL {url!r}: expected {EXPECTED}")

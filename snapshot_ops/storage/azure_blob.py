@@ -146,6 +146,8 @@ def container_client(
     *,
     max_attempts: int,
     retry_backoff_seconds: float,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
     environ: dict[str, str] | None = None,
 ) -> ContainerClient:
     """A client for `container` from the SDK's standard credential sources.
@@ -161,11 +163,13 @@ def container_client(
         retry_total=max_attempts - 1,
         random_jitter_range=min(3.0, retry_backoff_seconds / 2),
     )
+    # Transport settings the SDK's clients accept; a timed-out request is retried as well.
+    transport = {"connection_timeout": connect_timeout, "read_timeout": read_timeout}
     connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection_string:
         try:
             service = BlobServiceClient.from_connection_string(
-                connection_string, retry_policy=retry
+                connection_string, retry_policy=retry, **transport
             )
         except ValueError as exc:
             # The SDK's message never repeats the string; ours must not either.
@@ -187,6 +191,6 @@ def container_client(
             "pip install azure-identity"
         ) from exc
     service = BlobServiceClient(
-        account_url, credential=DefaultAzureCredential(), retry_policy=retry
+        account_url, credential=DefaultAzureCredential(), retry_policy=retry, **transport
     )
     return service.get_container_client(container)

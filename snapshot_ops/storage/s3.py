@@ -159,10 +159,17 @@ class S3Backend(StorageBackend):
         self._lookups.shutdown(wait=True)
 
 
-def default_client(max_attempts: int, max_pool_connections: int) -> Any:
+def default_client(
+    max_attempts: int,
+    max_pool_connections: int,
+    *,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+) -> Any:
     """An S3 client from boto3's standard credential chain (env, profile, role).
 
-    `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) points it at an S3-compatible store.
+    `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) points it at an S3-compatible store. A
+    request that times out is retried like throttling, within `max_attempts`.
     """
     import boto3
     from botocore.config import Config
@@ -172,5 +179,7 @@ def default_client(max_attempts: int, max_pool_connections: int) -> Any:
         config=Config(
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             max_pool_connections=max_pool_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         ),
     )
