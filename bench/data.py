@@ -40,6 +40,7 @@ LINKED_SHARE = 0.05
 #: Share of all rows that are permanent order attachments.
 PERMANENT_SHARE = 0.10
 
+
 @dataclass(frozen=True)
 class Mix:
     """How many rows of each kind a data set holds."""

@@ -186,7 +186,7 @@ class Catalog:
             advice.append(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
                 f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
-                f"WHERE \"snapshotType\" = '{TEMPORARY_TYPE}' AND \"deletedAt\" IS NULL;"
+                f'WHERE "snapshotType" = \'{TEMPORARY_TYPE}\' AND "deletedAt" IS NULL;'
             )
         if not _has_index_leading_with(inspector, f, "storageKey"):
             # Before deleting an object the job asks whether a live row still names it.
@@ -224,14 +224,24 @@ class Catalog:
             self._own.create_all(conn, checkfirst=True)
 
     def start_run(
-        self, *, run_id: str, run_at: dt.datetime, reference_time: dt.datetime,
-        cutoff: dt.datetime, dry_run: bool, candidate_count: int,
+        self,
+        *,
+        run_id: str,
+        run_at: dt.datetime,
+        reference_time: dt.datetime,
+        cutoff: dt.datetime,
+        dry_run: bool,
+        candidate_count: int,
     ) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.insert(self.runs).values(
-                    run_id=run_id, run_at=run_at, reference_time=reference_time,
-                    cutoff=cutoff, dry_run=dry_run, status="running",
+                    run_id=run_id,
+                    run_at=run_at,
+                    reference_time=reference_time,
+                    cutoff=cutoff,
+                    dry_run=dry_run,
+                    status="running",
                     candidate_count=candidate_count,
                 )
             )
@@ -444,9 +454,16 @@ class Catalog:
             if rows:
                 conn.execute(
                     sa.insert(self.pending),
-                    [dict(zip(journal_columns, (str(r.fileId), r.storageKey, r.sizeBytes,
-                                                run_id, marked_at), strict=True))
-                     for r in rows],
+                    [
+                        dict(
+                            zip(
+                                journal_columns,
+                                (str(r.fileId), r.storageKey, r.sizeBytes, run_id, marked_at),
+                                strict=True,
+                            )
+                        )
+                        for r in rows
+                    ],
                 )
             return {r.fileId for r in rows}
         # PostgreSQL: mark and journal in one round trip.
@@ -492,9 +509,7 @@ class Catalog:
             query = query.with_for_update(skip_locked=True)
         return [PendingDelete(*row) for row in conn.execute(query)]
 
-    def settle_pending(
-        self, conn: Connection, gone: Sequence[str], failed: dict[str, str]
-    ) -> None:
+    def settle_pending(self, conn: Connection, gone: Sequence[str], failed: dict[str, str]) -> None:
         """Drop journal entries whose object is gone; note the error on the others."""
         p = self.pending.c
         if gone:

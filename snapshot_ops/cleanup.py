@@ -65,8 +65,12 @@ class DeleteReport:
 
 
 def delete_entries(
-    catalog: Catalog, storage: StorageBackend, claim: Sequence[str] | None = None, *,
-    after: str | None = None, limit: int | None = None,
+    catalog: Catalog,
+    storage: StorageBackend,
+    claim: Sequence[str] | None = None,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> tuple[DeleteReport, str | None]:
     """Claim journal entries, delete their objects, settle the journal; one transaction.
 
@@ -224,7 +228,11 @@ def mark_and_delete(
     log.info(
         "marked %d rows deleted (%d attached meanwhile, kept); deleted %d objects, "
         "%d already missing, %d failed, %d kept because a live row shares them",
-        marked, len(attached), deleted.deleted, deleted.missing, len(deleted.errors),
+        marked,
+        len(attached),
+        deleted.deleted,
+        deleted.missing,
+        len(deleted.errors),
         len(deleted.kept_shared),
     )
     return MarkReport(marked, bytes_marked, attached, errors), deleted

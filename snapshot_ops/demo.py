@@ -65,26 +65,49 @@ def demo_rows(rng: random.Random) -> list[DemoRow]:
     """A small, varied set: every rule of the retention table is exercised."""
     rows: list[DemoRow] = []
 
-    def add(kind: str, age: float, *, linked: bool = False, has_file: bool = True,
-            sized: bool = True, expect: str) -> None:
+    def add(
+        kind: str,
+        age: float,
+        *,
+        linked: bool = False,
+        has_file: bool = True,
+        sized: bool = True,
+        expect: str,
+    ) -> None:
         size = rng.randint(20_000, 400_000)
-        rows.append(DemoRow(str(uuid.UUID(int=rng.getrandbits(128))), kind, age, linked,
-                            has_file, size if sized else None, expect))
+        rows.append(
+            DemoRow(
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                kind,
+                age,
+                linked,
+                has_file,
+                size if sized else None,
+                expect,
+            )
+        )
 
     for _ in range(10):
         add(TEMPORARY_TYPE, rng.uniform(7.1, 30), expect="deleted: expired, no order")
     for _ in range(2):
-        add(TEMPORARY_TYPE, rng.uniform(7.1, 30), sized=False,
-            expect="deleted: expired, no order (size read from disk)")
+        add(
+            TEMPORARY_TYPE,
+            rng.uniform(7.1, 30),
+            sized=False,
+            expect="deleted: expired, no order (size read from disk)",
+        )
     add(TEMPORARY_TYPE, 12, has_file=False, expect="marked deleted: file already missing")
     for _ in range(4):
-        add(TEMPORARY_TYPE, rng.uniform(8, 60), linked=True,
-            expect="kept: linked to an order")
+        add(TEMPORARY_TYPE, rng.uniform(8, 60), linked=True, expect="kept: linked to an order")
     for _ in range(8):
         add(TEMPORARY_TYPE, rng.uniform(0, 6.9), expect="kept: within 7 days")
     for _ in range(6):
-        add(PERMANENT_TYPE, rng.uniform(1, 120), linked=True,
-            expect="kept: order attachment (permanent)")
+        add(
+            PERMANENT_TYPE,
+            rng.uniform(1, 120),
+            linked=True,
+            expect="kept: order attachment (permanent)",
+        )
     return rows
 
 
@@ -114,8 +137,9 @@ def seed(db_url: str, root: Path, now: dt.datetime, rng: random.Random) -> list[
             )
             if row.linked:
                 conn.execute(
-                    sa.insert(attachments).values(orderId=f"order-{row.file_id[:6]}",
-                                                  fileId=row.file_id)
+                    sa.insert(attachments).values(
+                        orderId=f"order-{row.file_id[:6]}", fileId=row.file_id
+                    )
                 )
     engine.dispose()
     return rows
@@ -127,8 +151,8 @@ def report(db_url: str, root: Path, rows: list[DemoRow]) -> str:
     files, _ = app_tables(sa.MetaData())
     with engine.connect() as conn:
         state = {
-            r.fileId: r for r in conn.execute(sa.select(files.c.fileId, files.c.storageKey,
-                                                        files.c.deletedAt))
+            r.fileId: r
+            for r in conn.execute(sa.select(files.c.fileId, files.c.storageKey, files.c.deletedAt))
         }
     engine.dispose()
     lines = [f"{'type':<24} {'age':>6}  {'row':<8} {'file':<8} expected"]
@@ -155,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     home = base / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(
-        "python_logs:\n  managed_python_loggers: [snapshot_ops]\n"
-        "telemetry:\n  enabled: false\n"
+        "python_logs:\n  managed_python_loggers: [snapshot_ops]\ntelemetry:\n  enabled: false\n"
     )
     db_url = f"sqlite:///{base / 'app.sqlite'}"
     rows = seed(db_url, root, dt.datetime.now(dt.UTC), random.Random(7))
@@ -167,10 +190,21 @@ def main(argv: list[str] | None = None) -> int:
         SNAPSHOT_OPS_STORAGE_URL=root.as_uri(),
         DAGSTER_HOME=str(home),
     )
-    command = [sys.executable, "-m", "dagster", "job", "execute",
-               "-m", "snapshot_ops", "-j", "snapshot_cleanup_job"]
-    sys.stdout.write(f"demo data in {base}\nrunning: dagster job execute -m snapshot_ops "
-                     "-j snapshot_cleanup_job\n")
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "execute",
+        "-m",
+        "snapshot_ops",
+        "-j",
+        "snapshot_cleanup_job",
+    ]
+    sys.stdout.write(
+        f"demo data in {base}\nrunning: dagster job execute -m snapshot_ops "
+        "-j snapshot_cleanup_job\n"
+    )
     sys.stdout.flush()
     result = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
     log_path = base / "run.log"

@@ -10,7 +10,6 @@ transaction, or an order could attach the file in between.
 The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
 """
 
-
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,8 +155,12 @@ def identify_expired_candidates(
             )
         summary = catalog.summarize(policy.cutoff)
         catalog.start_run(
-            run_id=context.run_id, run_at=run_at, reference_time=policy.reference_time,
-            cutoff=policy.cutoff, dry_run=config.dry_run, candidate_count=summary.candidates,
+            run_id=context.run_id,
+            run_at=run_at,
+            reference_time=policy.reference_time,
+            cutoff=policy.cutoff,
+            dry_run=config.dry_run,
+            candidate_count=summary.candidates,
         )
         metadata: dict[str, object] = {
             "runAt": run_at.isoformat(),

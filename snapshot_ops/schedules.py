@@ -1,6 +1,5 @@
 """The daily schedule: 03:00 in the timezone named by SNAPSHOT_OPS_TIMEZONE (default UTC)."""
 
-
 from dagster import (
     DefaultScheduleStatus,
     RunRequest,

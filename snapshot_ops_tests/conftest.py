@@ -155,9 +155,7 @@ class World:
 
     def row(self, file_id: str) -> Any:
         with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(self.files).where(self.files.c.fileId == file_id)
-            ).one()
+            return conn.execute(sa.select(self.files).where(self.files.c.fileId == file_id)).one()
 
     def is_deleted(self, file_id: str) -> bool:
         return self.row(file_id).deletedAt is not None
@@ -175,15 +173,19 @@ class World:
 
     def run_log(self) -> list[Any]:
         """Rows of the job's own run log, oldest first."""
-        table = "snapshot_ops_cleanup_runs" if self.db_url.startswith("sqlite") else (
-            "snapshot_ops.cleanup_runs"
+        table = (
+            "snapshot_ops_cleanup_runs"
+            if self.db_url.startswith("sqlite")
+            else ("snapshot_ops.cleanup_runs")
         )
         with self.engine.connect() as conn:
             return conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY run_at").all()
 
     def pending(self) -> list[Any]:
-        table = "snapshot_ops_pending_deletes" if self.db_url.startswith("sqlite") else (
-            "snapshot_ops.pending_deletes"
+        table = (
+            "snapshot_ops_pending_deletes"
+            if self.db_url.startswith("sqlite")
+            else ("snapshot_ops.pending_deletes")
         )
         with self.engine.connect() as conn:
             return conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY file_id").all()

@@ -23,7 +23,12 @@ DAY = dt.timedelta(days=1)
 def dagster(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dagster", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -73,7 +78,11 @@ def test_job_execute_without_configuration_says_what_to_set(tmp_path):
 def test_demo_deletes_the_expired_and_keeps_the_rest(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "snapshot_ops.demo", "--dir", str(tmp_path / "demo")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = [line for line in result.stdout.splitlines() if "Snapshot " in line]

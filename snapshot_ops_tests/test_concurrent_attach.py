@@ -166,9 +166,7 @@ def check_then_delete(world) -> None:
     for row in rows:
         (world.root / row.storageKey).unlink(missing_ok=True)
         with world.engine.begin() as conn:
-            conn.execute(
-                sa.update(files).where(files.c.fileId == row.fileId).values(deletedAt=NOW)
-            )
+            conn.execute(sa.update(files).where(files.c.fileId == row.fileId).values(deletedAt=NOW))
 
 
 def test_thousands_of_candidates_with_concurrent_attaches_lose_no_file(pg_world):

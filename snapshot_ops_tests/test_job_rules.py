@@ -22,10 +22,7 @@ SECOND = dt.timedelta(seconds=1)
 
 
 def step_metadata(result, step: str) -> dict:
-    [output] = [
-        e for e in result.events_for_node(step)
-        if e.event_type_value == "STEP_OUTPUT"
-    ]
+    [output] = [e for e in result.events_for_node(step) if e.event_type_value == "STEP_OUTPUT"]
     return {k: v.value for k, v in output.step_output_data.metadata.items()}
 
 
@@ -44,7 +41,10 @@ def test_expired_unlinked_goes_everything_else_stays(world):
         assert not world.is_deleted(kept) and world.has_file(kept)
     [log] = world.run_log()
     assert (log.status, log.deleted_count, log.error_count, log.bytes_reclaimed) == (
-        "succeeded", 1, 0, 100
+        "succeeded",
+        1,
+        0,
+        100,
     )
     assert world.pending() == []
 
@@ -75,8 +75,13 @@ def test_retention_and_reference_time_come_from_run_config(world):
 
 @pytest.mark.parametrize(
     "snapshot_type",
-    [PERMANENT_TYPE, "parsesessionsnapshot", "PARSESESSIONSNAPSHOT", "ParseSessionSnapshot ",
-     "Other"],
+    [
+        PERMANENT_TYPE,
+        "parsesessionsnapshot",
+        "PARSESESSIONSNAPSHOT",
+        "ParseSessionSnapshot ",
+        "Other",
+    ],
 )
 def test_only_the_exact_temporary_type_is_ever_deleted(world, snapshot_type):
     other = world.add(age=100 * DAY, snapshot_type=snapshot_type)

@@ -34,8 +34,18 @@ def layout(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "key", ["", "../outside/secret.pdf", "a/../../outside/secret.pdf", "/etc/passwd",
-            "a//x.pdf", "a/./x.pdf", "a\\x.pdf", "a/x.pdf\x00", None]
+    "key",
+    [
+        "",
+        "../outside/secret.pdf",
+        "a/../../outside/secret.pdf",
+        "/etc/passwd",
+        "a//x.pdf",
+        "a/./x.pdf",
+        "a\\x.pdf",
+        "a/x.pdf\x00",
+        None,
+    ],
 )
 def test_check_key_refuses_keys_that_could_leave_the_root(key):
     with pytest.raises(RefusedKey):
@@ -75,7 +85,9 @@ def test_a_folder_is_not_deleted(layout):
 def test_sizes_of_present_missing_and_refused_keys(layout):
     _, _, backend = layout
     assert backend.sizes(["a/x.pdf", "a/nope.pdf", "link_dir/secret.pdf"]) == {
-        "a/x.pdf": 5, "a/nope.pdf": None, "link_dir/secret.pdf": None
+        "a/x.pdf": 5,
+        "a/nope.pdf": None,
+        "link_dir/secret.pdf": None,
     }
 
 

@@ -502,9 +502,7 @@ def _screenshot(browser, url: str, name: str, spec: Page) -> str:
             page.get_by_text(spec.click, exact=True).first.click(timeout=60_000)
         for text in spec.texts:
             # Dagster also renders some labels twice, once hidden (to measure truncation).
-            page.get_by_text(text, exact=False).filter(visible=True).first.wait_for(
-                timeout=60_000
-            )
+            page.get_by_text(text, exact=False).filter(visible=True).first.wait_for(timeout=60_000)
         if spec.visible:
             drawing = page.locator(spec.visible).first
             drawing.wait_for(state="visible", timeout=60_000)
