@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from snapshot_ops.errors import ConfigError, SchemaError
@@ -318,10 +319,19 @@ class Catalog:
         return set(
             conn.execute(
                 sa.select(f.storageKey)
-                .where(f.storageKey.in_(list(set(keys))), f.deletedAt.is_(None))
+                .where(self._in(f.storageKey, list(set(keys))), f.deletedAt.is_(None))
                 .distinct()
             ).scalars()
         )
+
+    def _in(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
+        """`column IN values`. On PostgreSQL as `= ANY(array)`: one bound array instead of
+        a thousand bound values, which SQLAlchemy would otherwise render one by one (it
+        was the largest CPU cost of a batch)."""
+        if self.is_sqlite:
+            return column.in_(values)
+        array = sa.cast(sa.bindparam(None, list(values), type_=ARRAY(column.type)), ARRAY(column.type))
+        return column == sa.any_(array)
 
     def _linked(self) -> sa.Exists:
         return sa.exists().where(self.attachments.c.fileId == self.files.c.fileId)
@@ -444,7 +454,7 @@ class Catalog:
         f = self.files.c
         marking = (
             sa.update(self.files)
-            .where(f.fileId.in_(ids), f.deletedAt.is_(None), ~self._linked())
+            .where(self._in(f.fileId, ids), f.deletedAt.is_(None), ~self._linked())
             .values(deletedAt=marked_at)
             .returning(f.fileId, f.storageKey, f.sizeBytes)
         )
@@ -503,7 +513,7 @@ class Catalog:
         if after is not None:
             query = query.where(p.file_id > after)
         if only is not None:
-            query = query.where(p.file_id.in_(list(only)))
+            query = query.where(self._in(p.file_id, list(only)))
         query = query.order_by(p.file_id).limit(limit)
         if not self.is_sqlite:
             query = query.with_for_update(skip_locked=True)
@@ -513,7 +523,7 @@ class Catalog:
         """Drop journal entries whose object is gone; note the error on the others."""
         p = self.pending.c
         if gone:
-            conn.execute(sa.delete(self.pending).where(p.file_id.in_(list(gone))))
+            conn.execute(sa.delete(self.pending).where(self._in(p.file_id, list(gone))))
         for file_id, error in failed.items():
             conn.execute(
                 sa.update(self.pending)

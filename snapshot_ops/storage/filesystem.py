@@ -51,15 +51,21 @@ class FilesystemBackend(StorageBackend):
 
     def _in_slices(self, keys: Sequence[str], one: Callable[[str, _Folders], T]) -> list[T]:
         """Apply `one` to every key, one slice of keys per thread (a task per key would
-        cost more in dispatch than the unlink itself); each thread keeps its folders open."""
+        cost more in dispatch than the unlink itself). Keys are sliced in sorted order, so
+        a slice's keys share folders, which each thread opens once."""
+        order = sorted(range(len(keys)), key=keys.__getitem__)
         size = max(1, -(-len(keys) // self._workers))
-        slices = [keys[i : i + size] for i in range(0, len(keys), size)]
+        slices = [order[i : i + size] for i in range(0, len(order), size)]
 
-        def run(part: Sequence[str]) -> list[T]:
+        def run(part: list[int]) -> list[tuple[int, T]]:
             with _Folders(self.root) as folders:
-                return [one(key, folders) for key in part]
+                return [(i, one(keys[i], folders)) for i in part]
 
-        return [result for part in self._pool.map(run, slices) for result in part]
+        results: list[T] = [None] * len(keys)  # type: ignore[list-item]
+        for part in self._pool.map(run, slices):
+            for i, result in part:
+                results[i] = result
+        return results
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         start = os.path.join(self.root, check_key(prefix)) if prefix else self.root
