@@ -330,7 +330,8 @@ class Catalog:
         was the largest CPU cost of a batch)."""
         if self.is_sqlite:
             return column.in_(values)
-        array = sa.cast(sa.bindparam(None, list(values), type_=ARRAY(column.type)), ARRAY(column.type))
+        array_type = ARRAY(column.type)
+        array = sa.cast(sa.bindparam(None, list(values), type_=array_type), array_type)
         return column == sa.any_(array)
 
     def _linked(self) -> sa.Exists:
