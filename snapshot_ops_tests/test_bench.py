@@ -7,7 +7,6 @@ No timing is asserted: the figures belong in docs/performance.md, not in a test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -89,10 +88,6 @@ def test_bench_filesystem_tiny(tmp_path):
     assert not list(tmp_path.glob("snapshot-bench-*"))
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("snapshot_ops.storage.s3") is None,
-    reason="the S3 storage backend (snapshot_ops/storage/s3.py) is not in this build",
-)
 def test_bench_s3_tiny(tmp_path):
     result, page = run_bench(tmp_path, "--backend", "s3")
     check_result(result, page)
