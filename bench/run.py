@@ -37,6 +37,7 @@ import sqlalchemy as sa
 
 from bench import baselines, data
 from bench.measure import Measured, run_measured
+from snapshot_ops.demo import job_command
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = ("identify", "mark", "delete", "record")
@@ -251,19 +252,7 @@ def run_job(
         "SNAPSHOT_OPS_DATABASE_URL": _libpq_url(db_url),
         "SNAPSHOT_OPS_STORAGE_URL": storage_url,
     }
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "job",
-        "execute",
-        "-m",
-        "snapshot_ops",
-        "-j",
-        "snapshot_cleanup_job",
-        "-c",
-        str(config_path),
-    ]
+    command = job_command("-c", str(config_path))
     log_path = work / "job.log"
     measured = run_measured(command, env=env, cwd=REPO, log_path=log_path)
     if measured.returncode != 0:

@@ -26,6 +26,15 @@ from snapshot_ops.catalog import make_engine
 from snapshot_ops.rules import PERMANENT_TYPE, TEMPORARY_TYPE
 
 
+def job_command(*args: str) -> list[str]:
+    """`dagster job execute -m snapshot_ops -j snapshot_cleanup_job [args]`, run by this
+    Python (so by this virtualenv's Dagster)."""
+    return [
+        sys.executable, "-m", "dagster", "job", "execute",
+        "-m", "snapshot_ops", "-j", "snapshot_cleanup_job", *args,
+    ]  # fmt: skip
+
+
 def app_tables(metadata: sa.MetaData, schema: str | None = None) -> tuple[sa.Table, sa.Table]:
     """The application's tables with exactly the columns the job relies on."""
     files = sa.Table(
@@ -190,17 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         SNAPSHOT_OPS_STORAGE_URL=root.as_uri(),
         DAGSTER_HOME=str(home),
     )
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "job",
-        "execute",
-        "-m",
-        "snapshot_ops",
-        "-j",
-        "snapshot_cleanup_job",
-    ]
+    command = job_command()
     sys.stdout.write(
         f"demo data in {base}\nrunning: dagster job execute -m snapshot_ops "
         "-j snapshot_cleanup_job\n"

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from snapshot_ops.demo import job_command
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops_tests.conftest import NOW, World
 
@@ -91,19 +91,7 @@ def start_job(world: World, home: Path, *, batch_size: int, **extra: str) -> sub
         f"      reference_time: '{NOW.isoformat()}'\n      batch_size: {batch_size}\n"
     )
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "job",
-            "execute",
-            "-m",
-            "snapshot_ops",
-            "-j",
-            "snapshot_cleanup_job",
-            "-c",
-            str(config),
-        ],
+        job_command("-c", str(config)),
         cwd=REPO,
         env=job_env(world, home, **extra),
         stdout=subprocess.PIPE,

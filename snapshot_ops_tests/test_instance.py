@@ -21,6 +21,7 @@ import yaml
 from dagster import DagsterRunStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from snapshot_ops.demo import job_command
 from snapshot_ops.jobs import CONCURRENCY_TAG
 from snapshot_ops_tests.conftest import NOW, World
 from snapshot_ops_tests.ops_fixtures import REPO, production_home, production_instance
@@ -52,19 +53,7 @@ def test_cli_run_through_production_instance_on_postgres(
         SNAPSHOT_OPS_STORAGE_URL=pg_world.root.as_uri(),
     )
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "job",
-            "execute",
-            "-m",
-            "snapshot_ops",
-            "-j",
-            "snapshot_cleanup_job",
-            "-c",
-            str(config),
-        ],
+        job_command("-c", str(config)),
         cwd=REPO,
         env=env,
         capture_output=True,
