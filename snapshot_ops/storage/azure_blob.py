@@ -27,7 +27,7 @@ from snapshot_ops.storage.base import (
     RefusedKey,
     StorageBackend,
     check_key,
-    chunked,
+    delete_in_batches,
 )
 
 log = logging.getLogger(__name__)
@@ -64,21 +64,15 @@ class AzureBlobBackend(StorageBackend):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
-        results: dict[str, DeleteResult] = {}
-        wanted: dict[str, str] = {}  # blob name -> key; duplicates are sent once
-        for key in keys:
-            try:
-                wanted[self._name(key)] = key
-            except RefusedKey as exc:
-                results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
-        batches = chunked(list(wanted), self.deletes_per_batch)
-        for batch_results in self._batches.map(self._delete_batch, batches):
-            for name, (outcome, error) in batch_results.items():
-                key = wanted[name]
-                results[key] = DeleteResult(key, outcome, error)
-        return [results[key] for key in keys]
+        return delete_in_batches(
+            keys,
+            name_of=self._name,
+            batch_size=self.deletes_per_batch,
+            pool=self._batches,
+            delete_batch=self._delete_batch,
+        )
 
-    def _delete_batch(self, names: list[str]) -> dict[str, tuple[Outcome, str | None]]:
+    def _delete_batch(self, names: list[str]) -> dict[str, DeleteResult]:
         try:
             responses = list(
                 self.container.delete_blobs(
@@ -88,21 +82,23 @@ class AzureBlobBackend(StorageBackend):
         except AzureError as exc:
             reason = f"blob batch failed as a whole: {_first_line(exc)}"
             log.warning("%s (%d keys stay pending)", reason, len(names))
-            return {n: (Outcome.FAILED, f"{n}: {reason}") for n in names}
+            return {n: DeleteResult(n, Outcome.FAILED, f"{n}: {reason}") for n in names}
         if len(responses) != len(names):
             reason = f"blob batch answered {len(responses)} results for {len(names)} deletes"
-            return {n: (Outcome.FAILED, f"{n}: {reason}") for n in names}
-        results: dict[str, tuple[Outcome, str | None]] = {}
+            return {n: DeleteResult(n, Outcome.FAILED, f"{n}: {reason}") for n in names}
+        results: dict[str, DeleteResult] = {}
         # The SDK yields the sub-responses in the order the deletes were sent.
         for name, response in zip(names, responses, strict=True):
             status = response.status_code
             if 200 <= status < 300:
-                results[name] = (Outcome.DELETED, None)
+                results[name] = DeleteResult(name, Outcome.DELETED)
             elif status == 404:
-                results[name] = (Outcome.MISSING, None)
+                results[name] = DeleteResult(name, Outcome.MISSING)
             else:
                 code = response.headers.get("x-ms-error-code") or response.reason or ""
-                results[name] = (Outcome.FAILED, f"{name}: HTTP {status} {code}".strip())
+                results[name] = DeleteResult(
+                    name, Outcome.FAILED, f"{name}: HTTP {status} {code}".strip()
+                )
         return results
 
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:

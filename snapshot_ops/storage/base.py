@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from snapshot_ops.errors import SnapshotOpsError
@@ -90,6 +91,35 @@ class StorageBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or thread pools."""
+
+
+def delete_in_batches(
+    keys: Sequence[str],
+    *,
+    name_of: Callable[[str], str],
+    batch_size: int,
+    pool: Executor,
+    delete_batch: Callable[[list[str]], Mapping[str, DeleteResult]],
+) -> list[DeleteResult]:
+    """The shared shape of an object store's `delete_many`.
+
+    Each key becomes its full object name (`name_of` raises RefusedKey for unsafe keys,
+    which are reported and never sent); duplicates are sent once; names go out in batches
+    of `batch_size`, at most as many at once as `pool` has workers; `delete_batch` answers
+    one result per name. Returns one result per key, in the order of `keys`.
+    """
+    results: dict[str, DeleteResult] = {}
+    wanted: dict[str, str] = {}  # object name -> key
+    for key in keys:
+        try:
+            wanted[name_of(key)] = key
+        except RefusedKey as exc:
+            results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
+    for answered in pool.map(delete_batch, chunked(list(wanted), batch_size)):
+        for name, result in answered.items():
+            key = wanted[name]
+            results[key] = DeleteResult(key, result.outcome, result.error)
+    return [results[key] for key in keys]
 
 
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -28,7 +28,7 @@ from snapshot_ops.storage.base import (
     RefusedKey,
     StorageBackend,
     check_key,
-    chunked,
+    delete_in_batches,
 )
 
 log = logging.getLogger(__name__)
@@ -82,19 +82,13 @@ class S3Backend(StorageBackend):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
-        results: dict[str, DeleteResult] = {}
-        wanted: dict[str, str] = {}  # full key -> key; duplicates are sent once
-        for key in keys:
-            try:
-                wanted[self._full_key(key)] = key
-            except RefusedKey as exc:
-                results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
-        batches = chunked(list(wanted), self.keys_per_request)
-        for batch_results in self._batches.map(self._delete_request, batches):
-            for full_key, result in batch_results.items():
-                key = wanted[full_key]
-                results[key] = DeleteResult(key, result.outcome, result.error)
-        return [results[key] for key in keys]
+        return delete_in_batches(
+            keys,
+            name_of=self._full_key,
+            batch_size=self.keys_per_request,
+            pool=self._batches,
+            delete_batch=self._delete_request,
+        )
 
     def _delete_request(self, full_keys: list[str]) -> dict[str, DeleteResult]:
         try:
