@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -428,13 +430,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         # Dagster's own storage (runs, event logs), on PostgreSQL as in production.
         data.create_database(admin_url, f"{tag}_dagster")
         instance_env = dagster_instance_env(admin_url, f"{tag}_dagster")
-        for contender in args.contenders:
+        runs: dict[str, list[dict[str, Any]]] = {c: [] for c in args.contenders}
+        # Interleaved rounds (A B C D, A B C D, ...): a drift in the machine's speed then
+        # touches every contender alike, and each round's ratios compare neighbours.
+        for round_no, contender in itertools.product(range(args.repeat), args.contenders):
             db_name = f"{tag}_{contender}"
             db_url = data.create_database(admin_url, db_name, template=src)
             # The one-liner and the limit are handed exactly the expired objects.
             objects = live if contender in ("job", "naive") else expected
             keep = survivors if contender in ("job", "naive") else set()
-            contender_work = work / contender
+            contender_work = work / f"{contender}-{round_no}"
             contender_work.mkdir()
             t0 = time.perf_counter()
             if client is not None:
@@ -475,12 +480,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             outcome["objects_written"] = len(objects)
             outcome["check"] = verify(db_url, present, keep)
             data.drop_database(admin_url, db_name)
-            result["contenders"][contender] = outcome
+            runs[contender].append(outcome)
             _out(
-                f"{contender}: {outcome['seconds']:.2f}s, check "
-                f"{'ok' if outcome['check']['ok'] else 'FAILED ' + str(outcome['check'])}"
+                f"round {round_no + 1}/{args.repeat} {contender}: {outcome['seconds']:.2f}s, "
+                f"check {'ok' if outcome['check']['ok'] else 'FAILED ' + str(outcome['check'])}"
             )
         data.drop_database(admin_url, src)
+        result["rounds"] = args.repeat
+        result["contenders"] = {c: summarize_runs(r) for c, r in runs.items()}
     finally:
         if moto is not None:
             moto.stop()
@@ -492,8 +499,39 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         data.drop_database(admin_url, f"{tag}_dagster")
     load.append(os.getloadavg()[0])
     result["load_average_1min"] = load
-    result["ratios"] = ratios(result)
+    per_round = [ratios(round_contenders(runs, i)) for i in range(args.repeat)]
+    result["ratios_per_round"] = per_round
+    result["ratios"] = {key: _median([r[key] for r in per_round]) for key in per_round[0]}
+    result["ratio_spread"] = {key: _spread([r[key] for r in per_round]) for key in per_round[0]}
     return result
+
+
+def round_contenders(runs: dict[str, list[dict[str, Any]]], index: int) -> dict[str, Any]:
+    """The contenders' outcomes of one round, in the shape `ratios` reads."""
+    return {"contenders": {c: r[index] for c, r in runs.items() if len(r) > index}}
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's runs: the run of median wall time (its steps, memory, check) with
+    every run's seconds beside it, and `ok` only if every run's outcome check passed."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    typical = dict(ordered[(len(ordered) - 1) // 2])
+    typical["runs_seconds"] = [r["seconds"] for r in runs]
+    typical["seconds_min"], typical["seconds_max"] = ordered[0]["seconds"], ordered[-1]["seconds"]
+    typical["peak_bytes_max"] = max((r.get("peak_bytes") or 0) for r in runs) or None
+    failed = [r["check"] for r in runs if not r["check"]["ok"]]
+    typical["check"] = failed[0] if failed else typical["check"]
+    return typical
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _spread(values: list[float | None]) -> list[float] | None:
+    known = [v for v in values if v is not None]
+    return [min(known), max(known)] if known else None
 
 
 def run_contender(
@@ -560,6 +598,15 @@ def _rate(count: int, seconds: float | None) -> str:
     return f"{count / seconds:,.0f}" if seconds else "-"
 
 
+def _seconds_spread(outcome: dict[str, Any]) -> str:
+    """Median seconds, with the min-max of the rounds when there was more than one."""
+    median = f"{outcome['seconds']:.2f}"
+    runs = outcome.get("runs_seconds") or []
+    if len(runs) < 2:
+        return median
+    return f"{median} ({outcome['seconds_min']:.2f}-{outcome['seconds_max']:.2f})"
+
+
 def _mb(value: int | None) -> str:
     return f"{value / 1e6:,.0f} MB" if value else "-"
 
@@ -616,7 +663,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"{job['seconds'] - in_steps - startup:.2f} | | | |"
         )
         lines.append(
-            f"| **job** | **total (process wall time)** | **{job['seconds']:.2f}** | "
+            f"| **job** | **total (process wall time)** | **{_seconds_spread(job)}** | "
             f"{_rate(n, job['seconds'])} | {_rate(n, job['seconds'])} | {_mb(job['peak_bytes'])} |"
         )
     for name in ("oneliner", "limit"):
@@ -628,17 +675,21 @@ def markdown(result: dict[str, Any], command: str) -> str:
                 f"{_rate(n, r['delete_seconds'])} | |",
                 f"| {label} | one set-based UPDATE | {r['update_seconds']:.2f} | "
                 f"{_rate(n, r['update_seconds'])} | | |",
-                f"| {label} | **total** | **{r['seconds']:.2f}** | {_rate(n, r['seconds'])} | "
+                f"| {label} | **total** | **{_seconds_spread(r)}** | {_rate(n, r['seconds'])} | "
                 f"{_rate(n, r['seconds'])} | |",
             ]
     if "naive" in c:
         r = c["naive"]
         label = (S3_LABELS if s3 else LABELS)["naive"]
         lines.append(
-            f"| {label} | **total (process wall time)** | **{r['seconds']:.2f}** | "
+            f"| {label} | **total (process wall time)** | **{_seconds_spread(r)}** | "
             f"{_rate(n, r['seconds'])} | {_rate(n, r['seconds'])} | {_mb(r['peak_bytes'])} |"
         )
-    lines += ["", "| figure | measured | target (issue) |", "|---|---:|---|"]
+    lines += [
+        "",
+        f"| figure | median of {result.get('rounds', 1)} rounds | min-max | target |",
+        "|---|---:|---:|---|",
+    ]
     names = {
         "job_over_oneliner": "job time / (a) one-liner time",
         "job_over_limit": "job time / (b) machine's limit time",
@@ -648,7 +699,9 @@ def markdown(result: dict[str, Any], command: str) -> str:
     for key, label in names.items():
         value = result["ratios"].get(key)
         shown = "-" if value is None else f"{value:.2f}"
-        lines.append(f"| {label} | {shown} | {TARGETS[key]} |")
+        spread = (result.get("ratio_spread") or {}).get(key)
+        shown_spread = "-" if not spread else f"{spread[0]:.2f}-{spread[1]:.2f}"
+        lines.append(f"| {label} | {shown} | {shown_spread} | {TARGETS[key]} |")
     lines += ["", "Outcome checks (every expected row marked and object gone, nothing else):"]
     for name, r in c.items():
         check = r["check"]
@@ -696,10 +749,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-indexes", action="store_true", help="leave out the indexes the job recommends"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds: every contender runs this many times, interleaved (medians reported)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = parser.parse_args(argv)
     args.contenders = [c for c in args.contenders.split(",") if c]
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
@@ -718,7 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run_benchmark(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.backend}-{args.scenario}-{result['mix']['rows']}"
+    # A new name per run: committed results are never overwritten.
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{args.backend}-{args.scenario}-{result['mix']['rows']}-{stamp}"
     result["command"] = command
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     page = markdown(result, command)

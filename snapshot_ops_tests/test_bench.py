@@ -30,6 +30,8 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
             "bench.run",
             "--rows",
             "200",
+            "--repeat",
+            "2",
             "--out",
             str(out),
             "--workdir",
@@ -54,9 +56,16 @@ def check_result(result: dict, page: str) -> None:
     assert set(contenders) == {"job", "oneliner", "limit", "naive"}
     expected = result["mix"]["to_delete"]
     assert 0 < expected < result["mix"]["rows"]
+    assert result["rounds"] == 2
     for name, outcome in contenders.items():
         assert outcome["check"]["ok"], (name, outcome["check"])
         assert outcome["seconds"] > 0
+        # Every contender ran once per round; the reported time is the median run's.
+        assert len(outcome["runs_seconds"]) == 2
+        assert outcome["seconds_min"] <= outcome["seconds"] <= outcome["seconds_max"]
+    assert len(result["ratios_per_round"]) == 2
+    for key, (low, high) in result["ratio_spread"].items():
+        assert low <= result["ratios"][key] <= high, key
     for name in ("oneliner", "limit"):
         assert contenders[name]["rows_updated"] == expected
     job = contenders["job"]
