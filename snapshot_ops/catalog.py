@@ -202,9 +202,11 @@ class Catalog:
         advice = []
         f, a = self.files, self.attachments
         if not _has_index_leading_with(inspector, f, "createdAt"):
+            # A text column is compared in byte order (see __init__); so must its index be.
+            collate = "" if self._created is f.c.createdAt else ' COLLATE "C"'
             advice.append(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
-                f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
+                f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt"{collate}, "fileId") '
                 f'WHERE "snapshotType" = \'{TEMPORARY_TYPE}\' AND "deletedAt" IS NULL;'
             )
         if not _has_index_leading_with(inspector, f, "storageKey"):

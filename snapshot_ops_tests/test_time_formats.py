@@ -150,6 +150,22 @@ def test_deleted_at_is_the_run_time_in_utc_whatever_the_database_zone(
 
 
 @pytest.mark.e2e
+def test_text_on_postgresql_is_compared_in_byte_order(postgres_url, storage_root):
+    # Under the column's ICU collation "03:00:00+00:00" sorts after "03:00:00.5+00:00",
+    # so a row stored at a whole second just before the cutoff would be kept forever.
+    world = RepWorld(postgres_url, storage_root, BY_NAME["pg_text_isoformat_icu"])
+    reference = NOW + dt.timedelta(milliseconds=500)
+    just_older = world.add(age=7 * DAY, now=NOW)  # stored "...03:00:00+00:00"
+    just_younger = world.add(age=7 * DAY - dt.timedelta(milliseconds=600), now=NOW)
+
+    assert run(world, reference_time=reference.isoformat()).success
+
+    assert world.is_deleted(just_older) and not world.has_file(just_older)
+    assert not world.is_deleted(just_younger) and world.has_file(just_younger)
+    world.engine.dispose()
+
+
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "name", ["sqlite_text_js_iso", "sqlite_text_plus_two", "sqlite_epoch_seconds"]
 )
@@ -313,6 +329,7 @@ def test_the_job_reads_each_representation_as_its_application_writes_it(rep):
         "pg_timestamptz": FORMATS["timestamptz"],
         "pg_timestamp_utc": FORMATS["naive"],
         "pg_bigint_ms": FORMATS["epoch milliseconds"],
+        "pg_text_isoformat_icu": FORMATS["text, varying width, +00:00"],
         "sqlite_text_space_micros": FORMATS["text, 6 digits"],
         "sqlite_text_js_iso": FORMATS["text, T, 3 digits, Z"],
         "sqlite_text_python_isoformat": FORMATS["text, varying width, +00:00"],

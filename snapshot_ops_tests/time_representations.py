@@ -66,6 +66,15 @@ REPRESENTATIONS = [
         lambda t: _us(t) // 1000,
         lambda v: EPOCH + dt.timedelta(milliseconds=v),
     ),
+    # Python's isoformat() in a PostgreSQL text column with a linguistic collation, which
+    # sorts "03:00:00.5+00:00" before "03:00:00+00:00".
+    Representation(
+        "pg_text_isoformat_icu",
+        "postgres",
+        'text COLLATE "en-US-x-icu"',
+        lambda t: t.astimezone(UTC).isoformat(),
+        _parse,
+    ),
     # SQLAlchemy's DateTime on SQLite.
     Representation(
         "sqlite_text_space_micros",
