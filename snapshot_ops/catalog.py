@@ -29,6 +29,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from snapshot_ops.errors import ConfigError, SchemaError
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops.storage.base import RefusedKey, check_key
+from snapshot_ops.timeformat import ColumnTimes, TimeFormat, TimeFormatError, check_setting, detect
 
 #: Columns of the application's tables that the job reads (and, for deletedAt, writes).
 SNAPSHOT_COLUMNS = ("fileId", "snapshotType", "storageKey", "sizeBytes", "createdAt", "deletedAt")
@@ -127,11 +128,28 @@ class Catalog:
         order_attachments_table: str = "OrderAttachments",
         app_schema: str | None = None,
         ops_schema: str = "snapshot_ops",
+        time_format: str = "auto",
     ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        check_setting(time_format)
+        self.time_format = time_format
         app = sa.MetaData()
         self.files = _reflect(engine, app, snapshot_files_table, app_schema, SNAPSHOT_COLUMNS)
+        # The time columns' declared types; their values are read and bound as stored (see
+        # timeformat.py). On SQLite the declared type says nothing sure (a DATETIME column
+        # may hold text or numbers), and SQLAlchemy's DATETIME type would parse each value
+        # as text, so the columns pass values through and `times` encodes them.
+        self._declared = {name: self.files.c[name].type for name in ("createdAt", "deletedAt")}
+        if self.is_sqlite:
+            for name in self._declared:
+                self.files.c[name].type = sa.types.NullType()
+        # Text on PostgreSQL compares in byte order ("C"), the order in which ISO 8601 text
+        # is time order; a linguistic collation may skip punctuation.
+        created = self.files.c.createdAt
+        text = not self.is_sqlite and isinstance(self._declared["createdAt"], sa.String)
+        self._created: sa.ColumnElement[Any] = created.collate("C") if text else created
+        self._times: ColumnTimes | None = None
         self.attachments = _reflect(
             engine, app, order_attachments_table, app_schema, ATTACHMENT_COLUMNS
         )
@@ -184,9 +202,11 @@ class Catalog:
         advice = []
         f, a = self.files, self.attachments
         if not _has_index_leading_with(inspector, f, "createdAt"):
+            # A text column is compared in byte order (see __init__); so must its index be.
+            collate = "" if self._created is f.c.createdAt else ' COLLATE "C"'
             advice.append(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
-                f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt", "fileId") '
+                f'"{f.name}_expiry_idx" ON {_quoted(f)} ("createdAt"{collate}, "fileId") '
                 f'WHERE "snapshotType" = \'{TEMPORARY_TYPE}\' AND "deletedAt" IS NULL;'
             )
         if not _has_index_leading_with(inspector, f, "storageKey"):
@@ -275,6 +295,49 @@ class Catalog:
                 )
             )
 
+    # -- time columns -----------------------------------------------------------------------
+
+    @property
+    def times(self) -> ColumnTimes:
+        """How "createdAt" and "deletedAt" store time, checked once per catalog.
+
+        Every comparison with "createdAt" and every write of "deletedAt" goes through this.
+        Raises TimeFormatError (naming the column, a sample value and the setting to use)
+        when the live rows' "createdAt" cannot be read for sure.
+        """
+        if self._times is None:
+            f = self.files.c
+            with self.engine.connect() as conn:
+                created = detect(
+                    conn,
+                    f.createdAt,
+                    self._declared["createdAt"],
+                    # The rows the rule can select, which the expiry index holds.
+                    scope=sa.and_(f.snapshotType == TEMPORARY_TYPE, f.deletedAt.is_(None)),
+                    setting=self.time_format,
+                    where=f'"createdAt" of {_quoted(self.files)}',
+                )
+            self._times = ColumnTimes(created, self._deleted_format(created))
+        return self._times
+
+    def _deleted_format(self, created: TimeFormat) -> TimeFormat:
+        """How "deletedAt" is written: by its own type when PostgreSQL's column is a
+        timestamp (naive: UTC wall time, whatever the session's TimeZone), otherwise as the
+        application writes "createdAt": its two time columns share one representation."""
+        declared = self._declared["deletedAt"]
+        if not self.is_sqlite and isinstance(declared, sa.DateTime):
+            return TimeFormat("timestamp", naive=not getattr(declared, "timezone", False))
+        if created.kind != "timestamp":
+            return created
+        if self.time_format in ("iso_text", "epoch_seconds", "epoch_milliseconds"):
+            return TimeFormat(self.time_format)
+        raise TimeFormatError(
+            f'"deletedAt" of {_quoted(self.files)} is declared {declared}, not a timestamp '
+            'like "createdAt", so how to write it is unknown; nothing was touched. Set '
+            "time_format on the database resource (SNAPSHOT_OPS_TIME_FORMAT) to iso_text, "
+            "epoch_seconds or epoch_milliseconds."
+        )
+
     # -- candidates -------------------------------------------------------------------------
 
     def _expired(self, cutoff: dt.datetime) -> sa.ColumnElement[bool]:
@@ -282,20 +345,10 @@ class Catalog:
         return sa.and_(
             f.snapshotType == TEMPORARY_TYPE,
             f.deletedAt.is_(None),
-            f.createdAt < self._comparable(cutoff),
+            # A plain comparison on the column, so the expiry index serves it; `bound`
+            # writes the cutoff in the column's own representation, where this is exact.
+            self._created < self.times.created.bound(cutoff),
         )
-
-    def _comparable(self, instant: dt.datetime) -> dt.datetime:
-        """`instant` as the createdAt column stores time.
-
-        A `timestamp without time zone` column holds naive times; the application writes
-        them in UTC. Compared with an aware value, PostgreSQL would read them in the
-        session's TimeZone instead and shift the cutoff by hours, so the comparison is made
-        naive-to-naive in UTC.
-        """
-        if getattr(self.files.c.createdAt.type, "timezone", True) is False:
-            return instant.astimezone(dt.UTC).replace(tzinfo=None)
-        return instant
 
     def database_now(self) -> dt.datetime:
         """The database server's clock (aware, UTC), to check the worker's clock against."""
@@ -374,13 +427,15 @@ class Catalog:
             self._expired(cutoff), ~self._linked()
         )
         if cursor is not None:
+            # The cursor holds createdAt as stored; it is compared, like the ORDER BY, on
+            # the same expression, so the walk sees each row once whatever the format.
             query = query.where(
-                sa.tuple_(f.createdAt, f.fileId)
+                sa.tuple_(self._created, f.fileId)
                 > sa.tuple_(
                     sa.literal(cursor[0], f.createdAt.type), sa.literal(cursor[1], f.fileId.type)
                 )
             )
-        return query.order_by(f.createdAt, f.fileId).limit(limit)
+        return query.order_by(self._created, f.fileId).limit(limit)
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -412,6 +467,7 @@ class Catalog:
         worst a crash can do is leave a marked row whose journal entry the next run finishes.
         On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
         """
+        self.times  # noqa: B018 -- checked before the transaction (on SQLite it is exclusive)
         with self.engine.connect() as conn, conn.begin() as transaction:
             # Step 1: lock the candidates (waiting for any attach that holds one).
             query = self._candidate_query(cutoff, cursor, limit)
@@ -456,7 +512,7 @@ class Catalog:
         marking = (
             sa.update(self.files)
             .where(self._in(f.fileId, ids), f.deletedAt.is_(None), ~self._linked())
-            .values(deletedAt=marked_at)
+            .values(deletedAt=self.times.deleted.encode(marked_at))
             .returning(f.fileId, f.storageKey, f.sizeBytes)
         )
         journal_columns = ["file_id", "storage_key", "size_bytes", "run_id", "marked_at"]

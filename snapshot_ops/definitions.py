@@ -39,7 +39,10 @@ defs = Definitions(
     schedules=[build_daily_schedule(schedule_timezone()), prune_dagster_history_schedule],
     sensors=[snapshot_cleanup_failure_alert, snapshot_cleanup_freshness],
     resources={
-        "database": SnapshotDatabase(url=EnvVar("SNAPSHOT_OPS_DATABASE_URL")),
+        "database": SnapshotDatabase(
+            url=EnvVar("SNAPSHOT_OPS_DATABASE_URL"),
+            time_format=os.environ.get("SNAPSHOT_OPS_TIME_FORMAT") or "auto",
+        ),
         "storage": SnapshotStorage(url=EnvVar("SNAPSHOT_OPS_STORAGE_URL")),
         "alerts": _alerts,
     },

@@ -100,6 +100,8 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
         raise Failure(description=str(exc)) from exc
     try:
         yield catalog
+    except SnapshotOpsError as exc:  # e.g. a "createdAt" whose format cannot be read for sure
+        raise Failure(description=str(exc)) from exc
     except ProgrammingError as exc:
         if getattr(exc.orig, "pgcode", None) != PG_INSUFFICIENT_PRIVILEGE:
             raise
@@ -146,6 +148,7 @@ def identify_expired_candidates(
             check_clocks(run_at, catalog.database_now())
         except SnapshotOpsError as exc:
             raise Failure(description=f"clock check: {exc}") from exc
+        times = catalog.times  # how createdAt is stored, checked before anything else
         catalog.ensure_own_tables()
         advice = catalog.missing_indexes()
         if advice:
@@ -169,6 +172,7 @@ def identify_expired_candidates(
             "knownBytes": summary.known_bytes,
             "candidatesWithoutSize": summary.unknown_size,
             "keptLinkedToOrders": summary.kept_linked,
+            "createdAtFormat": times.created.describe(),
             "dryRun": config.dry_run,
             "missingIndexes": MetadataValue.md("\n".join(advice) or "none"),
         }

@@ -33,6 +33,17 @@ class SnapshotDatabase(ConfigurableResource):
         default="snapshot_ops",
         description="Schema the job creates for its own tables (a name prefix on SQLite).",
     )
+    time_format: str = Field(
+        default="auto",
+        description=(
+            'How "createdAt" and "deletedAt" store time: auto (detected from the column '
+            "type and the live rows), timestamp (PostgreSQL timestamptz, or timestamp "
+            "without time zone holding UTC), iso_text (ISO 8601 text; no offset means UTC), "
+            "epoch_seconds or epoch_milliseconds. A setting other than auto is still checked "
+            "against the rows; it settles what the data cannot, such as the unit of numbers "
+            "outside 2000-2100."
+        ),
+    )
 
     def open_catalog(self) -> Catalog:
         """Connect, check the application tables and return the catalog (caller disposes)."""
@@ -44,6 +55,7 @@ class SnapshotDatabase(ConfigurableResource):
                 order_attachments_table=self.order_attachments_table,
                 app_schema=self.app_schema,
                 ops_schema=self.ops_schema,
+                time_format=self.time_format,
             )
         except BaseException:
             engine.dispose()

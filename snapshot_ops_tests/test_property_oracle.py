@@ -1,5 +1,9 @@
 """Random datasets (hypothesis): what the job deletes equals an independent oracle written
 straight from the design document's SQL, and nothing within the retention is ever deleted.
+The same holds for every representation of "createdAt" applications use (native
+timestamps, naive UTC under a non-UTC database zone, ISO 8601 text layouts, epoch seconds
+and milliseconds; see time_representations.py), where the oracle reads each stored value
+the application's way and "deletedAt" must come back in the same representation.
 
 The oracle is the seed's statement, run as plain SQL before the job:
 
@@ -27,6 +31,11 @@ from hypothesis import strategies as st
 
 from snapshot_ops.rules import PERMANENT_TYPE, TEMPORARY_TYPE
 from snapshot_ops_tests.conftest import NOW
+from snapshot_ops_tests.time_representations import (
+    REPRESENTATIONS,
+    RepWorld,
+    set_database_timezone,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +183,117 @@ def test_the_job_deletes_exactly_what_the_seed_sql_selects(app, rows, retention_
     assert log.deleted_count + kept == len(oracle)
     assert kept >= sum(1 for i in oracle if keys[i] in live_keys)
     assert app.pending() == []
+
+
+# -- every representation of "createdAt" ------------------------------------------------------
+
+micro_rows_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from([TEMPORARY_TYPE] * 4 + [PERMANENT_TYPE]),
+            # Seconds of age near the cutoff or anywhere, plus a sub-second part that
+            # representations keep (micro), truncate (milli) or drop (whole seconds).
+            "age": st.one_of(
+                st.sampled_from([7 * DAY - 1, 7 * DAY, 7 * DAY + 1, DAY - 1, DAY, DAY + 1]),
+                st.integers(-DAY, 40 * DAY),
+            ),
+            "micros": st.sampled_from([0, 0, 1, 999, 1000, 499_999, 500_000, 999_999]),
+            "linked": st.sampled_from([False, False, False, True]),
+        }
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@pytest.fixture(params=REPRESENTATIONS, ids=str)
+def rep_world(request, storage_root):
+    """A RepWorld in one representation; on PostgreSQL the database's TimeZone is Tokyo's,
+    so a naive value read or written in session time would be 9 hours off."""
+    rep = request.param
+    url = request.getfixturevalue(f"{rep.dialect}_url")
+    if rep.dialect == "postgres":
+        set_database_timezone(url, "Asia/Tokyo")
+    world = RepWorld(url, storage_root, rep)
+
+    def reset() -> None:
+        prefix = "snapshot_ops_" if rep.dialect == "sqlite" else "snapshot_ops."
+        has_runs = any(
+            sa.inspect(world.engine).has_table(name, schema=schema)
+            for name, schema in (
+                ("snapshot_ops_cleanup_runs", None),
+                ("cleanup_runs", "snapshot_ops"),
+            )
+        )
+        with world.engine.begin() as conn:
+            conn.exec_driver_sql('DELETE FROM "OrderAttachments"')
+            conn.exec_driver_sql('DELETE FROM "SnapshotFiles"')
+            if has_runs:
+                conn.exec_driver_sql(f"DELETE FROM {prefix}cleanup_runs")
+                conn.exec_driver_sql(f"DELETE FROM {prefix}pending_deletes")
+        shutil.rmtree(world.root)
+        world.root.mkdir()
+
+    world.reset = reset
+    yield world
+    world.engine.dispose()
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    rows=micro_rows_strategy,
+    retention_days=st.sampled_from([7, 7, 1, 0.5]),
+    back_micros=st.sampled_from([0, 0, 1, 500_000, 3 * DAY * 1_000_000]),
+)
+def test_each_representation_deletes_exactly_the_rows_older_than_the_cutoff(
+    rep_world, rows, retention_days, back_micros
+):
+    """The oracle reads each stored value with the representation's own reader (the way the
+    application reads it), not with the job's: a row is expired when the instant it stores
+    is strictly older than the cutoff."""
+    world, rep = rep_world, rep_world.rep
+    world.reset()
+    reference = NOW - dt.timedelta(microseconds=back_micros)
+    cutoff = reference - dt.timedelta(days=retention_days)
+    ids = {}
+    for n, row in enumerate(rows):
+        age = dt.timedelta(seconds=row["age"], microseconds=row["micros"])
+        ids[n] = world.add(
+            age=age,
+            snapshot_type=row["type"],
+            linked=row["linked"],
+            key=f"k/{n:02d}.pdf",
+        )
+    before = world.stored()
+    oracle = {
+        ids[n]
+        for n, row in enumerate(rows)
+        if row["type"] == TEMPORARY_TYPE
+        and not row["linked"]
+        and rep.read(before[ids[n]].createdAt) < cutoff
+    }
+    started = dt.datetime.now(dt.UTC)
+
+    result = world.run(
+        reference_time=reference.isoformat(), retention_days=retention_days, batch_size=2
+    )
+
+    assert result.success  # every object exists, so the storage check passes
+    finished = dt.datetime.now(dt.UTC)
+    after = world.stored()
+    marked = {i for i in after if after[i].deletedAt is not None}
+    assert marked == oracle
+    for file_id in after:
+        assert (world.root / after[file_id].storageKey).is_file() == (file_id not in oracle)
+        assert after[file_id].createdAt == before[file_id].createdAt
+    # "deletedAt" is written in the same representation: the run's instant, read back the
+    # application's way (to its precision: whole seconds at worst).
+    for file_id in marked:
+        written = rep.read(after[file_id].deletedAt)
+        assert started - dt.timedelta(seconds=1) <= written <= finished, (written, started)
+    [log] = world.run_log()
+    assert log.deleted_count == len(oracle)
