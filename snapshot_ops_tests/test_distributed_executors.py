@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kombu
 import pytest
 import yaml
 from dagster import DagsterEventType, DagsterRunStatus
@@ -142,6 +143,8 @@ def celery_workers(
         yield CeleryWorkers(pids=[p.pid for p in processes], env=env, logs=logs)
     finally:
         _stop(processes)
+        with kombu.Connection(BROKER) as broker:  # the workers declared it; it would stay
+            broker.default_channel.queue_delete(queue)
 
 
 @pytest.fixture
