@@ -22,7 +22,6 @@ from dagster import (
     MetadataValue,
     OpExecutionContext,
     failure_hook,
-    in_process_executor,
     job,
     op,
 )
@@ -35,7 +34,7 @@ from snapshot_ops.catalog import CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
-from snapshot_ops.settings import schedule_timezone
+from snapshot_ops.settings import job_executor, schedule_timezone
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
@@ -421,7 +420,7 @@ def mark_run_failed(context: HookContext) -> None:
 
 
 @job(
-    executor_def=in_process_executor,  # one process: a step costs ms, not ~1 s to spawn
+    executor_def=job_executor(),  # SNAPSHOT_OPS_EXECUTOR; default in_process (a step costs ms)
     tags={CONCURRENCY_TAG: "true"},
     hooks={mark_run_failed},
     description=(
