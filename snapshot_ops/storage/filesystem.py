@@ -3,6 +3,10 @@
 Every key is walked from the root one folder at a time with O_NOFOLLOW, so a symlink
 anywhere on the way (or as the object itself) is refused instead of followed: nothing
 outside the root can be reached, even if the tree changes while the job runs.
+
+One key never stops the others: whatever the operating system raises for one key (an
+OSError, or a UnicodeEncodeError for a name the file system cannot encode, such as a lone
+surrogate) becomes that key's result.
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ class FilesystemBackend(StorageBackend):
         except FileNotFoundError:
             return DeleteResult(key, Outcome.MISSING)
         except OSError as exc:
-            return DeleteResult(key, Outcome.FAILED, f"{key}: {exc.strerror}")
+            return DeleteResult(key, Outcome.FAILED, f"{key!r}: {exc.strerror}")
+        except UnicodeEncodeError as exc:
+            return _not_a_file_name(key, exc)
         try:
             mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
             if not stat.S_ISREG(mode):
@@ -98,15 +104,24 @@ class FilesystemBackend(StorageBackend):
         except FileNotFoundError:
             return DeleteResult(key, Outcome.MISSING)
         except OSError as exc:
-            return DeleteResult(key, Outcome.FAILED, f"{key}: {exc.strerror}")
+            return DeleteResult(key, Outcome.FAILED, f"{key!r}: {exc.strerror}")
+        except UnicodeEncodeError as exc:
+            return _not_a_file_name(key, exc)
 
     def _size_one(self, key: str, folders: _Folders) -> int | None:
         try:
             parent, name = folders.parent_of(key)
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except (RefusedKey, OSError):
+        except (RefusedKey, OSError, UnicodeEncodeError):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _not_a_file_name(key: str, exc: UnicodeEncodeError) -> DeleteResult:
+    """The result for a key the file system cannot encode: it names no file; nothing done."""
+    return DeleteResult(
+        key, Outcome.REFUSED, f"storage key {key!r} is not a usable file name: {exc}"
+    )
 
 
 class _Folders:
