@@ -97,7 +97,14 @@ class SnapshotStorage(ConfigurableResource):
             "S3 uses botocore's standard-mode backoff."
         ),
     )
-
+    remove_empty_folders: bool = Field(
+        default=True,
+        description=(
+            "Folders (file:// only): after deleting, remove the folders the deletes left "
+            "empty, deepest first, with rmdir only: never the storage root, never a folder "
+            "that still holds anything, never through a symlink. False keeps them."
+        ),
+    )
     connect_timeout_seconds: float = Field(
         default=10.0,
         description=(
@@ -125,4 +132,5 @@ class SnapshotStorage(ConfigurableResource):
             retry_backoff_seconds=self.retry_backoff_seconds,
             connect_timeout_seconds=self.connect_timeout_seconds,
             read_timeout_seconds=self.read_timeout_seconds,
+            remove_empty_folders=self.remove_empty_folders,
         )

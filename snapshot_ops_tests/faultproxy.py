@@ -3,16 +3,19 @@
 It forwards every request unchanged to the real emulator, records what it saw (so tests can
 count batch requests and check their Content-MD5), and, when a test asks, answers for the
 store: a status such as 503 for the next matching requests (throttling, outages), a request
-held longer than the client waits (timeouts), or, for S3 DeleteObjects, a per-key `<Error>`
-for chosen keys while the rest of the batch really goes to the store. Only the transport is
-faked; the SDKs and the stores are real.
+held longer than the client waits (timeouts), a connection closed without an answer, the
+store's real answer rewritten (e.g. one key's result left out of it), or, for S3
+DeleteObjects, a per-key `<Error>` for chosen keys while the rest of the batch really goes
+to the store. Only the transport is faked; the SDKs and the stores are real.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import http.client
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -20,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+#: What a rewriting fault does to the store's answer: (seen, status, headers, body) -> new.
+Rewrite = Callable[["Seen", int, dict[str, str], bytes], tuple[int, dict[str, str], bytes]]
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"}
@@ -44,8 +50,17 @@ class Seen:
         return self.method == "POST" and "comp=batch" in self.query
 
     def s3_delete_keys(self) -> list[str]:
-        root = ET.fromstring(self.body)
+        try:
+            root = ET.fromstring(self.body)
+        except ET.ParseError:  # a body no XML parser takes: read the keys as S3 would try to
+            text = self.body.decode("utf-8", "replace")
+            return [html.unescape(k) for k in re.findall(r"<Key>(.*?)</Key>", text, re.S)]
         return [k.text or "" for k in root.iter(f"{{{S3_NS}}}Key")]
+
+    def blob_batch_names(self) -> list[str]:
+        """The blob paths a Blob Batch deletes ([account/]container/name), in the order sent."""
+        paths = re.findall(rb"\r\nDELETE /([^? ]+)", self.body)
+        return [unquote(p.decode("ascii")) for p in paths]
 
     def content_md5_matches(self) -> bool:
         sent = self.headers.get("content-md5")
@@ -69,6 +84,10 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
     delay: float = 0.0
+    #: Close the connection without answering (a connection error for the client).
+    hang_up: bool = False
+    #: With `status` None: forward to the store, then change its answer with this.
+    rewrite: Rewrite | None = None
 
 
 class FaultProxy:
@@ -152,6 +171,9 @@ class FaultProxy:
             refused = set(self.refused_s3_keys) if seen.is_s3_delete_objects else set()
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
+        if fault is not None and fault.hang_up:
+            handler.close_connection = True
+            return
         if fault is not None and fault.status is not None:
             self._reply(handler, fault.status, fault.headers, fault.body)
             return
@@ -160,6 +182,8 @@ class FaultProxy:
             self._delete_objects_with_refusals(handler, seen, headers, refused)
             return
         status, reply_headers, reply = self._forward(handler.command, handler.path, headers, body)
+        if fault is not None and fault.rewrite is not None:
+            status, reply_headers, reply = fault.rewrite(seen, status, reply_headers, reply)
         self._reply(handler, status, reply_headers, reply)
 
     def _forward(
@@ -232,3 +256,65 @@ class FaultProxy:
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up first (a timeout test): nobody is left to answer.
             handler.close_connection = True
+
+
+# -- answers rewritten -------------------------------------------------------------------------
+
+
+def s3_error(
+    match: Callable[[Seen], bool], status: int, code: str, message: str, times: int = 1
+) -> Fault:
+    """A fault answering `status` with an S3 error document, as S3 writes them."""
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return Fault(match, status, body, {"Content-Type": "application/xml"}, times=times)
+
+
+def azure_error(match: Callable[[Seen], bool], status: int, code: str, times: int = 1) -> Fault:
+    """A fault answering `status` with the error code header Azure Storage sends."""
+    return Fault(match, status, b"", {"x-ms-error-code": code}, times=times)
+
+
+def without_s3_result(full_key: str) -> Rewrite:
+    """Leave `full_key`'s `<Deleted>` or `<Error>` entry out of a DeleteObjects answer."""
+
+    def rewrite(
+        seen: Seen, status: int, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if status != 200:
+            return status, headers, body
+        ET.register_namespace("", S3_NS)
+        root = ET.fromstring(body)
+        for tag in ("Deleted", "Error"):
+            for entry in root.findall(f"{{{S3_NS}}}{tag}"):
+                if entry.findtext(f"{{{S3_NS}}}Key") == full_key:
+                    root.remove(entry)
+        return status, headers, ET.tostring(root, xml_declaration=True, encoding="utf-8")
+
+    return rewrite
+
+
+def without_blob_subresponse(blob_path: str) -> Rewrite:
+    """Leave the sub-response for `blob_path` (container/name) out of a Blob Batch answer.
+
+    The SDK numbers a batch's sub-requests 0, 1, ... in `Content-ID`; the service answers
+    each with the same `Content-ID`, which finds the part to drop.
+    """
+
+    def rewrite(
+        seen: Seen, status: int, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        # Azurite puts its account name first in the path; Azure has it in the host.
+        found = [
+            i for i, n in enumerate(seen.blob_batch_names()) if f"/{n}".endswith(f"/{blob_path}")
+        ]
+        if status != 202 or not found:
+            return status, headers, body
+        content_type = next(v for k, v in headers.items() if k.lower() == "content-type")
+        boundary = b"--" + content_type.split("boundary=", 1)[1].strip().encode()
+        content_id = f"Content-ID: {found[0]}\r\n".encode()
+        parts = body.split(boundary)
+        kept = [p for p in parts if content_id not in p]
+        assert len(kept) == len(parts) - 1, "the answer has no sub-response to drop"
+        return status, headers, boundary.join(kept)
+
+    return rewrite

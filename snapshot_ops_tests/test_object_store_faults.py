@@ -10,7 +10,11 @@ store makes it misbehave:
   every attempt, and either drops it or hands it to the store late (the store deleted the
   objects, the client never heard);
 - the store throttles (503 SlowDown / ServerBusy): briefly, which the SDK's retries absorb,
-  or for longer than the retries last.
+  or for longer than the retries last;
+- the store's answer leaves one key out (no `<Deleted>` entry in S3's answer, a missing
+  sub-response in Azure's): nothing confirmed that key, so its row stays pending;
+- a key that an S3 batch body cannot carry (a control character) sits among others: the
+  others are deleted in the same run, and the key goes by itself.
 
 After each faulty run: every row an order needs (and every fresh row) is live with its
 object; every marked row whose object still exists is in the pending journal; the failures
@@ -30,7 +34,13 @@ import pytest
 from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.faultproxy import Fault, Seen
+from snapshot_ops_tests.faultproxy import (
+    Fault,
+    Seen,
+    s3_error,
+    without_blob_subresponse,
+    without_s3_result,
+)
 from snapshot_ops_tests.stores import TEST_RETRY, Store
 
 pytestmark = pytest.mark.e2e
@@ -259,3 +269,111 @@ def test_a_throttle_longer_than_the_retries_fails_the_run_and_the_next_run_finis
         EXPIRED * SIZE,
         0,
     )
+
+
+def test_a_key_left_out_of_the_answer_stays_pending(object_world):
+    world, store = object_world, object_world.store
+    expired, keep = seed(world)
+    unanswered = expired[-1]  # the oldest row: in the first batch
+    full_key = store.full_key(world.row(unanswered).storageKey)
+    if store.url.startswith("s3://"):
+        rewrite = without_s3_result(full_key)
+        in_doubt = [unanswered]
+    else:
+        # The SDK pairs sub-responses with deletes by position: one missing, none is sure.
+        rewrite = without_blob_subresponse(f"{store.name}/{full_key}")
+        in_doubt = expired[-BATCH:]
+    store.proxy.add_fault(Fault(is_delete, None, rewrite=rewrite, times=1_000))
+
+    first = run(world)
+
+    # The store did delete every object; only its answer was short.
+    assert not any(world.has_file(i) for i in expired)
+    assert_nothing_lost(world, keep)
+    assert not first.success
+    assert sorted(p.file_id for p in world.pending()) == sorted(in_doubt)
+    [log] = world.run_log()
+    assert (log.status, log.deleted_count, log.error_count) == (
+        "failed",
+        EXPIRED - len(in_doubt),
+        len(in_doubt),
+    )
+    errors = json.loads(log.errors)
+    assert any(unanswered in e and repr(full_key) in e for e in errors)
+
+    store.proxy.faults.clear()
+    second = run(world)
+
+    assert second.success
+    assert_finished(world, expired, keep)
+    log = world.run_log()[-1]
+    assert (log.status, log.deleted_count, log.error_count) == ("succeeded", len(in_doubt), 0)
+
+
+BAD_KEY = "2026/11/b\x01.pdf"  # U+0001: no XML 1.0 document can hold it
+
+
+def bad_key_world(world: World) -> dict[str, str]:
+    """Three expired rows whose middle key an S3 batch body cannot carry."""
+    return {
+        key: world.add(age=9 * DAY, key=key, size=SIZE)
+        for key in ("2026/11/a.pdf", BAD_KEY, "2026/11/c.pdf")
+    }
+
+
+def test_a_key_xml_cannot_carry_never_holds_its_batch_hostage(object_world):
+    world, store = object_world, object_world.store
+    rows = bad_key_world(world)
+
+    result = run(world)
+
+    assert result.success
+    assert all(world.is_deleted(i) and not world.has_file(i) for i in rows.values())
+    assert world.pending() == []
+    [log] = world.run_log()
+    assert (log.status, log.deleted_count, log.error_count) == ("succeeded", 3, 0)
+    [batch] = store.proxy.requests(is_delete)
+    if batch.is_s3_delete_objects:  # the bad key went alone, in the URL of a DeleteObject
+        assert sorted(batch.s3_delete_keys()) == [
+            store.full_key("2026/11/a.pdf"),
+            store.full_key("2026/11/c.pdf"),
+        ]
+        [alone] = store.proxy.requests(lambda seen: seen.method == "DELETE")
+        assert alone.path == f"/{store.bucket}/{store.full_key(BAD_KEY)}"
+    else:  # a Blob Batch carries every name percent-encoded
+        assert batch.blob_batch_deletes() == 3
+
+
+def test_a_key_s3_refuses_alone_is_reported_by_name_and_the_others_go(
+    s3_store, postgres_url, storage_root
+):
+    store = s3_store
+    world = World(postgres_url, storage_root, store)
+    rows = bad_key_world(world)
+    full_key = store.full_key(BAD_KEY)
+    store.proxy.add_fault(
+        s3_error(
+            lambda seen: seen.method == "DELETE" and seen.path.endswith(full_key),
+            400,
+            "InvalidArgument",
+            "Invalid key",
+            times=1_000,
+        )
+    )
+
+    first = run(world)
+    second = run(world)  # a key that keeps failing holds nothing else up, run after run
+
+    bad = rows[BAD_KEY]
+    assert not first.success and not second.success
+    assert all(
+        world.is_deleted(i) and not world.has_file(i) for k, i in rows.items() if k != BAD_KEY
+    )
+    assert world.is_deleted(bad) and world.has_file(bad)
+    assert [p.file_id for p in world.pending()] == [bad]
+    logs = world.run_log()
+    assert [(log.deleted_count, log.error_count) for log in logs] == [(2, 1), (0, 1)]
+    for log in logs:
+        [error] = json.loads(log.errors)
+        assert bad in error and repr(full_key) in error and "InvalidArgument" in error
+    world.engine.dispose()

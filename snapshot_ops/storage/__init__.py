@@ -42,6 +42,7 @@ def open_storage(
     retry_backoff_seconds: float = 2.0,
     connect_timeout_seconds: float = 10.0,
     read_timeout_seconds: float = 60.0,
+    remove_empty_folders: bool = True,
     s3_client: Any = None,
 ) -> StorageBackend:
     """Build the backend a storage URL names (the caller closes it).
@@ -49,8 +50,9 @@ def open_storage(
     `parallel_batches` bounds the delete requests in flight at once; `max_attempts` and
     `retry_backoff_seconds` go to the SDKs' own retry settings (botocore's standard mode
     picks its own backoff). The timeouts bound each request to an object store: one that
-    exceeds them counts as a failed attempt. `s3_client` replaces the default boto3 client
-    for s3:// URLs.
+    exceeds them counts as a failed attempt. `remove_empty_folders` (file:// only) removes
+    the folders that deletes leave empty. `s3_client` replaces the default boto3 client for
+    s3:// URLs.
     """
     if parallel_batches < 1:
         raise ConfigError(f"parallel_batches must be 1 or more, got {parallel_batches}")
@@ -73,7 +75,7 @@ def open_storage(
             raise ConfigError(f"file storage URL must look like file:///absolute/root, got {url!r}")
         from snapshot_ops.storage.filesystem import FilesystemBackend
 
-        return FilesystemBackend(unquote(parts.path))
+        return FilesystemBackend(unquote(parts.path), remove_empty_folders=remove_empty_folders)
     if parts.scheme in ("s3", "az"):
         location, prefix = parts.netloc, unquote(parts.path).strip("/")
         if not location or parts.query or parts.fragment:

@@ -2,9 +2,18 @@
 
 Each batch request carries at most 256 deletes (the service's limit) and answers one status
 per blob: 202 deleted, 404 already gone, anything else (e.g. 412 for a leased blob) failed,
-and that key stays pending for the next run. A batch that fails as a whole, after the SDK's
-own retries of 500/503, fails each of its keys. Blob snapshots are deleted with their blob:
-they hold the same expired bytes.
+and that key stays pending for the next run. An answer that does not hold exactly one
+sub-response per delete fails every key of the batch: the SDK pairs sub-responses with
+deletes by position, so none of them can be trusted. Blob snapshots are deleted with their
+blob: they hold the same expired bytes.
+
+A batch carries each blob name percent-encoded in a sub-request's URL, so any name Blob
+Storage accepts fits in it; a name that is not valid Unicode (a lone surrogate) names no
+blob and is refused. A batch the service rejects as a whole with 400 or 413 (about the
+request itself, e.g. InvalidInput) is halved until the blob at fault goes alone by a
+single Delete Blob (see `delete_in_batches`). Every other whole-batch failure fails each
+key of the batch and sends nothing more: 500/503 after the SDK's own retries, timeouts and
+connection errors, 403 (credentials apply to every blob), 404 (no such container).
 
 Credentials come from the SDK's own sources only: `AZURE_STORAGE_CONNECTION_STRING`, or
 an account URL with `DefaultAzureCredential` (from the optional `azure-identity` package).
@@ -17,11 +26,12 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage.base import (
+    BatchRejected,
     DeleteResult,
     Outcome,
     RefusedKey,
@@ -35,6 +45,8 @@ log = logging.getLogger(__name__)
 #: The most deletes one Blob Batch request may carry (an Azure limit).
 MAX_DELETES_PER_BATCH = 256
 LOOKUP_WORKERS = 8
+#: Answers to a whole batch that may be caused by one blob in it: the batch is split.
+_SPLIT_STATUSES = {400, 413}
 
 
 class AzureBlobBackend(StorageBackend):
@@ -61,6 +73,10 @@ class AzureBlobBackend(StorageBackend):
 
     def _name(self, key: str) -> str:
         key = check_key(key)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RefusedKey(f"storage key is not valid Unicode text: {key!r}") from exc
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
@@ -70,6 +86,7 @@ class AzureBlobBackend(StorageBackend):
             batch_size=self.deletes_per_batch,
             pool=self._batches,
             delete_batch=self._delete_batch,
+            delete_one=self._delete_single,
         )
 
     def _delete_batch(self, names: list[str]) -> dict[str, DeleteResult]:
@@ -79,13 +96,20 @@ class AzureBlobBackend(StorageBackend):
                     *names, delete_snapshots="include", raise_on_any_failure=False
                 )
             )
+        except HttpResponseError as exc:
+            if exc.status_code in _SPLIT_STATUSES:
+                code = _code(exc)
+                raise BatchRejected(
+                    f"blob batch answered {exc.status_code} {code}".strip()
+                ) from exc
+            return _all_failed(names, f"blob batch failed as a whole: {_first_line(exc)}")
         except AzureError as exc:
-            reason = f"blob batch failed as a whole: {_first_line(exc)}"
-            log.warning("%s (%d keys stay pending)", reason, len(names))
-            return {n: DeleteResult(n, Outcome.FAILED, f"{n}: {reason}") for n in names}
+            return _all_failed(names, f"blob batch failed as a whole: {_first_line(exc)}")
+        except ValueError as exc:  # the SDK could not read the answer as a batch answer
+            return _all_failed(names, f"blob batch answer unreadable: {exc}")
         if len(responses) != len(names):
             reason = f"blob batch answered {len(responses)} results for {len(names)} deletes"
-            return {n: DeleteResult(n, Outcome.FAILED, f"{n}: {reason}") for n in names}
+            return _all_failed(names, reason)
         results: dict[str, DeleteResult] = {}
         # The SDK yields the sub-responses in the order the deletes were sent.
         for name, response in zip(names, responses, strict=True):
@@ -97,9 +121,25 @@ class AzureBlobBackend(StorageBackend):
             else:
                 code = response.headers.get("x-ms-error-code") or response.reason or ""
                 results[name] = DeleteResult(
-                    name, Outcome.FAILED, f"{name}: HTTP {status} {code}".strip()
+                    name, Outcome.FAILED, f"{name!r}: HTTP {status} {code}".strip()
                 )
         return results
+
+    def _delete_single(self, name: str) -> DeleteResult:
+        """Delete Blob for one name (with its snapshots)."""
+        try:
+            self.container.delete_blob(name, delete_snapshots="include")
+        except ResourceNotFoundError as exc:
+            if _code(exc) == "BlobNotFound":  # not ContainerNotFound: that is a failure
+                return DeleteResult(name, Outcome.MISSING)
+            return DeleteResult(
+                name, Outcome.FAILED, f"{name!r}: Delete Blob failed: {_error(exc)}"
+            )
+        except AzureError as exc:
+            return DeleteResult(
+                name, Outcome.FAILED, f"{name!r}: Delete Blob failed: {_error(exc)}"
+            )
+        return DeleteResult(name, Outcome.DELETED)
 
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
         return dict(zip(keys, self._lookups.map(self._size_one, keys), strict=True))
@@ -130,6 +170,23 @@ class AzureBlobBackend(StorageBackend):
         self._batches.shutdown(wait=True)
         self._lookups.shutdown(wait=True)
         self.container.close()
+
+
+def _all_failed(names: list[str], reason: str) -> dict[str, DeleteResult]:
+    log.warning("%s (%d keys stay pending)", reason, len(names))
+    return {n: DeleteResult(n, Outcome.FAILED, f"{n!r}: {reason}") for n in names}
+
+
+def _code(exc: AzureError) -> str:
+    """The service's error code, e.g. "LeaseIdMissing" ("" when it sent none)."""
+    code = getattr(exc, "error_code", None) or ""
+    return str(getattr(code, "value", code))  # the SDK gives an enum member where it knows it
+
+
+def _error(exc: AzureError) -> str:
+    """The service's error code and the message's first line."""
+    code = _code(exc)
+    return f"{code}: {_first_line(exc)}" if code else _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ root (or the configured prefix) is refused and reported, never touched.
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -16,9 +17,23 @@ from dataclasses import dataclass
 
 from snapshot_ops.errors import SnapshotOpsError
 
+log = logging.getLogger(__name__)
+
 
 class RefusedKey(SnapshotOpsError):
     """A storage key that could reach outside the storage root; it is never used."""
+
+
+class BatchRejected(SnapshotOpsError):
+    """The store refused a whole batch request because of what it carried.
+
+    Raised by a backend's batch call (never by `delete_many`) when the store answered, after
+    the SDK's own retries, with an error about the request itself (e.g. S3 400 MalformedXML,
+    Azure 400 InvalidInput): one key in it may be the cause, so `delete_in_batches` splits
+    the batch. Failures of the store or the connection (throttling, 5xx, timeouts, refused
+    credentials) are not this: they fail every key of the batch and are never split, so a
+    store in trouble is not sent more requests.
+    """
 
 
 class Outcome(enum.Enum):
@@ -100,13 +115,20 @@ def delete_in_batches(
     batch_size: int,
     pool: Executor,
     delete_batch: Callable[[list[str]], Mapping[str, DeleteResult]],
+    delete_one: Callable[[str], DeleteResult],
+    batchable: Callable[[str], bool] = lambda name: True,
 ) -> list[DeleteResult]:
     """The shared shape of an object store's `delete_many`.
 
     Each key becomes its full object name (`name_of` raises RefusedKey for unsafe keys,
-    which are reported and never sent); duplicates are sent once; names go out in batches
-    of `batch_size`, at most as many at once as `pool` has workers; `delete_batch` answers
-    one result per name. Returns one result per key, in the order of `keys`.
+    which are reported and never sent); duplicates are sent once. Names that `batchable`
+    says a batch request cannot carry go alone by `delete_one` (the store's single-object
+    delete); the others go out in batches of `batch_size`, at most as many requests at once
+    as `pool` has workers. `delete_batch` answers one result per name, or raises
+    BatchRejected: that batch is then halved and each half sent again, down to one name,
+    which goes by `delete_one`. So one key the store cannot take in a batch costs about
+    2 * log2(batch_size) more requests and never keeps the other keys from being deleted.
+    Returns one result per key, in the order of `keys`.
     """
     results: dict[str, DeleteResult] = {}
     wanted: dict[str, str] = {}  # object name -> key
@@ -115,7 +137,24 @@ def delete_in_batches(
             wanted[name_of(key)] = key
         except RefusedKey as exc:
             results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
-    for answered in pool.map(delete_batch, chunked(list(wanted), batch_size)):
+    names = list(wanted)
+
+    def send(batch: list[str]) -> Mapping[str, DeleteResult]:
+        if len(batch) == 1 and not batchable(batch[0]):
+            return {batch[0]: delete_one(batch[0])}
+        try:
+            return delete_batch(batch)
+        except BatchRejected as exc:
+            if len(batch) == 1:
+                log.warning("batch of one rejected (%s); deleting %r alone", exc, batch[0])
+                return {batch[0]: delete_one(batch[0])}
+            log.warning("batch of %d rejected (%s); sending it in two halves", len(batch), exc)
+            half = len(batch) // 2
+            return {**send(batch[:half]), **send(batch[half:])}
+
+    alone = [[name] for name in names if not batchable(name)]
+    batches = chunked((name for name in names if batchable(name)), batch_size)
+    for answered in pool.map(send, [*batches, *alone]):
         for name, result in answered.items():
             key = wanted[name]
             results[key] = DeleteResult(key, result.outcome, result.error)

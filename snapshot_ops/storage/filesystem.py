@@ -3,6 +3,17 @@
 Every key is walked from the root one folder at a time with O_NOFOLLOW, so a symlink
 anywhere on the way (or as the object itself) is refused instead of followed: nothing
 outside the root can be reached, even if the tree changes while the job runs.
+
+One key never stops the others: whatever the operating system raises for one key (an
+OSError, or a UnicodeEncodeError for a name the file system cannot encode, such as a lone
+surrogate) becomes that key's result.
+
+After a batch, folders it emptied are removed bottom up, by `rmdir` only: never the root,
+never a folder that still holds anything (rmdir itself refuses), never through a symlink
+(the same O_NOFOLLOW walk). A folder whose last file is deleted at the very moment an
+application has created it, and not yet its file, can be removed under the application,
+whose file creation then fails with ENOENT; the application should then create the folder
+again and retry (`remove_empty_folders=False` turns the removal off).
 """
 
 from __future__ import annotations
@@ -30,10 +41,12 @@ T = TypeVar("T")
 class FilesystemBackend(StorageBackend):
     """Regular files under `root`; `storageKey` is the path relative to it."""
 
-    def __init__(self, root: str, workers: int = 32) -> None:
+    def __init__(self, root: str, workers: int = 32, *, remove_empty_folders: bool = True) -> None:
         """`workers` threads unlink in parallel: a filesystem takes many unlinks at once
         far faster than one after another (unlink waits on the disk, not the CPU). 32 is
-        also what the benchmark's "machine limit" baseline uses (docs/performance.md)."""
+        also what the benchmark's "machine limit" baseline uses (docs/performance.md).
+        With `remove_empty_folders`, folders that a `delete_many` leaves empty are removed
+        (see the module docstring)."""
         if not os.path.isabs(root):
             raise ConfigError(f"storage root must be an absolute path, got {root!r}")
         if not os.path.isdir(root):
@@ -41,10 +54,36 @@ class FilesystemBackend(StorageBackend):
         self.root = os.path.realpath(root)
         self.description = f"file://{self.root}"
         self._workers = workers
+        self.remove_empty_folders = remove_empty_folders
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fs-delete")
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
-        return self._in_slices(keys, self._delete_one)
+        results = self._in_slices(keys, self._delete_one)
+        if self.remove_empty_folders:
+            self._remove_emptied_folders([r.key for r in results if r.gone])
+        return results
+
+    def _remove_emptied_folders(self, gone: Sequence[str]) -> None:
+        """rmdir each folder that held a gone key, deepest first, and each parent that a
+        removal leaves empty, up to but never including the root.
+
+        A folder that still holds anything (ENOTEMPTY), is already gone (ENOENT), or is no
+        longer a folder reached without a symlink (ELOOP, ENOTDIR) is left as it is.
+        """
+        by_depth: dict[int, set[tuple[str, ...]]] = {}
+        for key in gone:
+            folder = tuple(key.split("/")[:-1])
+            if folder:  # a key directly under the root: the root is never removed
+                by_depth.setdefault(len(folder), set()).add(folder)
+        with _Folders(self.root) as folders:
+            for depth in range(max(by_depth, default=0), 0, -1):
+                for folder in sorted(by_depth.get(depth, ())):
+                    try:
+                        os.rmdir(folder[-1], dir_fd=folders.folder(list(folder[:-1])))
+                    except (RefusedKey, OSError):
+                        continue  # not empty, gone, or not a plain folder: leave it
+                    if depth > 1:  # its parent may be empty now
+                        by_depth.setdefault(depth - 1, set()).add(folder[:-1])
 
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
         return dict(zip(keys, self._in_slices(keys, self._size_one), strict=True))
@@ -87,7 +126,9 @@ class FilesystemBackend(StorageBackend):
         except FileNotFoundError:
             return DeleteResult(key, Outcome.MISSING)
         except OSError as exc:
-            return DeleteResult(key, Outcome.FAILED, f"{key}: {exc.strerror}")
+            return DeleteResult(key, Outcome.FAILED, f"{key!r}: {exc.strerror}")
+        except UnicodeEncodeError as exc:
+            return _not_a_file_name(key, exc)
         try:
             mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
             if not stat.S_ISREG(mode):
@@ -98,15 +139,24 @@ class FilesystemBackend(StorageBackend):
         except FileNotFoundError:
             return DeleteResult(key, Outcome.MISSING)
         except OSError as exc:
-            return DeleteResult(key, Outcome.FAILED, f"{key}: {exc.strerror}")
+            return DeleteResult(key, Outcome.FAILED, f"{key!r}: {exc.strerror}")
+        except UnicodeEncodeError as exc:
+            return _not_a_file_name(key, exc)
 
     def _size_one(self, key: str, folders: _Folders) -> int | None:
         try:
             parent, name = folders.parent_of(key)
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except (RefusedKey, OSError):
+        except (RefusedKey, OSError, UnicodeEncodeError):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _not_a_file_name(key: str, exc: UnicodeEncodeError) -> DeleteResult:
+    """The result for a key the file system cannot encode: it names no file; nothing done."""
+    return DeleteResult(
+        key, Outcome.REFUSED, f"storage key {key!r} is not a usable file name: {exc}"
+    )
 
 
 class _Folders:
@@ -136,6 +186,13 @@ class _Folders:
         """
         *segments, name = check_key(key).split("/")
         return self._open("/".join(segments), segments, key), name
+
+    def folder(self, segments: list[str]) -> int:
+        """The open folder at `segments` below the root (the root itself for none).
+
+        Raises RefusedKey for a symlink or file on the way, OSError when it is missing.
+        """
+        return self._open("/".join(segments), segments, "/".join(segments))
 
     def _open(self, path: str, segments: list[str], key: str) -> int:
         fd = self._fds.get(path)

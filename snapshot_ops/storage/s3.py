@@ -3,9 +3,24 @@
 Each `DeleteObjects` request carries at most 1,000 keys and a Content-MD5 header: S3 itself
 accepts the CRC32 checksum that current botocore sends instead, but many S3-compatible
 stores still require Content-MD5 and reject the whole batch without it. The per-key
-`Deleted` and `Errors` lists decide each key's outcome; a request that fails as a whole
-(after botocore's own retries, which cover 503 SlowDown) fails each of its keys, which
-then stay pending for the next run.
+`Deleted` and `Errors` lists decide each key's outcome; a key the answer leaves out has
+failed (nothing confirmed it is gone).
+
+Keys that an XML request body cannot carry, or that an XML answer would not bring back
+intact, never go in a batch: a character XML 1.0 does not allow (control characters such
+as U+0001, U+FFFE) makes the whole body malformed (S3: 400 MalformedXML), and a carriage
+return comes back as a line feed, so the answer would name another key. Such keys go by
+a single `DeleteObject`, the key in the URL. A key that is not valid Unicode (a lone
+surrogate) names no S3 object and is refused.
+
+A request that fails as a whole is split only when S3 answered 400 or 413 about the
+request itself (e.g. MalformedXML, InvalidArgument, a key it will not take): the batch is
+halved until the key at fault goes alone by `DeleteObject` (see `delete_in_batches`).
+Everything else fails each key of the batch, which then stays pending for the next run,
+and sends nothing more: throttling and 5xx after botocore's own retries, timeouts and
+connection errors, 403 (credentials or policy apply to every key), 404 (no such bucket),
+and the 400 codes listed in `_WHOLE_REQUEST_400`, which concern credentials or the
+connection rather than any key.
 
 S3 answers `Deleted` for a key that did not exist, so this backend cannot tell "deleted
 now" from "already gone": both are reported as DELETED (both count as deleted rows).
@@ -16,6 +31,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +39,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from snapshot_ops.storage.base import (
+    BatchRejected,
     DeleteResult,
     Outcome,
     RefusedKey,
@@ -39,6 +56,29 @@ MAX_KEYS_PER_REQUEST = 1000
 LOOKUP_WORKERS = 8
 #: Error codes an S3-compatible store may use for a key that does not exist.
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+#: Answers to a whole batch that may be caused by one key in it: the batch is split.
+_SPLIT_STATUSES = {400, 413}
+#: 400 answers about the request's credentials or connection, never about a key in it.
+_WHOLE_REQUEST_400 = {
+    "AuthorizationHeaderMalformed",
+    "ExpiredToken",
+    "IncompleteBody",
+    "InvalidBucketName",
+    "InvalidToken",
+    "RequestTimeout",
+    "TokenRefreshRequired",
+}
+#: Characters an XML 1.0 document may hold (its `Char` production) other than U+000D.
+_XML_SAFE = re.compile(r"[\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
+
+
+def fits_in_xml(key: str) -> bool:
+    """True when `key` survives a DeleteObjects request and its answer unchanged.
+
+    XML 1.0 cannot hold most control characters, U+FFFE/U+FFFF or surrogates, and its
+    parsers turn a carriage return into a line feed (XML 1.0, section 2.11).
+    """
+    return _XML_SAFE.fullmatch(key) is not None
 
 
 def add_content_md5(request: Any, **_: Any) -> None:
@@ -79,6 +119,10 @@ class S3Backend(StorageBackend):
 
     def _full_key(self, key: str) -> str:
         key = check_key(key)
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RefusedKey(f"storage key is not valid Unicode text: {key!r}") from exc
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
@@ -88,6 +132,8 @@ class S3Backend(StorageBackend):
             batch_size=self.keys_per_request,
             pool=self._batches,
             delete_batch=self._delete_request,
+            delete_one=self._delete_single,
+            batchable=fits_in_xml,
         )
 
     def _delete_request(self, full_keys: list[str]) -> dict[str, DeleteResult]:
@@ -96,10 +142,14 @@ class S3Backend(StorageBackend):
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": k} for k in full_keys], "Quiet": False},
             )
-        except (ClientError, BotoCoreError) as exc:
-            reason = f"DeleteObjects failed for the whole batch: {exc}"
-            log.warning("%s (%d keys stay pending)", reason, len(full_keys))
-            return {k: DeleteResult(k, Outcome.FAILED, f"{k}: {reason}") for k in full_keys}
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code", "")
+            if status in _SPLIT_STATUSES and code not in _WHOLE_REQUEST_400:
+                raise BatchRejected(f"DeleteObjects answered {status} {code}") from exc
+            return self._whole_batch_failed(full_keys, exc)
+        except BotoCoreError as exc:
+            return self._whole_batch_failed(full_keys, exc)
         results = {
             item["Key"]: DeleteResult(item["Key"], Outcome.DELETED)
             for item in response.get("Deleted", [])
@@ -109,12 +159,38 @@ class S3Backend(StorageBackend):
             if code in _NOT_FOUND:
                 results[key] = DeleteResult(key, Outcome.MISSING)
             else:
-                message = f"{key}: {code} {item.get('Message', '')}".strip()
+                message = f"{key!r}: {code} {item.get('Message', '')}".strip()
                 results[key] = DeleteResult(key, Outcome.FAILED, message)
         for key in full_keys:
             if key not in results:  # the store said nothing about it: assume nothing happened
-                results[key] = DeleteResult(key, Outcome.FAILED, f"{key}: no result from store")
+                results[key] = DeleteResult(key, Outcome.FAILED, f"{key!r}: no result from store")
         return {key: results[key] for key in full_keys}
+
+    @staticmethod
+    def _whole_batch_failed(
+        full_keys: list[str], exc: ClientError | BotoCoreError
+    ) -> dict[str, DeleteResult]:
+        reason = f"DeleteObjects failed for the whole batch: {exc}"
+        log.warning("%s (%d keys stay pending)", reason, len(full_keys))
+        return {k: DeleteResult(k, Outcome.FAILED, f"{k!r}: {reason}") for k in full_keys}
+
+    def _delete_single(self, full_key: str) -> DeleteResult:
+        """`DeleteObject` for one key, carried in the URL: S3 answers 204 whether or not
+        the object existed, so success is DELETED, as in a batch."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full_key)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "")
+            if code in _NOT_FOUND:
+                return DeleteResult(full_key, Outcome.MISSING)
+            message = f"{full_key!r}: DeleteObject failed: {code} {error.get('Message', '')}"
+            return DeleteResult(full_key, Outcome.FAILED, message.strip())
+        except BotoCoreError as exc:
+            return DeleteResult(
+                full_key, Outcome.FAILED, f"{full_key!r}: DeleteObject failed: {exc}"
+            )
+        return DeleteResult(full_key, Outcome.DELETED)
 
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
         return dict(zip(keys, self._lookups.map(self._size_one, keys), strict=True))
