@@ -464,3 +464,24 @@ def test_total_check_fails_when_the_view_ends_before_the_latest_run(pg_world):
     assert not stale.passed
     assert stale.metadata["asOf"].value == past.isoformat()
     assert "materialize snapshot_storage_savings_30d" in stale.description
+
+
+@pytest.mark.e2e
+def test_a_run_at_half_past_midnight_summer_time_counts_on_the_london_day(pg_world, instance):
+    # 00:30 BST on 15 July is 23:30 UTC on 14 July: the run's day is London's, the 15th.
+    reference = dt.datetime(2026, 7, 15, 0, 30, tzinfo=TZ)
+    assert reference.astimezone(dt.UTC).date() == dt.date(2026, 7, 14)
+    pg_world.add(age=8 * DAY, size=900, now=reference)
+
+    result = run_job(pg_world, instance, reference_time=reference.isoformat())
+
+    assert result.success
+    [event] = [e for e in result.get_asset_materialization_events() if e.partition]
+    assert event.partition == "2026-07-15"
+    metadata = event.materialization.metadata
+    assert (metadata["bytesReclaimed"].value, metadata["runs"].value) == (900, 1)
+    assert metadata["dayStartsAt"].value == "2026-07-14T23:00:00+00:00"
+    [runs_logged] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == CLEANUP_RUNS.key
+    ]
+    assert runs_logged.materialization.metadata["day"].value == "2026-07-15"
