@@ -237,18 +237,28 @@ def check_savings_total(catalog: Catalog) -> CheckOutcome:
 
 
 def check_overdue(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
-    """No parse-session snapshot is still live and unlinked a day past its retention."""
+    """No parse-session snapshot is still live and unlinked a day past its retention.
+
+    Rows with a NULL "createdAt" are counted apart (`undated`) and fail the check too: the
+    job keeps them, since it cannot tell their age, so only a person can clear them.
+    """
     found = savings.backlog(catalog, now, savings.latest_retention(catalog))
     description = (
         f"{found.overdue} live, unlinked ParseSessionSnapshot rows created before "
         f"{found.threshold.isoformat()} (retention {found.retention / DAY:g} days + 1 day)"
     )
+    if found.undated:
+        description += (
+            f"; {found.undated} more have no createdAt, so no run can tell their age and "
+            'none deletes them: give them a "createdAt" (or remove them by hand)'
+        )
     return CheckOutcome(
-        found.overdue == 0,
+        found.overdue == 0 and found.undated == 0,
         description,
         {
             "overdue": found.overdue,
             "overdueBytes": found.overdue_bytes,
+            "undated": found.undated,
             "createdBefore": found.threshold.isoformat(),
             "retentionDays": found.retention / DAY,
         },

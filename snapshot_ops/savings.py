@@ -381,6 +381,8 @@ class Backlog:
     overdue_bytes: int
     threshold: dt.datetime  # created before this instant = overdue
     retention: dt.timedelta
+    #: Live, unlinked ones with a NULL "createdAt": no run can date them, so none deletes them.
+    undated: int = 0
 
 
 def latest_retention(catalog: Catalog) -> dt.timedelta:
@@ -399,10 +401,13 @@ def latest_retention(catalog: Catalog) -> dt.timedelta:
 
 
 def backlog(catalog: Catalog, now: dt.datetime, retention: dt.timedelta) -> Backlog:
-    """Count what a run at `now` should long have deleted: older than retention + 1 day."""
+    """Count what a run at `now` should long have deleted (older than retention + 1 day), and
+    the rows without a "createdAt" that no run will delete."""
     threshold = now - retention - GRACE
     summary = catalog.summarize(threshold)
-    return Backlog(summary.candidates, summary.known_bytes, threshold, retention)
+    return Backlog(
+        summary.candidates, summary.known_bytes, threshold, retention, catalog.count_undated()
+    )
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
