@@ -122,14 +122,15 @@ def _did_you_mean(scheme: str, location: str, prefix: str) -> str:
     """'; did you mean s3://NAME/PREFIX' with the URL's parts cleaned up, or '' if none fits.
 
     Without a bucket or container (`s3:///bucket/prefix`), the path's first name is taken
-    for it; empty and '.' segments of the prefix are dropped. A '..' segment has no fix.
+    for it; empty and '.' segments of the prefix are dropped. A prefix that is still refused
+    (a '..' segment) gets no suggestion, nor does a '..' taken for the bucket or container.
     """
     segments = [s for s in prefix.split("/") if s not in ("", ".")]
     if not location:
         if not segments:
             return ""
         location, segments = segments[0], segments[1:]
-    if ".." in segments:
+    if location == "..":
         return ""
     cleaned = "/".join(segments)
     if cleaned:
