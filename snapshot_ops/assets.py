@@ -190,7 +190,11 @@ class CheckOutcome:
 
 
 def check_savings_total(catalog: Catalog) -> CheckOutcome:
-    """The stored view's 30-day totals equal what the run log holds for the same days."""
+    """The stored view ends on the latest logged day and its totals equal the run log's.
+
+    Fails if the table was edited, if a run was logged after the view was refreshed, or if
+    the view ends before the day of the latest logged run (it was computed for a past day).
+    """
     stored = savings.read_savings(catalog)
     if stored.empty:
         return CheckOutcome(False, "the savings table has not been written yet", {})
@@ -200,11 +204,23 @@ def check_savings_total(catalog: Catalog) -> CheckOutcome:
     log_bytes, log_files = savings.run_log_totals(catalog, first, as_of, timezone)
     view_bytes = int(stored["bytes_reclaimed"].sum())
     view_files = int(stored["files_reclaimed"].sum())
-    passed = (view_bytes, view_files, len(stored)) == (log_bytes, log_files, savings.WINDOW_DAYS)
+    latest = savings.latest_reference_time(catalog)
+    latest_run_day = as_of if latest is None else savings.local_day(latest, timezone)
+    ends_at_latest = as_of >= latest_run_day
+    passed = ends_at_latest and (view_bytes, view_files, len(stored)) == (
+        log_bytes,
+        log_files,
+        savings.WINDOW_DAYS,
+    )
     description = (
         f"view {view_bytes} bytes / {view_files} files over {len(stored)} days; run log "
         f"{log_bytes} bytes / {log_files} files for {first}..{as_of}"
     )
+    if not ends_at_latest:
+        description += (
+            f"; the view ends on {as_of} but a run is logged for {latest_run_day}: "
+            "materialize snapshot_storage_savings_30d to move it to the latest day"
+        )
     return CheckOutcome(
         passed,
         description,
@@ -215,23 +231,34 @@ def check_savings_total(catalog: Catalog) -> CheckOutcome:
             "runLogFiles": log_files,
             "viewDays": len(stored),
             "asOf": as_of.isoformat(),
+            "latestRunDay": latest_run_day.isoformat(),
         },
     )
 
 
 def check_overdue(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
-    """No parse-session snapshot is still live and unlinked a day past its retention."""
+    """No parse-session snapshot is still live and unlinked a day past its retention.
+
+    Rows with a NULL "createdAt" are counted apart (`undated`) and fail the check too: the
+    job keeps them, since it cannot tell their age, so only a person can clear them.
+    """
     found = savings.backlog(catalog, now, savings.latest_retention(catalog))
     description = (
         f"{found.overdue} live, unlinked ParseSessionSnapshot rows created before "
         f"{found.threshold.isoformat()} (retention {found.retention / DAY:g} days + 1 day)"
     )
+    if found.undated:
+        description += (
+            f"; {found.undated} more have no createdAt, so no run can tell their age and "
+            'none deletes them: give them a "createdAt" (or remove them by hand)'
+        )
     return CheckOutcome(
-        found.overdue == 0,
+        found.overdue == 0 and found.undated == 0,
         description,
         {
             "overdue": found.overdue,
             "overdueBytes": found.overdue_bytes,
+            "undated": found.undated,
             "createdBefore": found.threshold.isoformat(),
             "retentionDays": found.retention / DAY,
         },
@@ -263,15 +290,23 @@ def publish_cleanup_run(
     run_id: str,
     reference_time: dt.datetime,
     timezone: str,
+    now: dt.datetime | None = None,
 ) -> str:
     """Materialize, for a cleanup run, the run log, its day's figures and the 30-day view.
 
     The day's figures are rebuilt from the whole run log of that day (exactly as a backfill
     does), so a second run on the same day, or a later backfill, gives the same numbers.
-    The checks are evaluated here too, so they are current after every run. Returns a
-    one-line summary for the run's log.
+    The 30-day view is refreshed for the window ending on the latest day (today in
+    `timezone` at `now`, default the wall clock), never on the run's own day: a run for a
+    past day changes that day's row only. The checks are evaluated here too, so they are
+    current after every run: the backlog check as of the latest logged run's reference
+    time (this run's, unless a later run is logged). Returns a one-line summary.
     """
+    now = dt.datetime.now(dt.UTC) if now is None else now
     day = savings.local_day(reference_time, timezone)
+    as_of = savings.latest_day(catalog, timezone, now)
+    latest = savings.latest_reference_time(catalog)
+    judged_at = reference_time if latest is None else max(reference_time, latest)
     figures = savings.day_figures(catalog, day, timezone)
     emit(
         AssetMaterialization(
@@ -290,16 +325,17 @@ def publish_cleanup_run(
         )
     emit(
         AssetMaterialization(
-            asset_key=SAVINGS_KEY, metadata=refresh_savings(catalog, day, timezone)
+            asset_key=SAVINGS_KEY, metadata=refresh_savings(catalog, as_of, timezone)
         )
     )
     checks = (
         (SAVINGS_KEY, TOTAL_CHECK, check_savings_total(catalog), AssetCheckSeverity.ERROR),
-        # As of the run's reference time: what this run left behind, not the wall clock.
+        # As of the latest run's reference time: what the runs left behind, not the wall
+        # clock (and not a past day a run was started for).
         (
             SNAPSHOT_FILES.key,
             OVERDUE_CHECK,
-            check_overdue(catalog, reference_time),
+            check_overdue(catalog, judged_at),
             AssetCheckSeverity.WARN,
         ),
     )
@@ -316,11 +352,22 @@ def publish_cleanup_run(
         )
     return (
         f"{day} ({timezone}): {figures.bytes_reclaimed} bytes, {figures.deleted_count} files "
-        f"reclaimed over {figures.runs} run(s); 30-day view refreshed"
+        f"reclaimed over {figures.runs} run(s); 30-day view refreshed, ending {as_of}"
     )
 
 
 # -- the asset definitions --------------------------------------------------------------------
+
+
+def as_of_refusal(given: str, latest: dt.date) -> str:
+    """Why a savings materialization with `as_of` other than the latest day is refused."""
+    return (
+        f"as_of {given!r} is not the latest day: the 30-day view (and the table dashboards "
+        f"read) always ends on the latest day, {latest.isoformat()} in the schedule's "
+        "timezone, so it never moves back. Leave as_of unset (or give "
+        f"{latest.isoformat()}); a past day's own figures are the snapshot_storage_reclaimed "
+        "partition of that day."
+    )
 
 
 class SavingsConfig(Config):
@@ -328,8 +375,8 @@ class SavingsConfig(Config):
 
     as_of: str | None = Field(
         default=None,
-        description="Last day of the 30-day window, YYYY-MM-DD in the schedule's timezone; "
-        "default: today there.",
+        description="Leave unset: the window always ends on the latest day (today in the "
+        "schedule's timezone). If given, it must be that day, YYYY-MM-DD.",
     )
 
 
@@ -388,15 +435,11 @@ def build_storage_assets(
     def snapshot_storage_savings_30d(
         config: SavingsConfig, database: SnapshotDatabase
     ) -> MaterializeResult:
-        """Recompute the 30-day view from the run log and rewrite its table."""
-        if config.as_of:
-            try:
-                as_of = dt.date.fromisoformat(config.as_of)
-            except ValueError as exc:
-                raise Failure(description=f"as_of {config.as_of!r} is not YYYY-MM-DD") from exc
-        else:
-            as_of = savings.local_day(dt.datetime.now(dt.UTC), timezone)
+        """Recompute the 30-day view ending on the latest day and rewrite its table."""
         with _catalog(database) as catalog:
+            as_of = savings.latest_day(catalog, timezone, dt.datetime.now(dt.UTC))
+            if config.as_of and config.as_of != as_of.isoformat():
+                raise Failure(description=as_of_refusal(config.as_of, as_of))
             return MaterializeResult(metadata=refresh_savings(catalog, as_of, timezone))
 
     @asset_check(

@@ -135,7 +135,9 @@ class Catalog:
         check_setting(time_format)
         self.time_format = time_format
         app = sa.MetaData()
-        self.files = _reflect(engine, app, snapshot_files_table, app_schema, SNAPSHOT_COLUMNS)
+        self.files = _reflect(
+            engine, app, snapshot_files_table, app_schema, SNAPSHOT_COLUMNS, "snapshot_files_table"
+        )
         # The time columns' declared types; their values are read and bound as stored (see
         # timeformat.py). On SQLite the declared type says nothing sure (a DATETIME column
         # may hold text or numbers), and SQLAlchemy's DATETIME type would parse each value
@@ -151,7 +153,12 @@ class Catalog:
         self._created: sa.ColumnElement[Any] = created.collate("C") if text else created
         self._times: ColumnTimes | None = None
         self.attachments = _reflect(
-            engine, app, order_attachments_table, app_schema, ATTACHMENT_COLUMNS
+            engine,
+            app,
+            order_attachments_table,
+            app_schema,
+            ATTACHMENT_COLUMNS,
+            "order_attachments_table",
         )
         if self.is_sqlite:  # SQLite has no schemas: the namespace is a name prefix
             schema, prefix = None, f"{ops_schema}_"
@@ -408,6 +415,23 @@ class Catalog:
             candidates=row[0], known_bytes=int(row[1]), unknown_size=row[2], kept_linked=kept
         )
 
+    def count_undated(self) -> int:
+        """Live, unlinked ParseSessionSnapshot rows whose "createdAt" is NULL.
+
+        The rule cannot date them, so no run ever expires them (NULL is never older than a
+        cutoff); they are counted so that runs and the backlog check can report them.
+        """
+        f = self.files.c
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(
+                    f.snapshotType == TEMPORARY_TYPE,
+                    f.deletedAt.is_(None),
+                    f.createdAt.is_(None),
+                    ~self._linked(),
+                )
+            ).scalar_one()
+
     def iter_candidates(self, cutoff: dt.datetime, batch_size: int) -> Iterator[list[Candidate]]:
         """Stream the current candidates in keyset order without locking (dry-run listings)."""
         cursor = None
@@ -610,16 +634,25 @@ def _candidate(row: Any) -> Candidate:
 
 
 def _reflect(
-    engine: Engine, metadata: sa.MetaData, name: str, schema: str | None, needed: Sequence[str]
+    engine: Engine,
+    metadata: sa.MetaData,
+    name: str,
+    schema: str | None,
+    needed: Sequence[str],
+    setting: str,
 ) -> sa.Table:
-    """Reflect an application table and check it has the columns the job needs."""
+    """Reflect an application table and check it has the columns the job needs.
+
+    `setting` is the database resource's field that names the table, for the message.
+    """
     qualified = f"{schema}.{name}" if schema else name
     try:
         table = sa.Table(name, metadata, schema=schema, autoload_with=engine)
     except sa.exc.NoSuchTableError as exc:
         raise SchemaError(
             f'table "{qualified}" not found in the application database; '
-            "set its name in the database resource if it is called otherwise"
+            f"if it is called otherwise, set {setting} (and app_schema, if it is in another "
+            "schema) on the database resource"
         ) from exc
     except sa.exc.OperationalError as exc:
         raise ConfigError(f"cannot connect to the application database: {exc.orig}") from exc

@@ -131,7 +131,9 @@ def identify_expired_candidates(
     run_at = dt.datetime.now(dt.UTC)
     try:
         if config.batch_size < 1:
-            raise SnapshotOpsError(f"batch_size must be at least 1, got {config.batch_size}")
+            raise SnapshotOpsError(
+                f"batch_size must be at least 1, got {config.batch_size} (the default is 1000)"
+            )
         policy = make_policy(
             reference_time=config.reference_time,
             retention_days=config.retention_days,
@@ -156,6 +158,13 @@ def identify_expired_candidates(
                 "cheap on large tables; ask its owner to run:\n" + "\n".join(advice)
             )
         summary = catalog.summarize(policy.cutoff)
+        undated = catalog.count_undated()
+        if undated:
+            context.log.warning(
+                f'{undated} live, unlinked ParseSessionSnapshot rows have no "createdAt": the '
+                "job cannot tell their age and keeps them (they are never deleted). Give them "
+                'a "createdAt" so the retention rule applies, or remove them by hand.'
+            )
         catalog.start_run(
             run_id=context.run_id,
             run_at=run_at,
@@ -172,6 +181,7 @@ def identify_expired_candidates(
             "candidatesWithoutSize": summary.unknown_size,
             "keptLinkedToOrders": summary.kept_linked,
             "createdAtFormat": times.created.describe(),
+            "keptWithoutCreatedAt": undated,
             "dryRun": config.dry_run,
             "missingIndexes": MetadataValue.md("\n".join(advice) or "none"),
         }
@@ -188,8 +198,8 @@ def identify_expired_candidates(
             message = (
                 f"{summary.candidates} snapshots are expired, more than max_deletions="
                 f"{policy.max_deletions}; nothing was deleted. Check the cutoff "
-                f"({policy.cutoff.isoformat()}) and, if it is right, run again with a higher "
-                "max_deletions (or dry_run: true to list them)."
+                f"({policy.cutoff.isoformat()}) and, if it is right, run again with "
+                f"max_deletions: {summary.candidates} (or dry_run: true to list them)."
             )
             catalog.finish_run(context.run_id, status="failed", errors=[message])
             raise Failure(description=message, metadata=metadata)

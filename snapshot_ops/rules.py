@@ -41,26 +41,39 @@ def parse_reference_time(value: str | None, now: dt.datetime) -> dt.datetime:
     """The run's reference time in UTC: `now` when not given, else an ISO 8601 instant.
 
     A time without an offset is refused (it would silently mean the worker's zone), and so
-    is a time in the future (a wrong clock or a typo would make the cutoff too late).
+    is a time more than FUTURE_TOLERANCE after `now` (a wrong clock or a typo would make
+    the cutoff too late). Raises ConfigError; every value its message suggests is accepted
+    by this function at the same `now`.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if value is None or value == "":
         return now.astimezone(dt.UTC)
+    example = now.astimezone(dt.UTC).replace(microsecond=0).isoformat()
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(
-            f"reference_time {value!r} is not an ISO 8601 time, e.g. 2026-11-29T03:00:00+00:00"
+            f"reference_time {value!r} is not an ISO 8601 time with an offset, e.g. {example} "
+            "(or leave it unset to mean now)"
         ) from exc
     if parsed.tzinfo is None:
+        as_utc = parsed.replace(tzinfo=dt.UTC)
+        if as_utc > now + FUTURE_TOLERANCE:
+            raise ConfigError(
+                f"reference_time {value!r} has no UTC offset, and read as UTC it is in the "
+                f"future (now is {example}); give a past time with its offset, e.g. {example}, "
+                "or leave it unset to mean now"
+            )
         raise ConfigError(
-            f"reference_time {value!r} has no UTC offset; write it as e.g. {value}+00:00"
+            f"reference_time {value!r} has no UTC offset; if it is UTC write {as_utc.isoformat()}"
+            ", otherwise add its own offset (e.g. +01:00)"
         )
     if parsed > now + FUTURE_TOLERANCE:
         raise ConfigError(
-            f"reference_time {value} is in the future (now is {now.isoformat()}); "
-            "a cutoff in the future could delete snapshots that are still within retention"
+            f"reference_time {value} is in the future (now is {example}); a cutoff in the "
+            "future could delete snapshots that are still within retention. Give a time at "
+            f"most {FUTURE_TOLERANCE} ahead, e.g. {example}, or leave it unset to mean now"
         )
     return parsed.astimezone(dt.UTC)
 
@@ -74,9 +87,14 @@ def make_policy(
 ) -> Policy:
     """Validate run config into a Policy, or raise ConfigError saying what to fix."""
     if not retention_days > 0:
-        raise ConfigError(f"retention_days must be greater than 0, got {retention_days}")
+        raise ConfigError(
+            f"retention_days must be greater than 0, got {retention_days} "
+            f"(the default is {DEFAULT_RETENTION_DAYS})"
+        )
     if max_deletions < 0:
-        raise ConfigError(f"max_deletions must be 0 or more, got {max_deletions}")
+        raise ConfigError(
+            f"max_deletions must be 0 or more, got {max_deletions} (0 allows no deletion)"
+        )
     return Policy(
         reference_time=parse_reference_time(reference_time, now),
         retention=dt.timedelta(days=retention_days),
@@ -93,10 +111,12 @@ def check_clocks(worker_now: dt.datetime, database_now: dt.datetime) -> None:
     """
     skew = worker_now - database_now
     if abs(skew) > CLOCK_SKEW_TOLERANCE:
+        ahead = "worker's" if skew > dt.timedelta(0) else "database's"
         raise ConfigError(
             f"the worker's clock ({worker_now.isoformat()}) and the database's "
-            f"({database_now.isoformat()}) differ by {skew}; fix the clocks before cleaning, "
-            "a wrong clock would move the cutoff"
+            f"({database_now.isoformat()}) differ by {abs(skew)} (the {ahead} is ahead), more "
+            f"than {CLOCK_SKEW_TOLERANCE}; fix the clocks (e.g. NTP) before cleaning, a wrong "
+            "clock would move the cutoff"
         )
 
 

@@ -10,7 +10,9 @@ Free of Dagster: `assets.py` wraps these. The rules, stated once:
 - "Files reclaimed" is the run log's `deleted_count` (rows whose object is confirmed gone,
   already-missing objects included); "bytes" is its `bytes_reclaimed`.
 - The 30-day view covers the 30 days ending with its `as_of` day, every day present (zero
-  when no run counted), and compares them with the 30 days before.
+  when no run counted), and compares them with the 30 days before. The table a dashboard
+  reads always ends on the latest day (`latest_day`): today in the schedule's timezone, so
+  a run or a backfill for a past day changes that day's figures and never the window.
 """
 
 from __future__ import annotations
@@ -167,6 +169,28 @@ def day_figures(catalog: Catalog, day: dt.date, timezone: str) -> DayFigures:
         dry_runs_ignored=int(log["dry_run"].sum()),
         last_run_at=None if last_run_at is None else last_run_at.to_pydatetime(),
     )
+
+
+def latest_reference_time(catalog: Catalog) -> dt.datetime | None:
+    """The latest reference time of a real (not dry) run in the log, UTC; None if none."""
+    r = catalog.runs.c
+    with catalog.engine.connect() as conn:
+        latest = conn.execute(
+            sa.select(sa.func.max(r.reference_time)).where(r.dry_run.is_(False))
+        ).scalar()
+    return None if latest is None else _aware(latest)
+
+
+def latest_day(catalog: Catalog, timezone: str, now: dt.datetime) -> dt.date:
+    """The day the 30-day view ends on: `now`'s day in `timezone` (today there).
+
+    A run's reference time may be up to rules.FUTURE_TOLERANCE ahead of the clock, so its day
+    can be tomorrow just before midnight; the view then ends on that day, so it always holds
+    every logged run. Never earlier than today: a run for a past day does not move it back.
+    """
+    today = local_day(now, timezone)
+    latest = latest_reference_time(catalog)
+    return today if latest is None else max(today, local_day(latest, timezone))
 
 
 def compute_savings(catalog: Catalog, as_of: dt.date, timezone: str) -> SavingsView:
@@ -357,6 +381,8 @@ class Backlog:
     overdue_bytes: int
     threshold: dt.datetime  # created before this instant = overdue
     retention: dt.timedelta
+    #: Live, unlinked ones with a NULL "createdAt": no run can date them, so none deletes them.
+    undated: int = 0
 
 
 def latest_retention(catalog: Catalog) -> dt.timedelta:
@@ -375,10 +401,13 @@ def latest_retention(catalog: Catalog) -> dt.timedelta:
 
 
 def backlog(catalog: Catalog, now: dt.datetime, retention: dt.timedelta) -> Backlog:
-    """Count what a run at `now` should long have deleted: older than retention + 1 day."""
+    """Count what a run at `now` should long have deleted (older than retention + 1 day), and
+    the rows without a "createdAt" that no run will delete."""
     threshold = now - retention - GRACE
     summary = catalog.summarize(threshold)
-    return Backlog(summary.candidates, summary.known_bytes, threshold, retention)
+    return Backlog(
+        summary.candidates, summary.known_bytes, threshold, retention, catalog.count_undated()
+    )
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

@@ -4,7 +4,9 @@ A storage URL that names the wrong place (an unmounted volume's empty mount poin
 of another environment) makes every object look already deleted: the run would mark every
 candidate, report them all as deleted and succeed while freeing nothing, and the real
 objects would be left forever. So if none of a sample of the oldest candidates' objects
-exists, the run stops and says where it looked.
+exists, the run stops and says where it looked. The same sign has an innocent cause (the
+oldest objects were removed by hand), so the message names both, how to tell them apart
+(the reconciliation report) and how to go on (`verify_storage: false`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ def check_storage_sees_candidates(
             return
     raise StorageMismatch(
         f"none of the {len(sample)} oldest candidates' objects exists in "
-        f"{storage.description}; is the storage URL right? Nothing was deleted. (If the "
-        "store refuses the lookups, e.g. an S3 role without s3:GetObject, grant read or "
-        "run with verify_storage: false.)"
+        f"{storage.description}. Nothing was deleted. Either the storage URL names the wrong "
+        "place (or the store refuses the lookups, e.g. an S3 role without s3:GetObject: grant "
+        "read), or the URL is right and these oldest objects were removed by hand or by "
+        "another tool. To tell which: run `python -m snapshot_ops.reconcile` with the same "
+        "SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL; a wrong place shows almost "
+        "every live row under missing_objects, objects removed by hand show only those rows. "
+        "If they were removed by hand, run once with verify_storage: false: their rows are "
+        "marked deleted and counted as already missing."
     )

@@ -85,7 +85,7 @@ def test_a_storage_url_naming_the_wrong_place_stops_the_run(world, tmp_path):
     result = world.run()
 
     assert not result.success
-    assert "is the storage URL right" in failure_message(result)
+    assert "the storage URL names the wrong place" in failure_message(result)
     world.root = real_root
     assert all(s == (False, True) for s in state(world).values())
     assert world.pending() == []

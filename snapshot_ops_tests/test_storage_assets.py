@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
 
+from snapshot_ops import savings
 from snapshot_ops.assets import (
     CLEANUP_RUNS,
     ORDER_ATTACHMENTS,
@@ -215,19 +216,23 @@ def test_a_week_of_runs_then_a_backfill_reproduces_the_numbers_and_deletes_nothi
         assert {k: values[k] for k in expected[key]} == expected[key]
         assert values["errors"] == 0
 
-    # The 30-day view, as the last run left it, in the table a dashboard reads.
-    total = sum(c * s for c, s in filter(None, WEEK.values()))
-    with world.engine.connect() as conn:
-        rows, stored_total, zero_days = conn.execute(
-            sa.text(
-                "SELECT count(*), sum(bytes_reclaimed), "
-                "count(*) FILTER (WHERE bytes_reclaimed = 0) "
-                "FROM snapshot_ops.storage_savings_30d"
-            )
-        ).one()
-    assert (rows, stored_total, zero_days) == (30, total, 30 - 6)
+    # The 30-day view, as the last run left it, in the table a dashboard reads: it ends
+    # today (London), whatever day the runs were for, and sums the run log over its days.
+    today = dt.datetime.now(TZ).date()
+    in_window = sum(
+        plan[0] * plan[1]
+        for day, plan in WEEK.items()
+        if plan is not None and today - 29 * DAY <= day <= today
+    )
+    assert savings_table_rows(world) == (30, in_window, today - 29 * DAY, today)
     savings_event = instance.fetch_materializations(SAVINGS_KEY, limit=1).records[0]
-    assert savings_event.asset_materialization.metadata["totalBytes30d"].value == total
+    assert savings_event.asset_materialization.metadata["totalBytes30d"].value == in_window
+    # The same figures computed for the 30 days ending the week's last day hold the week.
+    total = sum(c * s for c, s in filter(None, WEEK.values()))
+    catalog = Catalog(make_engine(world.db_url))
+    view = savings.compute_savings(catalog, max(WEEK), LONDON)
+    catalog.engine.dispose()
+    assert (view.total_bytes, int((view.daily["bytes_reclaimed"] == 0).sum())) == (total, 24)
 
     # A backfill of the whole week, twice: same numbers, nothing deleted, no run logged.
     files_before, live_before = on_disk(world.root), world.live_rows()
@@ -349,3 +354,134 @@ def test_total_check_fails_when_the_view_disagrees_with_the_run_log(pg_world):
     catalog.finish_run(run_id, status="succeeded", errors=[], deleted_count=1, bytes_reclaimed=10)
     catalog.engine.dispose()
     assert not run_checks(pg_world)[TOTAL_CHECK].passed
+
+
+def savings_table_rows(world) -> tuple[int, int, dt.date, dt.date]:
+    """(rows, the dashboard tile's sum, first day, as_of) of the table a BI tool reads."""
+    with world.engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT count(*), sum(bytes_reclaimed), min(day), max(as_of) "
+                "FROM snapshot_ops.storage_savings_30d"
+            )
+        ).one()
+
+
+def table_day(world, day: dt.date) -> tuple[int, int]:
+    with world.engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT bytes_reclaimed, runs FROM snapshot_ops.storage_savings_30d "
+                "WHERE day = :day"
+            ),
+            {"day": day},
+        ).one()
+
+
+@pytest.mark.e2e
+def test_a_run_for_a_past_day_changes_that_day_only_and_never_moves_the_view_back(
+    pg_world, instance
+):
+    world = pg_world
+    today = dt.datetime.now(TZ).date()
+    yesterday, past = today - DAY, today - 20 * DAY
+    for _ in range(3):
+        world.add(age=7.5 * DAY, size=1000, now=tick(yesterday))
+    assert run_job(world, instance, reference_time=tick(yesterday).isoformat()).success
+    assert savings_table_rows(world) == (30, 3000, today - 29 * DAY, today)
+
+    # A row that shows up late with an old createdAt; the README's Backfill section says to
+    # redo a day with a run whose reference_time is that day's 03:00.
+    world.add(age=8 * DAY, size=500, now=tick(past))
+    redo = run_job(world, instance, reference_time=tick(past).isoformat())
+
+    assert redo.success
+    assert savings_table_rows(world) == (30, 3500, today - 29 * DAY, today)
+    assert table_day(world, past) == (500, 1)
+    assert table_day(world, yesterday) == (3000, 1)
+    [view] = [e for e in redo.get_asset_materialization_events() if e.asset_key == SAVINGS_KEY]
+    metadata = view.materialization.metadata
+    assert (metadata["asOf"].value, metadata["totalBytes30d"].value) == (today.isoformat(), 3500)
+    assert all(e.passed for e in redo.get_asset_check_evaluations())
+
+    # The same for a past-day run that fails (its events go to the instance directly).
+    world.add(age=8 * DAY, size=200, now=tick(past - DAY))
+    world.add(age=8 * DAY, key="../outside.pdf", with_file=False, now=tick(past - DAY))
+    failed = run_job(world, instance, reference_time=tick(past - DAY).isoformat())
+    assert not failed.success
+    assert savings_table_rows(world) == (30, 3700, today - 29 * DAY, today)
+    assert table_day(world, past - DAY) == (200, 1)
+    latest = instance.fetch_materializations(SAVINGS_KEY, limit=1).records[0]
+    assert latest.asset_materialization.metadata["asOf"].value == today.isoformat()
+    assert latest.asset_materialization.metadata["totalBytes30d"].value == 3700
+    checks = latest_check_evaluations(instance)
+    assert checks[TOTAL_CHECK].passed
+    # Judged as of the latest run (yesterday's), the refused row is overdue; as of its own
+    # past day it would not be (created a day after that run's cutoff + grace).
+    assert not checks[OVERDUE_CHECK].passed
+
+
+@pytest.mark.e2e
+def test_the_savings_asset_refuses_a_past_as_of_and_its_hint_is_accepted(pg_world):
+    world = pg_world
+    world.add(age=8 * DAY, size=400)
+    assert run_job(world).success  # as of now
+    today = dt.datetime.now(TZ).date()
+    assets, _ = build_storage_assets(LONDON)
+
+    def materialize_view(**config):
+        return materialize(
+            [CLEANUP_RUNS, *assets],
+            selection=[SAVINGS_KEY],
+            resources={"database": SnapshotDatabase(url=world.db_url)},
+            run_config={"ops": {SAVINGS_KEY.to_python_identifier(): {"config": config}}},
+            raise_on_error=False,
+        )
+
+    refused = materialize_view(as_of=(today - 20 * DAY).isoformat())
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message
+    assert f"give {today.isoformat()})" in message
+    assert savings_table_rows(world) == (30, 400, today - 29 * DAY, today)
+    assert materialize_view(as_of=today.isoformat()).success  # the suggested value
+    assert materialize_view().success  # or none
+    assert savings_table_rows(world) == (30, 400, today - 29 * DAY, today)
+
+
+@pytest.mark.e2e
+def test_total_check_fails_when_the_view_ends_before_the_latest_run(pg_world):
+    world = pg_world
+    world.add(age=8 * DAY, size=400)
+    assert run_job(world).success
+    assert run_checks(world)[TOTAL_CHECK].passed
+    # A view written for a past day (as an older release did after a backfill run).
+    catalog = Catalog(make_engine(world.db_url))
+    past = dt.datetime.now(TZ).date() - 20 * DAY
+    savings.write_savings(catalog, savings.compute_savings(catalog, past, LONDON))
+    catalog.engine.dispose()
+    stale = run_checks(world)[TOTAL_CHECK]
+    assert not stale.passed
+    assert stale.metadata["asOf"].value == past.isoformat()
+    assert "materialize snapshot_storage_savings_30d" in stale.description
+
+
+@pytest.mark.e2e
+def test_a_run_at_half_past_midnight_summer_time_counts_on_the_london_day(pg_world, instance):
+    # 00:30 BST on 15 July is 23:30 UTC on 14 July: the run's day is London's, the 15th.
+    reference = dt.datetime(2026, 7, 15, 0, 30, tzinfo=TZ)
+    assert reference.astimezone(dt.UTC).date() == dt.date(2026, 7, 14)
+    pg_world.add(age=8 * DAY, size=900, now=reference)
+
+    result = run_job(pg_world, instance, reference_time=reference.isoformat())
+
+    assert result.success
+    [event] = [e for e in result.get_asset_materialization_events() if e.partition]
+    assert event.partition == "2026-07-15"
+    metadata = event.materialization.metadata
+    assert (metadata["bytesReclaimed"].value, metadata["runs"].value) == (900, 1)
+    assert metadata["dayStartsAt"].value == "2026-07-14T23:00:00+00:00"
+    [runs_logged] = [
+        e for e in result.get_asset_materialization_events() if e.asset_key == CLEANUP_RUNS.key
+    ]
+    assert runs_logged.materialization.metadata["day"].value == "2026-07-15"

@@ -72,7 +72,12 @@ def open_storage(
         )
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"file storage URL must look like file:///absolute/root, got {url!r}")
+            # file://srv/snapshots: the folder's first name was read as a host name.
+            raise ConfigError(
+                f"file storage URL must look like file:///absolute/root (three slashes), got "
+                f"{url!r}; for the folder /{parts.netloc}{parts.path} write "
+                f"file:///{parts.netloc}{parts.path}"
+            )
         from snapshot_ops.storage.filesystem import FilesystemBackend
 
         return FilesystemBackend(unquote(parts.path), remove_empty_folders=remove_empty_folders)
@@ -80,13 +85,17 @@ def open_storage(
         location, prefix = parts.netloc, unquote(parts.path).strip("/")
         if not location or parts.query or parts.fragment:
             raise ConfigError(
-                f"storage URL must look like {parts.scheme}://NAME/PREFIX, got {url!r}"
+                f"storage URL must look like {parts.scheme}://NAME/PREFIX (no ?query or "
+                f"#fragment), got {url!r}{_did_you_mean(parts.scheme, location, prefix)}"
             )
         if prefix:
             try:
                 check_key(prefix)
             except RefusedKey as exc:
-                raise ConfigError(f"storage URL prefix is not usable: {exc}") from exc
+                raise ConfigError(
+                    f"storage URL prefix is not usable: {exc}"
+                    f"{_did_you_mean(parts.scheme, location, prefix)}"
+                ) from exc
         if parts.scheme == "s3":
             from snapshot_ops.storage.s3 import S3Backend, default_client
 
@@ -107,4 +116,28 @@ def open_storage(
             read_timeout=read_timeout_seconds,
         )
         return AzureBlobBackend(container, prefix, parallel_batches=parallel_batches)
-    raise ConfigError(f"unsupported storage URL {url!r}: expected {EXPECTED}")
+    hint = f"; for the folder {url} write file://{url}" if url.startswith("/") else ""
+    raise ConfigError(f"unsupported storage URL {url!r}: expected {EXPECTED}{hint}")
+
+
+def _did_you_mean(scheme: str, location: str, prefix: str) -> str:
+    """'; did you mean s3://NAME/PREFIX' with the URL's parts cleaned up, or '' if none fits.
+
+    Without a bucket or container (`s3:///bucket/prefix`), the path's first name is taken
+    for it; empty and '.' segments of the prefix are dropped. A prefix that is still refused
+    (a '..' segment) gets no suggestion, nor does a '..' taken for the bucket or container.
+    """
+    segments = [s for s in prefix.split("/") if s not in ("", ".")]
+    if not location:
+        if not segments:
+            return ""
+        location, segments = segments[0], segments[1:]
+    if location == "..":
+        return ""
+    cleaned = "/".join(segments)
+    if cleaned:
+        try:
+            check_key(cleaned)
+        except RefusedKey:
+            return ""
+    return f"; did you mean {scheme}://{location}/{cleaned}".rstrip("/")
