@@ -135,13 +135,14 @@ def fix_key(world: World, file_id: str, key: str) -> Path:
 
 def test_symlink_and_folder_keys_are_never_marked(world, secret):
     kinds = ("symlink", "symlink_on_the_way", "folder")
+    # Oldest first, in batches of 2: the first batch holds only refused rows, which must
+    # neither end nor stall the walk.
     refused = {
-        world.add(age=30 * DAY, key=refusable(world, secret, k), with_file=False): k for k in kinds
+        world.add(age=31 * DAY, key=refusable(world, secret, k), with_file=False): k for k in kinds
     }
     good = [world.add(age=30 * DAY) for _ in range(2)]
 
     for _ in range(2):  # every run reports them again, and never marks them
-        # Batches of 2: a batch holding only refused rows must not end (or stall) the walk.
         result = world.run(batch_size=2)
 
         assert not result.success
@@ -194,6 +195,46 @@ def test_a_key_the_store_cannot_take_is_never_marked_nor_sent(store_world, tmp_p
         assert all(encoded not in r.path.encode() for r in store.proxy.requests(bool))
         if not isinstance(store, S3Store):
             assert store.exists("dots/name")
+
+
+def test_the_storage_is_asked_outside_any_transaction_and_a_key_changed_meanwhile_waits(
+    world, secret
+):
+    # The application changes the row's key while the storage is being asked about the old
+    # one. The write goes through at once (no transaction of the job holds the database or
+    # the row), and the row is not marked under a key that was never checked.
+    row = world.add(age=30 * DAY)
+    new_key = refusable(world, secret, "symlink")
+    catalog = Catalog(make_engine(world.db_url))
+    catalog.ensure_own_tables()
+    asked: list[list[str]] = []
+
+    def refusals_while_the_application_writes(keys):
+        asked.append(list(keys))
+        with world.engine.begin() as conn:
+            if not world.db_url.startswith("sqlite"):
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            conn.execute(
+                sa.update(world.files).where(world.files.c.fileId == row).values(storageKey=new_key)
+            )
+        return {}
+
+    try:
+        batch = catalog.mark_batch(
+            cutoff=NOW - 7 * DAY,
+            cursor=None,
+            limit=10,
+            run_id="r1",
+            marked_at=NOW,
+            refusals=refusals_while_the_application_writes,
+        )
+    finally:
+        catalog.engine.dispose()
+
+    assert asked == [[f"{row[:2]}/{row}.pdf"]]
+    assert batch.marked == [] and batch.cursor is not None
+    assert not world.is_deleted(row) and world.row(row).storageKey == new_key
+    assert world.pending() == []
 
 
 # -- a fixed row is picked up by the next run --------------------------------------------------
