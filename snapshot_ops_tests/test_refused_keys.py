@@ -352,19 +352,21 @@ def test_the_journal_command_lists_and_releases_an_entry_that_cannot_succeed(wor
     assert entry["row_marked"] is True and entry["attempts"] == 1
     assert "File name too long" in entry["last_error"]
 
-    released = journal_command(world, "release", stuck)
+    # Only rows the journal holds are released: a settled row given alongside stays marked.
+    released = journal_command(world, "release", stuck, done)
 
-    assert released.returncode == 0, released.stderr
-    assert json.loads(released.stdout) == {"released": [stuck], "not_in_journal": []}
+    assert released.returncode == 1
+    assert json.loads(released.stdout) == {"released": [stuck], "not_in_journal": [done]}
+    assert done in released.stderr
     assert not world.is_deleted(stuck) and world.pending() == []
+    assert world.is_deleted(done)
     assert json.loads(journal_command(world, "list").stdout) == []
 
-    # Only rows the journal holds are released: a settled row stays marked.
-    again = journal_command(world, "release", stuck, done)
+    again = journal_command(world, "release", stuck)  # nothing left to release
 
     assert again.returncode == 1
-    assert json.loads(again.stdout) == {"released": [], "not_in_journal": [stuck, done]}
-    assert world.is_deleted(done) and not world.is_deleted(stuck)
+    assert json.loads(again.stdout) == {"released": [], "not_in_journal": [stuck]}
+    assert not world.is_deleted(stuck)
 
     # The live row can now be fixed, and the next run deletes it by its new key.
     real = fix_key(world, stuck, "a/real.pdf")
