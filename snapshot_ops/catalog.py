@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from snapshot_ops.errors import ConfigError, SchemaError
 from snapshot_ops.rules import TEMPORARY_TYPE
-from snapshot_ops.storage.base import RefusedKey, check_key
+from snapshot_ops.storage.base import check_key, refused_by
 from snapshot_ops.timeformat import ColumnTimes, TimeFormat, TimeFormatError, check_setting, detect
 
 #: Columns of the application's tables that the job reads (and, for deletedAt, writes).
@@ -472,16 +472,27 @@ class Catalog:
         run_id: str,
         marked_at: dt.datetime,
         dry_run: bool = False,
+        refusals: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
     ) -> MarkedBatch:
-        """Lock up to `limit` candidates, re-check their linkage, mark and journal the rest.
+        """Read up to `limit` candidates, leave the refused ones live, lock, re-check and
+        mark the rest.
+
+        First, without a lock and outside any transaction, the next candidates are read
+        and `refusals` (the storage backend's, `StorageBackend.refusals`; the shared key
+        checks when None) names the keys the store would refuse: those rows are never
+        marked, so they stay live, fixable, and are reported with the reason. The storage
+        is asked before the locking transaction begins, so no transaction on the
+        application's database is open while it answers.
 
         This is where a concurrent attach is made safe. The application attaches a file by
         locking its row (`SELECT ... FOR UPDATE`) and inserting into OrderAttachments only
-        if `deletedAt` is still null. Here, in one transaction:
+        if `deletedAt` is still null. Then, in one transaction:
 
-        1. `SELECT ... FOR UPDATE` locks the candidate rows. If an attach holds a row, this
-           waits for it; but under READ COMMITTED the statement's `NOT EXISTS` was evaluated
-           on a snapshot taken *before* the wait, so it cannot see that attach.
+        1. `SELECT ... FOR UPDATE` locks the remaining candidates (those still live, expired
+           and unlinked). If an attach holds a row, this waits for it; but under READ
+           COMMITTED the statement's `NOT EXISTS` was evaluated on a snapshot taken
+           *before* the wait, so it cannot see that attach. A row whose storage key changed
+           since it was checked is left live for the next run.
         2. A new statement therefore re-reads OrderAttachments for the locked ids; it sees
            every attach committed so far, and no new attach can start: they need the lock.
         3. Unlinked rows get `deletedAt` and a journal entry; the transaction commits.
@@ -490,27 +501,39 @@ class Catalog:
         Only after this commit are the objects deleted (cleanup.mark_and_delete), so the
         worst a crash can do is leave a marked row whose journal entry the next run finishes.
         On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
+        The cursor moves past every row read, refused ones included, so a walk reads each
+        row once.
         """
         self.times  # noqa: B018 -- checked before the transaction (on SQLite it is exclusive)
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._candidate_query(cutoff, cursor, limit)).all()
+        if not rows:
+            return MarkedBatch([], [], [], None)
+        # The last row in the query's own order (the database's collation, not Python's).
+        next_cursor = (rows[-1].createdAt, rows[-1].fileId)
+        read = {row.fileId: _candidate(row) for row in rows}
+        keys = [c.storage_key for c in read.values()]
+        reasons = refusals(keys) if refusals is not None else refused_by(check_key, keys)
+        # Refused rows are never marked: they stay live and are reported.
+        refused = [(c, reasons[c.storage_key]) for c in read.values() if c.storage_key in reasons]
+        passed = {i: c for i, c in read.items() if c.storage_key not in reasons}
+        if not passed:
+            return MarkedBatch([], [], refused, next_cursor)
         with self.engine.connect() as conn, conn.begin() as transaction:
             # Step 1: lock the candidates (waiting for any attach that holds one).
-            query = self._candidate_query(cutoff, cursor, limit)
+            f = self.files.c
+            query = (
+                sa.select(f.fileId, f.storageKey)
+                .where(self._in(f.fileId, list(passed)), self._expired(cutoff), ~self._linked())
+                .order_by(f.createdAt, f.fileId)
+            )
             if not self.is_sqlite:
                 query = query.with_for_update(of=self.files)
-            rows = conn.execute(query).all()
-            if not rows:
-                return MarkedBatch([], [], [], None)
-            next_cursor = max((r.createdAt, r.fileId) for r in rows)
-            safe: dict[Any, Candidate] = {}
-            refused: list[tuple[Candidate, str]] = []
-            for row in rows:
-                candidate = _candidate(row)
-                try:
-                    check_key(candidate.storage_key)
-                except RefusedKey as exc:
-                    refused.append((candidate, str(exc)))  # never marked: stays live
-                    continue
-                safe[row.fileId] = candidate
+            safe = {
+                row.fileId: passed[row.fileId]
+                for row in conn.execute(query)
+                if row.storageKey == passed[row.fileId].storage_key  # the key that was checked
+            }
             # Steps 2 and 3: one *new* statement re-checks the linkage and marks.
             marked_ids = (
                 self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
@@ -611,6 +634,99 @@ class Catalog:
                 .where(p.file_id == file_id)
                 .values(attempts=p.attempts + 1, last_error=error[:2000])
             )
+
+    # -- releasing journal entries that cannot succeed -------------------------------------
+
+    def release_pending(self, file_ids: Sequence[str]) -> list[str]:
+        """Make the rows of these journal entries live again and drop the entries.
+
+        In one transaction: the journal entries among `file_ids` are deleted, and only for
+        the entries that were there, the row's `"deletedAt"` is set back to NULL. Ids that
+        the journal does not hold are left alone (their rows are not touched), so releasing
+        twice, or racing a run that just settled an entry, changes nothing. Rows are picked
+        by id only, never by comparing timestamps. The object is not touched: a released
+        row is live, can be fixed, and is a candidate again for the next run.
+
+        Returns the released file ids. For an entry whose object the store refused (it can
+        never be deleted by that key) or whose row's key was changed since it was marked.
+        """
+        if not file_ids:
+            return []
+        p, f = self.pending.c, self.files.c
+        with self.engine.begin() as conn:
+            released = list(
+                conn.execute(
+                    sa.delete(self.pending)
+                    .where(self._in(p.file_id, list(dict.fromkeys(file_ids))))
+                    .returning(p.file_id)
+                ).scalars()
+            )
+            if released:
+                conn.execute(
+                    sa.update(self.files).where(self._in(f.fileId, released)).values(deletedAt=None)
+                )
+        return released
+
+    def stale_pending(self, *, limit: int) -> list[PendingDelete]:
+        """Up to `limit` journal entries whose row now names another storage key.
+
+        The row's owner changed its `"storageKey"` after it was marked (e.g. pointed a
+        refused key at the real file): deleting the journaled key would miss the row's
+        object, so such an entry is released (`release_pending`) instead of retried.
+        Entries whose row no longer exists are not stale: their object is still deleted.
+        """
+        p, f = self.pending.c, self.files.c
+        query = (
+            sa.select(p.file_id, p.storage_key, p.size_bytes, p.attempts)
+            .join_from(self.pending, self.files, f.fileId == sa.cast(p.file_id, f.fileId.type))
+            .where(f.storageKey.is_distinct_from(p.storage_key))
+            .order_by(p.file_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [PendingDelete(*row) for row in conn.execute(query)]
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every journal entry with its row's current state, in file_id order.
+
+        Each is a dict: `file_id`, `storage_key` (the journaled key), `row_storage_key`
+        (the row's key now; None if the row is gone), `row_marked` (its `"deletedAt"` is
+        set; None if the row is gone), `attempts`, `last_error`, `run_id`, `marked_at`
+        (ISO 8601). Empty when the job never created its journal here.
+        """
+        p, f = self.pending.c, self.files.c
+        if not sa.inspect(self.engine).has_table(self.pending.name, schema=self.pending.schema):
+            return []
+        query = (
+            sa.select(
+                p.file_id,
+                p.storage_key,
+                f.fileId.is_not(None).label("row_exists"),
+                f.storageKey.label("row_storage_key"),
+                f.deletedAt.is_not(None).label("row_marked"),
+                p.attempts,
+                p.last_error,
+                p.run_id,
+                p.marked_at,
+            )
+            .join_from(
+                self.pending,
+                self.files,
+                f.fileId == sa.cast(p.file_id, f.fileId.type),
+                isouter=True,
+            )
+            .order_by(p.file_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        entries = []
+        for row in rows:
+            entry = row._asdict()
+            exists = bool(entry.pop("row_exists"))
+            entry["row_marked"] = bool(row.row_marked) if exists else None
+            entry["marked_at"] = row.marked_at.isoformat() if row.marked_at else None
+            entries.append(entry)
+        return entries
 
     def pending_count(self) -> int:
         with self.engine.connect() as conn:

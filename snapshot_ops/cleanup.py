@@ -48,6 +48,11 @@ class DeleteReport:
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
     #: Marked rows whose object was kept because a live row shares its storage key.
     kept_shared: list[str] = field(default_factory=list)
+    #: Entries whose key the store refused at delete time (it can never delete it).
+    refused: list[str] = field(default_factory=list)
+    #: Rows made live again, their journal entries dropped (`Catalog.release_pending`):
+    #: refused at delete time, or their key was changed after they were marked.
+    released: list[str] = field(default_factory=list)
 
     @property
     def deleted_count(self) -> int:
@@ -61,6 +66,8 @@ class DeleteReport:
             self.bytes_reclaimed + other.bytes_reclaimed,
             self.errors + other.errors,
             self.kept_shared + other.kept_shared,
+            self.refused + other.refused,
+            self.released + other.released,
         )
 
 
@@ -92,7 +99,42 @@ def delete_entries(
     checkpoints.reached("after_settle")
     if shared:
         report += DeleteReport(kept_shared=shared)
-    return report, last
+    return release_refused(catalog, report), last
+
+
+def release_refused(catalog: Catalog, report: DeleteReport) -> DeleteReport:
+    """Release the rows whose key the store refused at delete time (`report.refused`).
+
+    Such a key can never be deleted (e.g. the file became a symlink after the key was
+    checked, or an entry journaled before keys were checked), so retrying it each run
+    would keep its row marked forever. Its row is made live again, in its own transaction
+    after the entries were settled; the run still reports the refusal as an error, and the
+    next run leaves the row live while the key stays refused.
+    """
+    if not report.refused:
+        return report
+    return report + DeleteReport(released=catalog.release_pending(report.refused))
+
+
+def release_stale(catalog: Catalog, *, batch_size: int) -> DeleteReport:
+    """Release every journal entry whose row's storage key changed since it was marked.
+
+    The row's owner fixed the key (the documented way out of a refused key): the journaled
+    key is not the row's object any more, so it is not deleted; the row is made live and
+    the run's marking step picks it up again by its new key.
+    """
+    released: list[str] = []
+    while entries := catalog.stale_pending(limit=batch_size):
+        done = catalog.release_pending([e.file_id for e in entries])
+        released += done
+        for entry in entries:
+            if entry.file_id in done:
+                log.info(
+                    "released %s: its row no longer names %r", entry.file_id, entry.storage_key
+                )
+        if not done or len(entries) < batch_size:
+            break
+    return DeleteReport(released=released)
 
 
 def _delete_objects(
@@ -108,6 +150,7 @@ def _delete_objects(
     gone: list[str] = []
     failed: dict[str, str] = {}
     errors: list[str] = []
+    refused: list[str] = []
     for entry, result in zip(entries, results, strict=True):
         if result.outcome is Outcome.DELETED:
             deleted += 1
@@ -122,13 +165,20 @@ def _delete_objects(
         else:
             message = result.error or result.outcome.value
             failed[entry.file_id] = message
+            if result.outcome is Outcome.REFUSED:  # released by release_refused
+                refused.append(entry.file_id)
+                message += "; its row is live again: fix its storageKey"
             errors.append(f"{result.outcome.value} {entry.file_id}: {message}")
-    return DeleteReport(deleted, missing, reclaimed, errors), gone, failed
+    report = DeleteReport(deleted, missing, reclaimed, errors, refused=refused)
+    return report, gone, failed
 
 
 def finish_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int) -> DeleteReport:
-    """Delete the objects of every journal entry: what an interrupted run left behind."""
-    total = DeleteReport()
+    """Delete the objects of every journal entry: what an interrupted run left behind.
+
+    Entries whose row names another key by now are released first (`release_stale`).
+    """
+    total = release_stale(catalog, batch_size=batch_size)
     after: str | None = None
     while True:
         report, after = delete_entries(catalog, storage, after=after, limit=batch_size)
@@ -196,7 +246,9 @@ def mark_and_delete(
 
     Each batch is locked, re-checked, marked and committed by `Catalog.mark_batch` before
     its objects are handed to the deleter: a file is never deleted before its row's mark
-    is durable. In a dry run the marks are rolled back and nothing is deleted.
+    is durable. Keys `storage` would refuse (`StorageBackend.refusals`; the shared key
+    checks without a storage) are never marked: their rows stay live and each is reported
+    in the errors, every run. In a dry run the marks are rolled back and nothing is deleted.
     """
     marked = bytes_marked = 0
     attached: list[str] = []
@@ -212,6 +264,7 @@ def mark_and_delete(
                 run_id=run_id,
                 marked_at=marked_at,
                 dry_run=dry_run,
+                refusals=storage.refusals if storage is not None else None,
             )
             if deleter is not None and batch.marked:
                 deleter.submit([c.file_id for c in batch.marked])

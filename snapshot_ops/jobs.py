@@ -260,7 +260,8 @@ def finish_pending_deletes(
         backend.close()
     context.log.info(
         f"finished {report.deleted_count} pending deletes left by earlier runs "
-        f"({report.missing} already missing), {len(report.errors)} still failing"
+        f"({report.missing} already missing), {len(report.errors)} still failing, "
+        f"{len(report.released)} rows released (live again: key refused or changed)"
     )
     context.add_output_metadata(
         {
@@ -269,6 +270,7 @@ def finish_pending_deletes(
             "failed": len(report.errors),
             "bytesReclaimed": report.bytes_reclaimed,
             "keptSharedKey": len(report.kept_shared),
+            "releasedRows": len(report.released),
         }
     )
     return report
@@ -289,7 +291,7 @@ def mark_and_delete_expired(
     started, in the background while the next batch is marked. In a dry run the same
     statements run and are rolled back, and nothing is deleted.
     """
-    backend = None if plan.dry_run else storage.open_backend()
+    backend = storage.open_backend()  # a dry run too: it asks which keys it would refuse
     try:
         with _catalog(database) as catalog:
             marked, deleted = cleanup.mark_and_delete(
@@ -302,8 +304,7 @@ def mark_and_delete_expired(
                 dry_run=plan.dry_run,
             )
     finally:
-        if backend is not None:
-            backend.close()
+        backend.close()
     verb = "would mark" if plan.dry_run else "marked"
     context.log.info(
         f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
@@ -321,6 +322,7 @@ def mark_and_delete_expired(
             "failed": len(deleted.errors),
             "bytesReclaimed": deleted.bytes_reclaimed,
             "keptSharedKey": len(deleted.kept_shared),
+            "releasedRows": len(deleted.released),
         }
     )
     return CleanReport(marked, deleted)

@@ -51,9 +51,9 @@ def drifted_world(world) -> dict[str, str]:
     orphan = world.root / "zz" / "orphan.pdf"
     orphan.parent.mkdir()
     orphan.write_bytes(b"o")
-    # A folder where the object should be: the store refuses it, its journal entry stays.
-    ids["pending"] = world.add(age=10 * DAY, key="stuck", with_file=False)
+    # A name longer than the filesystem takes: its delete fails, its journal entry stays.
     (world.root / "stuck").mkdir()
+    ids["pending"] = world.add(age=10 * DAY, key="stuck/" + "n" * 300, with_file=False)
     world.run()
     return ids
 

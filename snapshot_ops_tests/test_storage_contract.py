@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from snapshot_ops.storage import Outcome
+from snapshot_ops_tests.stores import AzureStore, S3Store
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +127,31 @@ def test_duplicate_keys_get_one_result_each(store):
     assert [r.key for r in results] == ["dup.pdf", "dup.pdf"]
     assert all(r.gone for r in results)
     assert not store.exists("dup.pdf")
+
+
+def test_refusals_name_what_the_store_cannot_take_and_send_nothing(store):
+    # S3 takes object keys of up to 1,024 bytes (UTF-8, prefix "snapshots/" included);
+    # Azure takes blob names of up to 1,024 characters, no control characters, and no
+    # segment ending with a dot; a filesystem refuses what is not a regular file.
+    fits = "k/" + "\u00e9" * 506  # 1,024 bytes on S3, 528 characters on Azure
+    s3_too_long = "k/" + "\u00e9" * 507  # 1,026 bytes
+    azure_too_long = "k/" + "x" * 1013  # 1,025 characters (and bytes) with the prefix
+    backend = store.open()
+    try:
+        refused = backend.refusals([fits, s3_too_long, azure_too_long, "a./b.pdf", "c\x01.pdf"])
+        unsafe = backend.refusals([*UNSAFE_KEYS, "ok.pdf"])
+    finally:
+        backend.close()
+
+    assert sorted(unsafe) == sorted(UNSAFE_KEYS)
+    assert all(reason for reason in refused.values())
+    if isinstance(store, S3Store):
+        assert sorted(refused) == sorted([s3_too_long, azure_too_long])
+        assert "1026 bytes" in refused[s3_too_long]
+    elif isinstance(store, AzureStore):
+        assert sorted(refused) == sorted([azure_too_long, "a./b.pdf", "c\x01.pdf"])
+    else:
+        # Names too long for the filesystem fail at delete time instead (retried).
+        assert refused == {}
+    if store.proxy is not None:
+        assert store.proxy.requests(bool) == []  # asking sends nothing

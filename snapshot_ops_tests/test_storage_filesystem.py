@@ -103,3 +103,34 @@ def test_open_storage_rejects_unusable_urls(tmp_path):
         open_storage("ftp://example/x")
     with pytest.raises(ConfigError, match="file:///absolute/root"):
         open_storage("file://host/x")
+
+
+def test_refusals_name_what_a_delete_would_refuse_before_anything_is_marked(layout):
+    root, outside, backend = layout
+    (root / "folder.pdf").mkdir()
+    os.mkfifo(root / "a" / "pipe.pdf")
+    (root / "a" / "long").mkdir()
+    keys = [
+        "a/x.pdf",  # a regular file: deletable
+        "a/nope.pdf",  # missing: counts as already deleted, not refused
+        "no/such/dir.pdf",  # a missing folder on the way: likewise
+        "a/long/" + "n" * 300,  # too long a name: the delete fails (and is retried), no refusal
+        "a/link.pdf",  # the object is a symlink
+        "link_dir/secret.pdf",  # a symlink on the way
+        "a/x.pdf/inner.pdf",  # a file on the way
+        "folder.pdf",  # a folder
+        "a/pipe.pdf",  # not a regular file
+        "../outside/secret.pdf",  # the shared key checks
+    ]
+
+    refused = backend.refusals(keys)
+
+    assert sorted(refused) == sorted(keys[4:])
+    assert "symlink" in refused["a/link.pdf"] and "folder" in refused["folder.pdf"]
+    assert all(repr(key) in reason for key, reason in refused.items())
+    # Asking touches nothing, and what it refuses the delete refuses too.
+    assert (root / "a" / "x.pdf").read_bytes() == b"12345"
+    assert os.path.islink(root / "a" / "link.pdf")
+    assert (outside / "secret.pdf").read_bytes() == b"keep me"
+    results = backend.delete_many(keys[4:])
+    assert {r.outcome for r in results} == {Outcome.REFUSED}

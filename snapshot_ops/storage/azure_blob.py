@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,12 +39,18 @@ from snapshot_ops.storage.base import (
     StorageBackend,
     check_key,
     delete_in_batches,
+    refused_by,
 )
 
 log = logging.getLogger(__name__)
 
 #: The most deletes one Blob Batch request may carry (an Azure limit).
 MAX_DELETES_PER_BATCH = 256
+#: Blob name limits of the service (prefix included): characters, and path segments.
+MAX_NAME_CHARACTERS = 1024
+MAX_NAME_SEGMENTS = 254
+#: Code points a blob name cannot carry, even percent-encoded: C0 and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 LOOKUP_WORKERS = 8
 #: Answers to a whole batch that may be caused by one blob in it: the batch is split.
 _SPLIT_STATUSES = {400, 413}
@@ -72,12 +79,22 @@ class AzureBlobBackend(StorageBackend):
         self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="az-props")
 
     def _name(self, key: str) -> str:
+        """The blob name of `key` under the prefix; RefusedKey for an unsafe key or one
+        that breaks the service's blob naming rules (see `blob_name_problem`)."""
         key = check_key(key)
         try:
             key.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise RefusedKey(f"storage key is not valid Unicode text: {key!r}") from exc
-        return f"{self.prefix}/{key}" if self.prefix else key
+        name = f"{self.prefix}/{key}" if self.prefix else key
+        problem = blob_name_problem(name)
+        if problem:
+            raise RefusedKey(f"storage key {key!r} {problem}")
+        return name
+
+    def refusals(self, keys: Sequence[str]) -> dict[str, str]:
+        """The shared key checks, and the blob naming rules (see `blob_name_problem`)."""
+        return refused_by(self._name, keys)
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
         return delete_in_batches(
@@ -187,6 +204,32 @@ def _error(exc: AzureError) -> str:
     """The service's error code and the message's first line."""
     code = _code(exc)
     return f"{code}: {_first_line(exc)}" if code else _first_line(exc)
+
+
+def blob_name_problem(name: str) -> str | None:
+    """Why Azure Blob Storage cannot take `name` as a blob name, or None if it can.
+
+    From the service's naming rules ("Naming and Referencing Containers, Blobs, and
+    Metadata" in the Blob REST documentation): at most 1,024 characters (counted here in
+    UTF-16 code units, the stricter reading) and 254 path segments; no control characters;
+    and no path segment ending with a dot, which the rules say to avoid: such a name is not
+    kept as given (a blob written as `a/b.` is found stored as `a/b`), so a delete of `a/b.`
+    could reach another object.
+    """
+    length = len(name.encode("utf-16-le", "surrogatepass")) // 2
+    if length > MAX_NAME_CHARACTERS:
+        return f"makes a blob name of {length} characters; Azure takes at most 1,024"
+    segments = name.split("/")
+    if len(segments) > MAX_NAME_SEGMENTS:
+        return f"makes a blob name of {len(segments)} path segments; Azure takes at most 254"
+    if _CONTROL.search(name):
+        return "contains a control character, which a blob name cannot carry"
+    if any(segment.endswith(".") for segment in segments):
+        return (
+            "has a path segment ending with a dot, which Azure does not keep as given: "
+            "the delete could reach another blob"
+        )
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,7 +2,9 @@
 
 A backend deletes batches of keys and reports one outcome per key; it never raises for a
 single key. Keys are checked before anything is sent: a key that could leave the storage
-root (or the configured prefix) is refused and reported, never touched.
+root (or the configured prefix) is refused and reported, never touched. `refusals` asks the
+same question before a row is marked deleted, so a key the backend would refuse leaves its
+row live instead of marked with an object that can never be deleted.
 """
 
 from __future__ import annotations
@@ -82,11 +84,35 @@ def check_key(key: object) -> str:
     return key
 
 
+def refused_by(check: Callable[[str], object], keys: Iterable[str]) -> dict[str, str]:
+    """`{key: reason}` for each of `keys` that `check` raises RefusedKey for."""
+    refused: dict[str, str] = {}
+    for key in keys:
+        try:
+            check(key)
+        except RefusedKey as exc:
+            refused[key] = str(exc)
+    return refused
+
+
 class StorageBackend(ABC):
     """Deletes, measures and lists objects named by keys relative to one root or prefix."""
 
     #: Shown in logs and run metadata; never contains credentials.
     description: str
+
+    def refusals(self, keys: Sequence[str]) -> dict[str, str]:
+        """The keys among `keys` that `delete_many` would refuse, each with the reason.
+
+        Asked before rows are marked deleted (outside any database transaction), so a
+        refused key's row stays live and is reported instead of being marked with an object
+        that can never be deleted. A key whose object is missing is not refused (a missing
+        object counts as already deleted). The answer is the state at the time of asking:
+        `delete_many` checks again and may still refuse (e.g. a file replaced by a symlink
+        in between). This default applies the shared key checks (`check_key`); backends add
+        what their store cannot take. Never raises for a single key.
+        """
+        return refused_by(check_key, keys)
 
     @abstractmethod
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:

@@ -88,6 +88,16 @@ class FilesystemBackend(StorageBackend):
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
         return dict(zip(keys, self._in_slices(keys, self._size_one), strict=True))
 
+    def refusals(self, keys: Sequence[str]) -> dict[str, str]:
+        """Besides the shared key checks: each key is walked from the root with O_NOFOLLOW
+        like a delete, and its object is looked at without following it. A symlink or a
+        file on the way, or an object that is a symlink, a folder or anything else but a
+        regular file, is refused. A missing object or folder is not (it counts as already
+        deleted); nor is an error such as a permission denied, which the delete reports
+        as a failure to retry."""
+        found = self._in_slices(keys, self._refusal_one)
+        return {key: reason for key, reason in zip(keys, found, strict=True) if reason}
+
     def _in_slices(self, keys: Sequence[str], one: Callable[[str, _Folders], T]) -> list[T]:
         """Apply `one` to every key, one slice of keys per thread (a task per key would
         cost more in dispatch than the unlink itself). Keys are sliced in sorted order, so
@@ -142,6 +152,24 @@ class FilesystemBackend(StorageBackend):
             return DeleteResult(key, Outcome.FAILED, f"{key!r}: {exc.strerror}")
         except UnicodeEncodeError as exc:
             return _not_a_file_name(key, exc)
+
+    def _refusal_one(self, key: str, folders: _Folders) -> str | None:
+        try:
+            parent, name = folders.parent_of(key)
+            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        except RefusedKey as exc:
+            return str(exc)
+        except OSError:
+            return None
+        if stat.S_ISREG(mode):
+            return None
+        if stat.S_ISLNK(mode):
+            kind = "a symlink"
+        elif stat.S_ISDIR(mode):
+            kind = "a folder"
+        else:
+            kind = "not a regular file"
+        return f"storage key {key!r} is {kind}"
 
     def _size_one(self, key: str, folders: _Folders) -> int | None:
         try:

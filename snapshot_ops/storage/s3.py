@@ -46,6 +46,7 @@ from snapshot_ops.storage.base import (
     StorageBackend,
     check_key,
     delete_in_batches,
+    refused_by,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 MAX_KEYS_PER_REQUEST = 1000
 #: Concurrent HEAD requests when sizes are looked up.
 LOOKUP_WORKERS = 8
+#: The longest object key S3 accepts, in bytes of its UTF-8 form (prefix included).
+MAX_KEY_BYTES = 1024
 #: Error codes an S3-compatible store may use for a key that does not exist.
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 #: Answers to a whole batch that may be caused by one key in it: the batch is split.
@@ -118,12 +121,25 @@ class S3Backend(StorageBackend):
         self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="s3-head")
 
     def _full_key(self, key: str) -> str:
+        """The object key of `key` under the prefix; RefusedKey for an unsafe key or one S3
+        cannot take (over MAX_KEY_BYTES in UTF-8 with the prefix, an S3 limit)."""
         key = check_key(key)
         try:
             key.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise RefusedKey(f"storage key is not valid Unicode text: {key!r}") from exc
-        return f"{self.prefix}/{key}" if self.prefix else key
+        full_key = f"{self.prefix}/{key}" if self.prefix else key
+        size = len(full_key.encode("utf-8", "surrogatepass"))
+        if size > MAX_KEY_BYTES:
+            raise RefusedKey(
+                f"storage key {key!r} makes an S3 object key of {size} bytes (UTF-8, prefix "
+                f"included); S3 takes at most {MAX_KEY_BYTES}"
+            )
+        return full_key
+
+    def refusals(self, keys: Sequence[str]) -> dict[str, str]:
+        """The shared key checks, and keys over S3's key length (see `_full_key`)."""
+        return refused_by(self._full_key, keys)
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
         return delete_in_batches(
