@@ -321,8 +321,9 @@ def bad_key_world(world: World) -> dict[str, str]:
     }
 
 
-def test_a_key_xml_cannot_carry_never_holds_its_batch_hostage(object_world):
-    world, store = object_world, object_world.store
+def test_a_key_xml_cannot_carry_never_holds_its_batch_hostage(s3_store, postgres_url, storage_root):
+    store = s3_store
+    world = World(postgres_url, storage_root, store)
     rows = bad_key_world(world)
 
     result = run(world)
@@ -332,16 +333,37 @@ def test_a_key_xml_cannot_carry_never_holds_its_batch_hostage(object_world):
     assert world.pending() == []
     [log] = world.run_log()
     assert (log.status, log.deleted_count, log.error_count) == ("succeeded", 3, 0)
+    # The two good keys went in one DeleteObjects; the bad one alone, in a DeleteObject's URL.
     [batch] = store.proxy.requests(is_delete)
-    if batch.is_s3_delete_objects:  # the bad key went alone, in the URL of a DeleteObject
-        assert sorted(batch.s3_delete_keys()) == [
-            store.full_key("2026/11/a.pdf"),
-            store.full_key("2026/11/c.pdf"),
-        ]
-        [alone] = store.proxy.requests(lambda seen: seen.method == "DELETE")
-        assert alone.path == f"/{store.bucket}/{store.full_key(BAD_KEY)}"
-    else:  # a Blob Batch carries every name percent-encoded
-        assert batch.blob_batch_deletes() == 3
+    assert sorted(batch.s3_delete_keys()) == [
+        store.full_key("2026/11/a.pdf"),
+        store.full_key("2026/11/c.pdf"),
+    ]
+    [alone] = store.proxy.requests(lambda seen: seen.method == "DELETE")
+    assert alone.path == f"/{store.bucket}/{store.full_key(BAD_KEY)}"
+
+
+def test_a_control_character_azure_cannot_name_never_holds_its_batch_hostage(
+    azure_store, postgres_url, storage_root
+):
+    """Azure's naming rules allow no control character in a blob name: that key is refused
+    before marking (its row stays live, the error names it), and the others still go."""
+    store = azure_store
+    world = World(postgres_url, storage_root, store)
+    rows = bad_key_world(world)
+
+    result = run(world)
+
+    assert not result.success
+    bad = rows.pop(BAD_KEY)
+    assert all(world.is_deleted(i) and not world.has_file(i) for i in rows.values())
+    assert not world.is_deleted(bad) and world.has_file(bad)
+    assert world.pending() == []
+    [log] = world.run_log()
+    assert (log.status, log.deleted_count, log.error_count) == ("failed", 2, 1)
+    assert bad in log.errors and "control character" in log.errors
+    [batch] = store.proxy.requests(is_delete)
+    assert batch.blob_batch_deletes() == 2
 
 
 def test_a_key_s3_refuses_alone_is_reported_by_name_and_the_others_go(
