@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -163,14 +164,21 @@ def test_only_the_lease_holder_settles_and_counts(world):
         later = now + lease + dt.timedelta(seconds=1)
         taken, _ = catalog.claim_pending(run_id="b", now=later, lease=lease)
         assert len(taken) == 5
+        # a, whose lease ran out, answers first: it must change and count nothing, not
+        # even release b's entries through a failure.
+        by_a = catalog.settle_pending(
+            run_id="a",
+            now=later,
+            deleted={i: 100 for i in ids[:4]},
+            missing=[],
+            failed={ids[4]: (0, "late answer")},
+        )
+        assert (by_a.deleted, by_a.missing, by_a.bytes_reclaimed) == (0, 0, 0)
+        assert [(e.claimed_by, e.attempts) for e in world.pending()] == [("b", 0)] * 5
         by_b = catalog.settle_pending(
             run_id="b", now=later, deleted={i: 100 for i in ids[:4]}, missing=ids[4:], failed={}
         )
-        by_a = catalog.settle_pending(
-            run_id="a", now=later, deleted={i: 100 for i in ids}, missing=[], failed={}
-        )
         assert (by_b.deleted, by_b.missing, by_b.bytes_reclaimed) == (4, 1, 400)
-        assert (by_a.deleted, by_a.missing, by_a.bytes_reclaimed) == (0, 0, 0)
         counts = {r.run_id: (r.deleted_count, r.missing_count, r.bytes_reclaimed) for r in
                   world.run_log()}  # fmt: skip
         assert counts == {"a": (0, 0, 0), "b": (5, 1, 400)}
@@ -231,3 +239,32 @@ def test_a_key_that_keeps_failing_backs_off_and_is_reported_every_run(world):
 def pending_table(world: World) -> str:
     sqlite = world.db_url.startswith("sqlite")
     return "snapshot_ops_pending_deletes" if sqlite else "snapshot_ops.pending_deletes"
+
+
+@pytest.mark.integration
+def test_the_jobs_reads_take_no_write_lock_on_sqlite(sqlite_url, storage_root):
+    # SQLAlchemy begins a transaction for a plain read too. Begun IMMEDIATE, a read would ask
+    # for SQLite's database-wide write lock: it would queue behind every application write
+    # and, once granted, hold off the application's other writers until it ends.
+    world = World(sqlite_url, storage_root)
+    catalog = SnapshotDatabase(url=sqlite_url).open_catalog()
+    world.add(age=10 * DAY)
+    app = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    try:
+        app.execute("BEGIN IMMEDIATE")  # an application write in progress
+        app.execute('UPDATE "SnapshotFiles" SET "parseSessionId" = ?', ("writing",))
+        commit_later = threading.Timer(3.0, app.execute, ("COMMIT",))
+        commit_later.start()
+        started = time.monotonic()
+        with catalog.reading() as conn:
+            rows = conn.execute(sa.select(sa.func.count()).select_from(catalog.files)).scalar()
+        waited = time.monotonic() - started
+        commit_later.join()
+        assert rows == 1
+        assert waited < 1.5, f"the read waited {waited:.1f} s for the application's write"
+    finally:
+        app.close()
+        catalog.engine.dispose()
+        world.engine.dispose()
