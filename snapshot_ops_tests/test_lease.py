@@ -268,3 +268,31 @@ def test_the_jobs_reads_take_no_write_lock_on_sqlite(sqlite_url, storage_root):
         app.close()
         catalog.engine.dispose()
         world.engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_journal_made_by_an_older_version_gets_the_lease_columns(world):
+    # The journal as versions without leases created it, holding one entry.
+    sqlite = world.db_url.startswith("sqlite")
+    with world.engine.begin() as conn:
+        if not sqlite:
+            conn.exec_driver_sql("CREATE SCHEMA snapshot_ops")
+        stamp = "DATETIME" if sqlite else "TIMESTAMP WITH TIME ZONE"
+        conn.exec_driver_sql(
+            f"CREATE TABLE {pending_table(world)} (file_id TEXT PRIMARY KEY, "
+            "storage_key TEXT NOT NULL, size_bytes BIGINT, run_id TEXT NOT NULL, "
+            f"marked_at {stamp} NOT NULL, attempts INTEGER DEFAULT 0 NOT NULL, last_error TEXT)"
+        )
+    file_id = world.add(age=10 * DAY, deleted=True)
+    key = world.row(file_id).storageKey
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {pending_table(world)} (file_id, storage_key, size_bytes, "
+                "run_id, marked_at) VALUES (:id, :key, 100, 'old', :at)"
+            ),
+            {"id": file_id, "key": key, "at": NOW},
+        )
+    assert world.run().success
+    assert world.pending() == [] and not world.has_file(file_id)
+    assert world.run_log()[-1].deleted_count == 1
