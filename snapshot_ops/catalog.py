@@ -50,8 +50,9 @@ MAX_STORED_ERRORS = 200
 #: Execution option of connections that only read (SQLite: deferred BEGIN, no write lock).
 READ_ONLY_OPTION = "snapshot_ops_read_only"
 
-#: A journal entry whose delete failed n times is not tried again before
-#: min(BACKOFF_BASE * 2**(n-1), BACKOFF_CAP) has passed (1 h, 2 h, 4 h, ... 7 days); until
+#: A journal entry whose delete failed once is tried again by the next run (a passing
+#: outage). One that failed n >= 2 times is not tried again before
+#: min(BACKOFF_BASE * 2**(n-2), BACKOFF_CAP) has passed (1 h, 2 h, 4 h, ... 7 days); until
 #: then every run reports it as an error by name without sending it to the store.
 BACKOFF_BASE = dt.timedelta(hours=1)
 BACKOFF_CAP = dt.timedelta(days=7)
@@ -62,10 +63,11 @@ RUNNING, SUCCEEDED, FAILED, CRASHED = "running", "succeeded", "failed", "crashed
 
 
 def backoff(attempts: int) -> dt.timedelta:
-    """How long an entry whose delete has failed `attempts` (>= 1) times waits to be retried."""
-    if attempts < 1:
+    """How long an entry whose delete has failed `attempts` times waits to be retried:
+    nothing after one failure, then 1 h doubling with each failure, at most BACKOFF_CAP."""
+    if attempts < 2:
         return dt.timedelta(0)
-    return min(BACKOFF_BASE * 2 ** min(attempts - 1, 30), BACKOFF_CAP)
+    return min(BACKOFF_BASE * 2 ** min(attempts - 2, 30), BACKOFF_CAP)
 
 
 def database_url(raw: str) -> URL:
