@@ -12,6 +12,13 @@ first locks it and then re-checks its linkage; only after that commit is the obj
 and its journal entry is removed once the store confirms it is gone. A crash anywhere
 leaves either a live row with its object, or a marked row with a journal entry that the
 next run finishes.
+
+No transaction on the application's database is open while the store works: a run takes
+journal entries as a committed *lease* (`claim_pending`: `claimed_by` = its run id,
+`lease_until`), deletes their objects with no transaction open, then settles them in a new
+short transaction that only touches entries it still holds (`settle_pending`). That
+transaction also adds what it settled to the settling run's `cleanup_runs` row, so an
+object is counted once, by the run that settled it, even when that run is later killed.
 """
 
 from __future__ import annotations
@@ -40,6 +47,28 @@ SCHEMA_LOCK_KEY = 0x534E4150  # "SNAP"
 
 #: How many error messages a run keeps in its log row; all are counted.
 MAX_STORED_ERRORS = 200
+
+#: Execution option of connections that only read (SQLite: deferred BEGIN, no write lock).
+READ_ONLY_OPTION = "snapshot_ops_read_only"
+
+#: A journal entry whose delete failed once is tried again by the next run (a passing
+#: outage). One that failed n >= 2 times is not tried again before
+#: min(BACKOFF_BASE * 2**(n-2), BACKOFF_CAP) has passed (1 h, 2 h, 4 h, ... 7 days); until
+#: then every run reports it as an error by name without sending it to the store.
+BACKOFF_BASE = dt.timedelta(hours=1)
+BACKOFF_CAP = dt.timedelta(days=7)
+
+#: Run-log statuses: `running` until the run records its end; `crashed` when a later run
+#: found its Dagster run ended without closing its row (worker killed).
+RUNNING, SUCCEEDED, FAILED, CRASHED = "running", "succeeded", "failed", "crashed"
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """How long an entry whose delete has failed `attempts` times waits to be retried:
+    nothing after one failure, then 1 h doubling with each failure, at most BACKOFF_CAP."""
+    if attempts < 2:
+        return dt.timedelta(0)
+    return min(BACKOFF_BASE * 2 ** min(attempts - 2, 30), BACKOFF_CAP)
 
 
 def database_url(raw: str) -> URL:
@@ -76,9 +105,14 @@ def make_engine(raw_url: str) -> Engine:
         def _no_pysqlite_transactions(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
 
+        # A connection opened by `Catalog.reading` only reads: a plain (deferred) BEGIN
+        # takes no write lock, so a long count never makes the application's writers wait.
         @sa.event.listens_for(engine, "begin")
         def _begin_immediate(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if conn.get_execution_options().get(READ_ONLY_OPTION):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
@@ -115,6 +149,26 @@ class PendingDelete:
     storage_key: str
     size_bytes: int | None
     attempts: int
+
+
+@dataclass(frozen=True)
+class BackedOff:
+    """A journal entry waiting out its backoff: reported by every run, not yet retried."""
+
+    file_id: str
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one settle transaction changed: only entries the run still held count."""
+
+    deleted: int = 0
+    missing: int = 0
+    bytes_reclaimed: int = 0
+    file_ids: frozenset[str] = frozenset()
 
 
 class Catalog:
@@ -194,6 +248,11 @@ class Catalog:
             sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
             sa.Column("last_error", sa.Text),
+            # The lease (claim_pending): which run deletes this entry's object, and until when.
+            sa.Column("claimed_by", sa.Text),
+            sa.Column("lease_until", sa.DateTime(timezone=True)),
+            # Backoff after failed deletes: not claimed again before this instant.
+            sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
         )
         self._own = own
 
@@ -250,6 +309,18 @@ class Catalog:
                 if not sa.inspect(conn).has_schema(self.ops_schema):
                     conn.execute(sa.schema.CreateSchema(self.ops_schema))
             self._own.create_all(conn, checkfirst=True)
+            # Tables made by an older version lack the journal's lease and backoff columns.
+            present = {c["name"] for c in sa.inspect(conn).get_columns(*_name(self.pending))}
+            for column in self.pending.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(
+                        f'ALTER TABLE {_quoted(self.pending)} ADD COLUMN "{column.name}" {kind}'
+                    )
+
+    def reading(self) -> Connection:
+        """A connection for reads only: on SQLite its transaction takes no write lock."""
+        return self.engine.connect().execution_options(**{READ_ONLY_OPTION: True})
 
     def start_run(
         self,
@@ -261,24 +332,42 @@ class Catalog:
         dry_run: bool,
         candidate_count: int,
     ) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.insert(self.runs).values(
-                    run_id=run_id,
-                    run_at=run_at,
-                    reference_time=reference_time,
-                    cutoff=cutoff,
-                    dry_run=dry_run,
-                    status="running",
-                    candidate_count=candidate_count,
-                )
-            )
+        """Open the run-log row of Dagster run `run_id` (status `running`, counters 0).
 
-    def finish_run(self, run_id: str, *, status: str, errors: Sequence[str], **counts: int) -> None:
+        Idempotent: a re-execution's later steps call it again for their own run id, which
+        the first step (skipped in a re-execution from failure) would otherwise have made.
+        """
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                sa.select(self.runs.c.run_id).where(self.runs.c.run_id == run_id)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    sa.insert(self.runs).values(
+                        run_id=run_id,
+                        run_at=run_at,
+                        reference_time=reference_time,
+                        cutoff=cutoff,
+                        dry_run=dry_run,
+                        status=RUNNING,
+                        candidate_count=candidate_count,
+                    )
+                )
+
+    def finish_run(
+        self, run_id: str, *, status: str, errors: Sequence[str], **counts: int
+    ) -> dict[str, Any]:
+        """Close the run's row with `status` and `errors`; return its counters.
+
+        The deleted, missing and bytes counters are not written here: each settle
+        transaction adds to them (settle_pending), so they hold exactly what the run settled.
+        `counts` may set the others (e.g. a dry run's would-be `marked_count`).
+        """
+        r = self.runs.c
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(self.runs)
-                .where(self.runs.c.run_id == run_id)
+                .where(r.run_id == run_id)
                 .values(
                     status=status,
                     error_count=len(errors),
@@ -287,15 +376,67 @@ class Catalog:
                     **counts,
                 )
             )
+            row = conn.execute(
+                sa.select(
+                    r.marked_count, r.deleted_count, r.missing_count, r.bytes_reclaimed
+                ).where(r.run_id == run_id)
+            ).one()
+        return dict(row._mapping)
+
+    def running_runs(self, *, besides: str) -> list[str]:
+        """Run ids whose log row still says `running`, other than `besides`."""
+        r = self.runs.c
+        with self.reading() as conn:
+            return list(
+                conn.execute(
+                    sa.select(r.run_id).where(r.status == RUNNING, r.run_id != besides)
+                ).scalars()
+            )
+
+    def close_crashed_runs(self, run_ids: Sequence[str], reason: str) -> None:
+        """Close the rows of runs known to have ended without closing them, as `crashed`,
+        and release their journal leases so any run can finish those entries at once.
+
+        What such a run settled before it died stays in its row's counters.
+        """
+        if not run_ids:
+            return
+        r, p = self.runs.c, self.pending.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.runs)
+                .where(self._in(r.run_id, list(run_ids)), r.status == RUNNING)
+                .values(
+                    status=CRASHED,
+                    error_count=r.error_count + 1,
+                    errors=json.dumps([reason]),
+                    finished_at=dt.datetime.now(dt.UTC),
+                )
+            )
+            conn.execute(
+                sa.update(self.pending)
+                .where(self._in(p.claimed_by, list(run_ids)))
+                .values(claimed_by=None, lease_until=None)
+            )
+
+    def release_leases(self, run_id: str) -> None:
+        """Give back every journal entry `run_id` still holds (a run that failed)."""
+        p = self.pending.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.pending)
+                .where(p.claimed_by == run_id)
+                .values(claimed_by=None, lease_until=None)
+            )
 
     def finish_run_if_running(self, run_id: str, *, errors: Sequence[str]) -> None:
         """Mark a run failed unless it already recorded its own end."""
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(self.runs)
-                .where(self.runs.c.run_id == run_id, self.runs.c.status == "running")
+                .where(self.runs.c.run_id == run_id, self.runs.c.status == RUNNING)
                 .values(
-                    status="failed",
+                    status=FAILED,
                     error_count=len(errors),
                     errors=json.dumps(list(errors[:MAX_STORED_ERRORS])),
                     finished_at=dt.datetime.now(dt.UTC),
@@ -359,7 +500,7 @@ class Catalog:
 
     def database_now(self) -> dt.datetime:
         """The database server's clock (aware, UTC), to check the worker's clock against."""
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             if self.is_sqlite:
                 raw = conn.exec_driver_sql("SELECT strftime('%Y-%m-%dT%H:%M:%f', 'now')")
                 return dt.datetime.fromisoformat(raw.scalar_one()).replace(tzinfo=dt.UTC)
@@ -400,7 +541,7 @@ class Catalog:
     def summarize(self, cutoff: dt.datetime) -> CandidateSummary:
         """Count what the rule selects now, and what it keeps only because it is linked."""
         f = self.files.c
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             row = conn.execute(
                 sa.select(
                     sa.func.count(),
@@ -436,7 +577,7 @@ class Catalog:
         """Stream the current candidates in keyset order without locking (dry-run listings)."""
         cursor = None
         while True:
-            with self.engine.connect() as conn:
+            with self.reading() as conn:
                 rows = conn.execute(self._candidate_query(cutoff, cursor, batch_size)).all()
             if not rows:
                 return
@@ -538,6 +679,13 @@ class Catalog:
             marked_ids = (
                 self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
             )
+            if marked_ids and not dry_run:  # the run's row counts its marks as they commit
+                r = self.runs.c
+                conn.execute(
+                    sa.update(self.runs)
+                    .where(r.run_id == run_id)
+                    .values(marked_count=r.marked_count + len(marked_ids))
+                )
             if dry_run:
                 transaction.rollback()
         marked = [c for raw_id, c in safe.items() if raw_id in marked_ids]
@@ -601,39 +749,126 @@ class Catalog:
 
     def claim_pending(
         self,
-        conn: Connection,
         *,
+        run_id: str,
+        now: dt.datetime,
+        lease: dt.timedelta,
         after: str | None = None,
         limit: int | None = None,
         only: Sequence[str] | None = None,
-    ) -> list[PendingDelete]:
-        """Lock journal entries in file_id order, skipping any that another run holds.
+    ) -> tuple[list[PendingDelete], list[str]]:
+        """Lease journal entries to `run_id` until `now + lease`, in one short transaction.
 
-        Either the next `limit` entries after `after` (to sweep the whole journal), or the
-        entries among `only` (the batch this run has just marked).
+        Takes entries no run holds (or whose lease has run out) and that are not waiting out
+        a backoff: either the next `limit` after `after` in file_id order (to sweep the whole
+        journal) or those among `only` (the batch this run has just marked). The lease is
+        committed before the caller talks to the store, so no transaction stays open during
+        the delete, and another run skips these entries until the lease ends.
+
+        Entries whose object a live row still names (see `keys_in_use`) are not this row's
+        alone to delete: they are dropped from the journal here, object kept.
+        Returns (leased entries to delete, in file_id order; file_ids dropped as shared).
         """
         p = self.pending.c
-        query = sa.select(p.file_id, p.storage_key, p.size_bytes, p.attempts)
+        free = sa.or_(p.claimed_by.is_(None), p.lease_until < now)
+        due = sa.or_(p.next_attempt_at.is_(None), p.next_attempt_at <= now)
+        pick = sa.select(p.file_id).where(free, due)
         if after is not None:
-            query = query.where(p.file_id > after)
+            pick = pick.where(p.file_id > after)
         if only is not None:
-            query = query.where(self._in(p.file_id, list(only)))
-        query = query.order_by(p.file_id).limit(limit)
-        if not self.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        return [PendingDelete(*row) for row in conn.execute(query)]
-
-    def settle_pending(self, conn: Connection, gone: Sequence[str], failed: dict[str, str]) -> None:
-        """Drop journal entries whose object is gone; note the error on the others."""
-        p = self.pending.c
-        if gone:
-            conn.execute(sa.delete(self.pending).where(self._in(p.file_id, list(gone))))
-        for file_id, error in failed.items():
-            conn.execute(
-                sa.update(self.pending)
-                .where(p.file_id == file_id)
-                .values(attempts=p.attempts + 1, last_error=error[:2000])
+            pick = pick.where(self._in(p.file_id, list(only)))
+        pick = pick.order_by(p.file_id).limit(limit)
+        if not self.is_sqlite:  # a competing claim's rows are skipped, not waited for
+            pick = pick.with_for_update(skip_locked=True)
+        claim = (
+            sa.update(self.pending)
+            # `free` again: under READ COMMITTED a row another claim leased meanwhile is
+            # re-checked here and left alone.
+            .where(p.file_id.in_(pick), free)
+            .values(claimed_by=run_id, lease_until=now + lease)
+            .returning(p.file_id, p.storage_key, p.size_bytes, p.attempts)
+        )
+        with self.engine.begin() as conn:
+            entries = sorted(
+                (PendingDelete(*row) for row in conn.execute(claim)), key=lambda e: e.file_id
             )
+            in_use = self.keys_in_use(conn, [e.storage_key for e in entries])
+            shared = [e.file_id for e in entries if e.storage_key in in_use]
+            if shared:
+                conn.execute(sa.delete(self.pending).where(self._in(p.file_id, shared)))
+        return [e for e in entries if e.storage_key not in in_use], shared
+
+    def settle_pending(
+        self,
+        *,
+        run_id: str,
+        now: dt.datetime,
+        deleted: dict[str, int],
+        missing: Sequence[str],
+        failed: dict[str, tuple[int, str]],
+    ) -> Settled:
+        """Settle what the store answered for entries `run_id` leased, in one transaction.
+
+        `deleted` maps file_id -> bytes freed, `missing` lists objects that were already
+        gone, `failed` maps file_id -> (attempts before this one, error). Only entries still
+        leased by `run_id` change: gone ones leave the journal and are counted, failed ones
+        are released with one more attempt and a backoff (`backoff`). What was counted is
+        added to `run_id`'s cleanup_runs row in the same transaction, so a run killed right
+        after still has it in its row, and no other run counts it again.
+        """
+        p, r = self.pending.c, self.runs.c
+        mine = p.claimed_by == run_id
+        gone = list(deleted) + list(missing)
+        with self.engine.begin() as conn:
+            settled: set[str] = set()
+            if gone:
+                settled = set(
+                    conn.execute(
+                        sa.delete(self.pending)
+                        .where(self._in(p.file_id, gone), mine)
+                        .returning(p.file_id)
+                    ).scalars()
+                )
+            for file_id, (attempts, error) in failed.items():
+                conn.execute(
+                    sa.update(self.pending)
+                    .where(p.file_id == file_id, mine)
+                    .values(
+                        attempts=p.attempts + 1,
+                        last_error=error[:2000],
+                        claimed_by=None,
+                        lease_until=None,
+                        next_attempt_at=now + backoff(attempts + 1),
+                    )
+                )
+            result = Settled(
+                deleted=sum(1 for i in deleted if i in settled),
+                missing=sum(1 for i in missing if i in settled),
+                bytes_reclaimed=sum(size for i, size in deleted.items() if i in settled),
+                file_ids=frozenset(settled),
+            )
+            if settled:
+                conn.execute(
+                    sa.update(self.runs)
+                    .where(r.run_id == run_id)
+                    .values(
+                        deleted_count=r.deleted_count + result.deleted + result.missing,
+                        missing_count=r.missing_count + result.missing,
+                        bytes_reclaimed=r.bytes_reclaimed + result.bytes_reclaimed,
+                    )
+                )
+        return result
+
+    def backed_off(self, now: dt.datetime) -> list[BackedOff]:
+        """Journal entries not to be retried before a later instant (failed deletes)."""
+        p = self.pending.c
+        with self.reading() as conn:
+            rows = conn.execute(
+                sa.select(p.file_id, p.attempts, p.next_attempt_at, p.last_error)
+                .where(p.next_attempt_at > now)
+                .order_by(p.file_id)
+            ).all()
+        return [BackedOff(*row) for row in rows]
 
     # -- releasing journal entries that cannot succeed -------------------------------------
 
@@ -647,17 +882,25 @@ class Catalog:
         by id only, never by comparing timestamps. The object is not touched: a released
         row is live, can be fixed, and is a candidate again for the next run.
 
+        An entry that a live run holds (an unexpired lease, see `claim_pending`) is left
+        alone too: that run may be deleting its object right now, and its row must not
+        become live meanwhile.
+
         Returns the released file ids. For an entry whose object the store refused (it can
         never be deleted by that key) or whose row's key was changed since it was marked.
         """
         if not file_ids:
             return []
         p, f = self.pending.c, self.files.c
+        now = dt.datetime.now(dt.UTC)
         with self.engine.begin() as conn:
             released = list(
                 conn.execute(
                     sa.delete(self.pending)
-                    .where(self._in(p.file_id, list(dict.fromkeys(file_ids))))
+                    .where(
+                        self._in(p.file_id, list(dict.fromkeys(file_ids))),
+                        sa.or_(p.claimed_by.is_(None), p.lease_until <= now),
+                    )
                     .returning(p.file_id)
                 ).scalars()
             )
@@ -729,7 +972,7 @@ class Catalog:
         return entries
 
     def pending_count(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reading() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(self.pending)).scalar_one()
 
 
@@ -738,6 +981,10 @@ def _has_index_leading_with(inspector: Any, table: sa.Table, column: str) -> boo
     pk = inspector.get_pk_constraint(table.name, schema=table.schema)
     leading = [ix["column_names"][:1] for ix in indexes] + [pk.get("constrained_columns", [])[:1]]
     return [column] in leading
+
+
+def _name(table: sa.Table) -> tuple[str, str | None]:
+    return table.name, table.schema
 
 
 def _quoted(table: sa.Table) -> str:

@@ -71,31 +71,62 @@ class DeleteReport:
         )
 
 
+#: A lease covers this many times the worst single request (every attempt timing out),
+#: for the size lookups, the requests of one batch that wait for a free connection, and the
+#: SDKs' backoff between attempts.
+LEASE_SAFETY_FACTOR = 3
+#: No lease is shorter than this, whatever the timeouts (the filesystem has none).
+MIN_LEASE = dt.timedelta(minutes=5)
+
+
+def lease_length(
+    *,
+    max_attempts: int,
+    connect_timeout_seconds: float,
+    read_timeout_seconds: float,
+    retry_backoff_seconds: float = 0.0,
+) -> dt.timedelta:
+    """How long a run leases the journal entries of one batch while the store deletes them.
+
+    LEASE_SAFETY_FACTOR x max_attempts x (connect + read timeout + backoff), at least
+    MIN_LEASE: with the storage resource's defaults (5 attempts, 10 s + 60 s, 2 s) that is
+    18 minutes. A live run's store calls for one batch end well within it; only a run that
+    died holding entries makes others wait, and a later run releases those at once when
+    Dagster reports that run ended (jobs.close_crashed_runs).
+    """
+    worst = max_attempts * (connect_timeout_seconds + read_timeout_seconds + retry_backoff_seconds)
+    return max(MIN_LEASE, dt.timedelta(seconds=LEASE_SAFETY_FACTOR * worst))
+
+
 def delete_entries(
     catalog: Catalog,
     storage: StorageBackend,
     claim: Sequence[str] | None = None,
     *,
+    run_id: str,
+    lease: dt.timedelta,
     after: str | None = None,
     limit: int | None = None,
 ) -> tuple[DeleteReport, str | None]:
-    """Claim journal entries, delete their objects, settle the journal; one transaction.
+    """Lease journal entries, delete their objects, settle the journal.
 
-    The entries stay locked while the store works on them, so a second run skips them
-    instead of deleting (and counting) the same objects twice. Returns the report and the
-    last file_id claimed (None when nothing was claimed).
+    Three steps, and no transaction on the application's database is open during the
+    second: `Catalog.claim_pending` commits a lease on the entries (another run skips them
+    until it ends), the store deletes (and measures, where the size is unknown) with no
+    connection held, and `Catalog.settle_pending` drops or releases only the entries this
+    run still holds, adding what it settled to the run's log row. The report counts exactly
+    what was settled. Returns the report and the last file_id claimed (None when nothing was
+    claimed).
     """
-    with catalog.engine.connect() as conn, conn.begin():
-        entries = catalog.claim_pending(conn, after=after, limit=limit, only=claim)
-        if not entries:
-            return DeleteReport(), None
-        last = entries[-1].file_id
-        # An object that a live row still points at is not this row's alone to delete.
-        in_use = catalog.keys_in_use(conn, [e.storage_key for e in entries])
-        shared = [e.file_id for e in entries if e.storage_key in in_use]
-        entries = [e for e in entries if e.storage_key not in in_use]
-        report, gone, failed = _delete_objects(storage, entries)
-        catalog.settle_pending(conn, gone + shared, failed)
+    entries, shared = catalog.claim_pending(
+        run_id=run_id, now=_now(), lease=lease, after=after, limit=limit, only=claim
+    )
+    if not entries and not shared:
+        return DeleteReport(), None
+    last = max(e.file_id for e in entries) if entries else None
+    if shared and (last is None or max(shared) > last):
+        last = max(shared)
+    report = _delete_objects(catalog, storage, entries, run_id=run_id)
     checkpoints.reached("after_settle")
     if shared:
         report += DeleteReport(kept_shared=shared)
@@ -138,62 +169,86 @@ def release_stale(catalog: Catalog, *, batch_size: int) -> DeleteReport:
 
 
 def _delete_objects(
-    storage: StorageBackend, entries: list[PendingDelete]
-) -> tuple[DeleteReport, list[str], dict[str, str]]:
+    catalog: Catalog, storage: StorageBackend, entries: list[PendingDelete], *, run_id: str
+) -> DeleteReport:
     if not entries:
-        return DeleteReport(), [], {}
+        return DeleteReport()
     unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
     measured = storage.sizes(unknown) if unknown else {}
     results = storage.delete_many([e.storage_key for e in entries])
     checkpoints.reached("after_store_delete")
-    deleted = missing = reclaimed = 0
-    gone: list[str] = []
-    failed: dict[str, str] = {}
+    deleted: dict[str, int] = {}
+    missing: list[str] = []
+    failed: dict[str, tuple[int, str]] = {}
     errors: list[str] = []
     refused: list[str] = []
     for entry, result in zip(entries, results, strict=True):
         if result.outcome is Outcome.DELETED:
-            deleted += 1
             size = entry.size_bytes
             if size is None or size < 0:
                 size = measured.get(entry.storage_key)
-            reclaimed += size or 0
-            gone.append(entry.file_id)
+            deleted[entry.file_id] = size or 0
         elif result.outcome is Outcome.MISSING:
-            missing += 1
-            gone.append(entry.file_id)
+            missing.append(entry.file_id)
         else:
             message = result.error or result.outcome.value
-            failed[entry.file_id] = message
+            failed[entry.file_id] = (entry.attempts, message)
             if result.outcome is Outcome.REFUSED:  # released by release_refused
                 refused.append(entry.file_id)
                 message += "; its row is live again: fix its storageKey"
             errors.append(f"{result.outcome.value} {entry.file_id}: {message}")
-    report = DeleteReport(deleted, missing, reclaimed, errors, refused=refused)
-    return report, gone, failed
+    settled = catalog.settle_pending(
+        run_id=run_id, now=_now(), deleted=deleted, missing=missing, failed=failed
+    )
+    return DeleteReport(
+        settled.deleted, settled.missing, settled.bytes_reclaimed, errors, refused=refused
+    )
 
 
-def finish_pending(catalog: Catalog, storage: StorageBackend, *, batch_size: int) -> DeleteReport:
-    """Delete the objects of every journal entry: what an interrupted run left behind.
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
+
+def finish_pending(
+    catalog: Catalog,
+    storage: StorageBackend,
+    *,
+    run_id: str,
+    lease: dt.timedelta,
+    batch_size: int,
+) -> DeleteReport:
+    """Delete the objects of every journal entry no live run holds: what an interrupted run
+    left behind, and failed deletes whose backoff is over. Entries still backing off are
+    not sent to the store; each is reported as an error by name (see Catalog.backed_off).
     Entries whose row names another key by now are released first (`release_stale`).
     """
     total = release_stale(catalog, batch_size=batch_size)
     after: str | None = None
     while True:
-        report, after = delete_entries(catalog, storage, after=after, limit=batch_size)
+        report, after = delete_entries(
+            catalog, storage, run_id=run_id, lease=lease, after=after, limit=batch_size
+        )
         if after is None:
             break
         total += report
-    return total
+    waiting = [
+        f"backed off {b.file_id}: failed {b.attempts} time(s), next try after "
+        f"{b.next_attempt_at.isoformat()}; last error: {b.last_error}"
+        for b in catalog.backed_off(_now())
+    ]
+    return total + DeleteReport(errors=waiting)
 
 
 class _BackgroundDeleter:
     """Deletes marked batches on a thread while the caller marks the next ones."""
 
-    def __init__(self, catalog: Catalog, storage: StorageBackend) -> None:
+    def __init__(
+        self, catalog: Catalog, storage: StorageBackend, *, run_id: str, lease: dt.timedelta
+    ) -> None:
         self._catalog = catalog
         self._storage = storage
+        self._run_id = run_id
+        self._lease = lease
         self._queue: queue.Queue[list[str] | None] = queue.Queue(MAX_BATCHES_IN_FLIGHT)
         self._report = DeleteReport()
         self._lock = threading.Lock()
@@ -225,7 +280,13 @@ class _BackgroundDeleter:
                 continue  # drain the queue so submit/close never block
             try:
                 checkpoints.reached("before_delete")
-                report, _ = delete_entries(self._catalog, self._storage, claim=file_ids)
+                report, _ = delete_entries(
+                    self._catalog,
+                    self._storage,
+                    claim=file_ids,
+                    run_id=self._run_id,
+                    lease=self._lease,
+                )
                 with self._lock:
                     self._report += report
             except BaseException as exc:  # re-raised in the caller's thread
@@ -240,6 +301,7 @@ def mark_and_delete(
     run_id: str,
     marked_at: dt.datetime,
     batch_size: int,
+    lease: dt.timedelta = MIN_LEASE,
     dry_run: bool = False,
 ) -> tuple[MarkReport, DeleteReport]:
     """Tombstone every current candidate (at most `policy.max_deletions`), deleting behind.
@@ -248,12 +310,17 @@ def mark_and_delete(
     its objects are handed to the deleter: a file is never deleted before its row's mark
     is durable. Keys `storage` would refuse (`StorageBackend.refusals`; the shared key
     checks without a storage) are never marked: their rows stay live and each is reported
-    in the errors, every run. In a dry run the marks are rolled back and nothing is deleted.
+    in the errors, every run. The deleter leases each batch's journal entries for `lease`
+    (see `delete_entries`). In a dry run the marks are rolled back and nothing is deleted.
     """
     marked = bytes_marked = 0
     attached: list[str] = []
     errors: list[str] = []
-    deleter = None if dry_run or storage is None else _BackgroundDeleter(catalog, storage)
+    deleter = (
+        None
+        if dry_run or storage is None
+        else _BackgroundDeleter(catalog, storage, run_id=run_id, lease=lease)
+    )
     cursor = None
     try:
         while marked < policy.max_deletions:

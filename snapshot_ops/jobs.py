@@ -8,6 +8,15 @@ and committed *before* its object is deleted, never the reverse; see catalog.mar
 Checking the linkage and marking cannot be separate steps: they must share one
 transaction, or an order could attach the file in between.
 The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
+
+Re-execution: Dagster may run any suffix of these steps again under a new run id (the UI's
+"Re-execute from failure" or a selected step, and the automatic retry of a run whose worker
+died). Every step that writes works under its own `context.run_id`, never the plan's (the
+plan is the parent run's output), opens that run's log row if the first step did not run,
+and closes the rows of runs Dagster reports ended (as `crashed`, releasing their journal
+leases). A step whose predecessor did not run in this run finishes the journal itself, so
+a re-execution from `mark_and_delete_expired` or `record_cleanup_run` still deletes what
+a killed run left journaled.
 """
 
 import datetime as dt
@@ -30,7 +39,7 @@ from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from snapshot_ops import checkpoints, cleanup, valves
 from snapshot_ops.assets import Emit, publish_cleanup_run
-from snapshot_ops.catalog import CandidateSummary, Catalog
+from snapshot_ops.catalog import CRASHED, FAILED, SUCCEEDED, CandidateSummary, Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
@@ -157,6 +166,7 @@ def identify_expired_candidates(
                 "the application database lacks indexes that keep the cleanup's queries "
                 "cheap on large tables; ask its owner to run:\n" + "\n".join(advice)
             )
+        close_crashed_runs(context, catalog)
         summary = catalog.summarize(policy.cutoff)
         undated = catalog.count_undated()
         if undated:
@@ -201,7 +211,7 @@ def identify_expired_candidates(
                 f"({policy.cutoff.isoformat()}) and, if it is right, run again with "
                 f"max_deletions: {summary.candidates} (or dry_run: true to list them)."
             )
-            catalog.finish_run(context.run_id, status="failed", errors=[message])
+            catalog.finish_run(context.run_id, status=FAILED, errors=[message])
             raise Failure(description=message, metadata=metadata)
     checkpoints.reached("after_select")
     context.add_output_metadata(metadata)
@@ -213,6 +223,76 @@ def identify_expired_candidates(
         batch_size=config.batch_size,
         summary=summary,
     )
+
+
+def close_crashed_runs(context: OpExecutionContext, catalog: Catalog) -> list[str]:
+    """Close the log rows left `running` by runs the Dagster instance reports ended.
+
+    Such a run's worker died (killed, out of memory) before it could close its row. Its row
+    becomes `crashed` (keeping the counts its settled batches added) and its journal leases
+    are released, so this run can finish those entries now instead of when the lease ends.
+    A run the instance does not know (another Dagster deployment) is left to its lease.
+    Returns the run ids closed.
+    """
+    ended = []
+    for run_id in catalog.running_runs(besides=context.run_id):
+        run = context.instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            ended.append((run_id, run.status.value))
+    for run_id, status in ended:
+        catalog.close_crashed_runs(
+            [run_id],
+            reason=(
+                f"{CRASHED}: the Dagster run ended ({status}) without recording its end; "
+                f"closed by run {context.run_id}. Its counts are what it settled before it "
+                "ended; what it left journaled is finished by a later run"
+            ),
+        )
+    if ended:
+        context.log.warning(f"closed the log rows of ended runs as crashed: {ended}")
+    return [run_id for run_id, _ in ended]
+
+
+def _join_run(context: OpExecutionContext, catalog: Catalog, plan: CleanupPlan) -> None:
+    """Make sure this Dagster run has its own log row (a re-execution skips the first step)
+    and that ended runs' rows are closed."""
+    close_crashed_runs(context, catalog)
+    catalog.start_run(
+        run_id=context.run_id,
+        run_at=plan.run_at,
+        reference_time=plan.policy.reference_time,
+        cutoff=plan.policy.cutoff,
+        dry_run=plan.dry_run,
+        candidate_count=plan.summary.candidates,
+    )
+
+
+def _ran_in_this_run(context: OpExecutionContext, step: str) -> bool:
+    """Whether `step` is part of this run (False when a re-execution starts after it)."""
+    keys = context.dagster_run.step_keys_to_execute
+    return keys is None or step in keys
+
+
+def _finish_journal(
+    context: OpExecutionContext,
+    plan: CleanupPlan,
+    catalog: Catalog,
+    storage: SnapshotStorage,
+) -> cleanup.DeleteReport:
+    """finish_pending_deletes' work, under this run's id."""
+    if plan.dry_run:
+        return cleanup.DeleteReport()
+    backend = storage.open_backend()
+    try:
+        return cleanup.finish_pending(
+            catalog,
+            backend,
+            run_id=context.run_id,
+            lease=storage.lease(),
+            batch_size=plan.batch_size,
+        )
+    finally:
+        backend.close()
 
 
 def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -> None:
@@ -252,12 +332,9 @@ def finish_pending_deletes(
     """
     if plan.dry_run:
         return cleanup.DeleteReport()
-    backend = storage.open_backend()
-    try:
-        with _catalog(database) as catalog:
-            report = cleanup.finish_pending(catalog, backend, batch_size=plan.batch_size)
-    finally:
-        backend.close()
+    with _catalog(database) as catalog:
+        _join_run(context, catalog, plan)
+        report = _finish_journal(context, plan, catalog, storage)
     context.log.info(
         f"finished {report.deleted_count} pending deletes left by earlier runs "
         f"({report.missing} already missing), {len(report.errors)} still failing, "
@@ -291,20 +368,28 @@ def mark_and_delete_expired(
     started, in the background while the next batch is marked. In a dry run the same
     statements run and are rolled back, and nothing is deleted.
     """
-    backend = storage.open_backend()  # a dry run too: it asks which keys it would refuse
-    try:
-        with _catalog(database) as catalog:
+    with _catalog(database) as catalog:
+        if not plan.dry_run:
+            _join_run(context, catalog, plan)
+        earlier = cleanup.DeleteReport()
+        if not _ran_in_this_run(context, "finish_pending_deletes"):
+            # A re-execution from here: what the failed run left journaled is finished now.
+            earlier = _finish_journal(context, plan, catalog, storage)
+        backend = storage.open_backend()  # a dry run too: it asks which keys it would refuse
+        try:
             marked, deleted = cleanup.mark_and_delete(
                 catalog,
                 backend,
                 plan.policy,
-                run_id=plan.run_id,
+                run_id=context.run_id,
                 marked_at=plan.run_at,
                 batch_size=plan.batch_size,
+                lease=storage.lease(),
                 dry_run=plan.dry_run,
             )
-    finally:
-        backend.close()
+        finally:
+            backend.close()
+    deleted = earlier + deleted
     verb = "would mark" if plan.dry_run else "marked"
     context.log.info(
         f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
@@ -335,37 +420,47 @@ def record_cleanup_run(
     leftovers: cleanup.DeleteReport,
     cleaned: CleanReport,
     database: SnapshotDatabase,
+    storage: SnapshotStorage,
 ) -> dict:
-    """Write the run's `runAt`, `deletedCount`, `errors` and bytes reclaimed; fail on errors."""
+    """Close this run's log row with its status and errors; fail on errors.
+
+    Its deleted, missing and bytes counters were added batch by batch as the run settled
+    journal entries (Catalog.settle_pending); they are read back here, not rewritten, so
+    they are this run's own even in a re-execution whose inputs come from its parent.
+    """
     checkpoints.reached("before_record")
     marked = cleaned.marked
     deleted = leftovers + cleaned.deleted
-    errors = marked.errors + deleted.errors
-    status = "failed" if errors else "succeeded"
-    counts = {
-        "marked_count": marked.marked,
-        "deleted_count": deleted.deleted_count,
-        "missing_count": deleted.missing,
-        "bytes_reclaimed": deleted.bytes_reclaimed,
-    }
     with _catalog(database) as catalog:
-        catalog.finish_run(plan.run_id, status=status, errors=errors, **counts)
+        if not plan.dry_run:
+            _join_run(context, catalog, plan)
+        if not _ran_in_this_run(context, "mark_and_delete_expired"):
+            # A re-execution from here: finish whatever is journaled before closing.
+            deleted = deleted + _finish_journal(context, plan, catalog, storage)
+        errors = marked.errors + deleted.errors
+        status = FAILED if errors else SUCCEEDED
+        counts = catalog.finish_run(
+            context.run_id,
+            status=status,
+            errors=errors,
+            **({"marked_count": marked.marked} if plan.dry_run else {}),
+        )
     summary = {
         "runAt": plan.run_at.isoformat(),
-        "deletedCount": deleted.deleted_count,
+        "deletedCount": counts["deleted_count"],
         "errors": errors,
-        "bytesReclaimed": deleted.bytes_reclaimed,
-        "alreadyMissing": deleted.missing,
+        "bytesReclaimed": counts["bytes_reclaimed"],
+        "alreadyMissing": counts["missing_count"],
         "dryRun": plan.dry_run,
         "wouldDelete": marked.marked if plan.dry_run else 0,
     }
     context.log.info(f"cleanup summary: {summary}")
     metadata = {
         "runAt": plan.run_at.isoformat(),
-        "deletedCount": deleted.deleted_count,
+        "deletedCount": counts["deleted_count"],
         "errorCount": len(errors),
         "errors": MetadataValue.json(errors[:50]),
-        "bytesReclaimed": deleted.bytes_reclaimed,
+        "bytesReclaimed": counts["bytes_reclaimed"],
     }
     if errors:
         if not plan.dry_run:
@@ -395,7 +490,7 @@ def _publish(
         summary = publish_cleanup_run(
             emit,
             catalog,
-            run_id=plan.run_id,
+            run_id=context.run_id,
             reference_time=plan.policy.reference_time,
             timezone=schedule_timezone(),
         )
@@ -427,6 +522,7 @@ def mark_run_failed(context: HookContext) -> None:
     try:
         catalog.ensure_own_tables()
         catalog.finish_run_if_running(context.run_id, errors=[error])
+        catalog.release_leases(context.run_id)  # any other run may finish them at once
     finally:
         catalog.engine.dispose()
 

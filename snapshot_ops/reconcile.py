@@ -78,7 +78,7 @@ def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> Re
         query = sa.select(f.fileId, f.storageKey, f.deletedAt).order_by(f.fileId).limit(ROW_BATCH)
         if after is not None:
             query = query.where(f.fileId > after)
-        with catalog.engine.connect() as conn:
+        with catalog.reading() as conn:
             batch = conn.execute(query).all()
         if not batch:
             break
@@ -114,7 +114,7 @@ def _pending_keys(catalog: Catalog) -> set[str]:
     table = catalog.pending
     if not sa.inspect(catalog.engine).has_table(table.name, schema=table.schema):
         return set()
-    with catalog.engine.connect() as conn:
+    with catalog.reading() as conn:
         return set(conn.execute(sa.select(table.c.storage_key)).scalars())
 
 

@@ -4,10 +4,13 @@ Both are configured from the environment (see definitions.py); nothing secret is
 in code or YAML, and a storage URL's credentials never reach logs or metadata.
 """
 
+import datetime as dt
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.cleanup import lease_length
 from snapshot_ops.storage import StorageBackend, open_storage
 
 
@@ -120,6 +123,16 @@ class SnapshotStorage(ConfigurableResource):
             "batch that times out on every attempt stay pending for the next run."
         ),
     )
+
+    def lease(self) -> dt.timedelta:
+        """How long a run holds the journal entries it is deleting (see cleanup.lease_length):
+        longer than the store may take to answer them all, so no live run loses its lease."""
+        return lease_length(
+            max_attempts=self.max_attempts,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            read_timeout_seconds=self.read_timeout_seconds,
+            retry_backoff_seconds=self.retry_backoff_seconds,
+        )
 
     def open_backend(self) -> StorageBackend:
         """Build the backend for the URL (caller closes it)."""

@@ -26,7 +26,7 @@ from html import escape
 import pandas as pd
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.catalog import CRASHED, FAILED, Catalog
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS
 
 WINDOW_DAYS = 30
@@ -141,7 +141,7 @@ def daily_figures(log: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFr
             "bytes_reclaimed": counted["bytes_reclaimed"].astype("int64"),
             "files_reclaimed": counted["deleted_count"].astype("int64"),
             "runs": 1,
-            "failed_runs": (counted["status"] == "failed").astype("int64"),
+            "failed_runs": counted["status"].isin((FAILED, CRASHED)).astype("int64"),
             "error_count": counted["error_count"].astype("int64"),
         }
     )
@@ -165,7 +165,7 @@ def day_figures(catalog: Catalog, day: dt.date, timezone: str) -> DayFigures:
         missing_count=int(counted["missing_count"].sum()),
         error_count=int(counted["error_count"].sum()),
         runs=len(counted),
-        failed_runs=int((counted["status"] == "failed").sum()),
+        failed_runs=int(counted["status"].isin((FAILED, CRASHED)).sum()),
         dry_runs_ignored=int(log["dry_run"].sum()),
         last_run_at=None if last_run_at is None else last_run_at.to_pydatetime(),
     )

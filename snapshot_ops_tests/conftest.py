@@ -190,10 +190,13 @@ class World:
         with self.engine.connect() as conn:
             return conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY file_id").all()
 
-    def run(self, raise_on_error: bool = False, **config: Any) -> Any:
-        """Run the cleanup job in process as of NOW (unless overridden); return the result."""
+    def run(self, raise_on_error: bool = False, instance: Any = None, **config: Any) -> Any:
+        """Run the cleanup job in process as of NOW (unless overridden); return the result.
+
+        `instance`: the Dagster instance to run in (default: a new ephemeral one)."""
         config.setdefault("reference_time", NOW.isoformat())
         return snapshot_cleanup_job.execute_in_process(
+            instance=instance,
             run_config={"ops": {"identify_expired_candidates": {"config": config}}},
             resources={
                 "database": SnapshotDatabase(url=self.db_url),

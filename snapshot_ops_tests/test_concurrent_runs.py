@@ -6,12 +6,19 @@ released together, so their marking and deleting overlap. Afterwards every candi
 deleted exactly once: the two runs' `deletedCount`s add up to the number of candidates, no
 run found an object already gone (which is what deleting twice looks like), both runs
 succeeded (no deadlock), and nothing is left pending.
+
+The second test makes them compete for the very same rows: 1,500 entries are already in the
+journal when both runs are released, so both sweep it at once; the journal's leases must
+give each entry to exactly one of them.
 """
 
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
+from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops_tests.conftest import NOW
 from snapshot_ops_tests.scenarios import bulk_add, start_job, state, wait_paused
 
 pytestmark = pytest.mark.e2e
@@ -51,5 +58,60 @@ def test_two_runs_at_once_never_delete_or_count_twice(pg_world, tmp_path):
     assert sum(log.deleted_count for log in logs) == CANDIDATES, split
     assert sum(log.marked_count for log in logs) == CANDIDATES
     assert sum(log.missing_count for log in logs) == 0
+    assert sum(log.bytes_reclaimed for log in logs) == 100 * CANDIDATES
+    assert pg_world.pending() == []
+
+
+def test_two_runs_compete_for_the_same_journal_entries(pg_world, tmp_path):
+    # 1,500 rows marked deleted and journaled with their objects still present, as a killed
+    # run leaves them: both runs' finish_pending_deletes sweep the same entries at once.
+    ids = bulk_add(pg_world, CANDIDATES)
+    catalog = SnapshotDatabase(url=pg_world.db_url).open_catalog()
+    try:
+        catalog.ensure_own_tables()
+        with pg_world.engine.begin() as conn:
+            conn.execute(
+                sa.update(pg_world.files)
+                .where(pg_world.files.c.fileId.in_(ids))
+                .values(deletedAt=NOW)
+            )
+            conn.execute(
+                sa.insert(catalog.pending),
+                [
+                    {"file_id": r.fileId, "storage_key": r.storageKey, "size_bytes": 100,
+                     "run_id": "killed", "marked_at": NOW}
+                    for r in conn.execute(
+                        sa.select(pg_world.files).where(pg_world.files.c.fileId.in_(ids))
+                    )
+                ],
+            )  # fmt: skip
+    finally:
+        catalog.engine.dispose()
+    runs = []
+    for name in ("scheduled", "manual"):
+        gate = tmp_path / f"gate-{name}"
+        gate.mkdir()
+        process = start_job(
+            pg_world,
+            tmp_path / name,
+            batch_size=25,
+            SNAPSHOT_OPS_CRASH_AT="after_select",
+            SNAPSHOT_OPS_CRASH_ACTION=f"pause:{gate}",
+        )
+        runs.append((process, gate))
+    for process, gate in runs:
+        wait_paused(gate, process)
+    for _, gate in runs:
+        (gate / "paused").unlink()
+    outputs = [process.communicate(timeout=300)[0] for process, _ in runs]
+
+    assert [p.returncode for p, _ in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert all(state(pg_world)[i] == (True, False) for i in ids)
+    logs = pg_world.run_log()
+    split = [(log.deleted_count, log.missing_count) for log in logs]
+    # Each object deleted and counted by exactly one run; one found missing was deleted
+    # by the other run too.
+    assert sum(log.deleted_count for log in logs) == CANDIDATES, split
+    assert sum(log.missing_count for log in logs) == 0, split
     assert sum(log.bytes_reclaimed for log in logs) == 100 * CANDIDATES
     assert pg_world.pending() == []

@@ -5,11 +5,14 @@ itself (SIGKILL, as a power cut or the OOM killer would) at one checkpoint of
 snapshot_ops.checkpoints: after selecting, between marking batches, between marking and
 deleting, after the store deleted a batch but before the journal was settled, after a
 settled batch, and before the run log is written; and three kills at random instants,
-which also land inside transactions. Then an ordinary run follows.
+which also land inside transactions. Then an ordinary run follows, in the same Dagster
+instance once the killed run is reported failed there (as run monitoring does).
 
 Afterwards the rows and files are exactly those of an uninterrupted run (checked against
 the same expectation in the first test): no live row whose file is gone, no marked row
-whose file stays, nothing pending; and the recovering run counts exactly what it finished.
+whose file stays, nothing pending; the recovering run counts exactly what it finished, the
+killed run's log row is closed as crashed with what it settled, and together they count
+every object once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from dagster import DagsterInstance
 
 from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.scenarios import DAY, bulk_add, start_job, state
@@ -88,20 +92,26 @@ def test_killed_run_then_next_run_equals_uninterrupted(pg_world, tmp_path, crash
     }
     already_gone = {i for i in to_finish if not between[i][1]}
 
-    result = pg_world.run(batch_size=BATCH)
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        [killed_run] = instance.get_runs()
+        instance.report_run_failed(killed_run)  # what run monitoring does for a dead worker
+        result = pg_world.run(batch_size=BATCH, instance=instance)
 
     assert result.success
     assert state(pg_world) == expected
     assert pg_world.pending() == []
-    *killed, recovery = pg_world.run_log()
+    killed, recovery = pg_world.run_log()
     assert recovery.status == "succeeded"
     assert (recovery.deleted_count, recovery.missing_count, recovery.bytes_reclaimed) == (
         len(to_finish),
         len(already_gone),
         100 * (len(to_finish) - len(already_gone)),
     )
-    # The killed run could not close its own log row; it never claims a success.
-    assert [k.status for k in killed] in ([], ["running"])
+    # The killed run could not close its own log row; the next run closed it as crashed,
+    # with what the killed run itself settled, never as a success.
+    assert (killed.run_id, killed.status) == (killed_run.run_id, "crashed")
+    assert killed.deleted_count + recovery.deleted_count == 32
+    assert killed.bytes_reclaimed == 100 * (killed.deleted_count - killed.missing_count)
 
 
 def progress(world) -> tuple[int, int]:
@@ -123,9 +133,9 @@ def test_kills_at_random_instants_inside_transactions(pg_world, tmp_path):
     for file_id in bulk_add(pg_world, 600, label="more"):
         expected[file_id] = (True, False)
     rng = random.Random(4)
-    for attempt in range(3):
+    for _attempt in range(3):
         before = progress(pg_world)
-        process = start_job(pg_world, tmp_path / f"home{attempt}", batch_size=BATCH)
+        process = start_job(pg_world, tmp_path / "home", batch_size=BATCH)
         deadline = time.monotonic() + 120
         while progress(pg_world) == before and process.poll() is None:
             assert time.monotonic() < deadline
@@ -136,6 +146,10 @@ def test_kills_at_random_instants_inside_transactions(pg_world, tmp_path):
         between = state(pg_world)
         assert all(between[i] == (False, True) for i, s in expected.items() if not s[0])
 
-    assert pg_world.run(batch_size=BATCH).success
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        for killed_run in instance.get_runs():
+            instance.report_run_failed(killed_run)  # as run monitoring does
+        assert pg_world.run(batch_size=BATCH, instance=instance).success
     assert state(pg_world) == expected
     assert pg_world.pending() == []
+    assert [log.status for log in pg_world.run_log()].count("running") == 0
