@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the cleanup job on the embedded default (SQLite + a local folder)
 #   make test   run the whole test suite (needs PostgreSQL on 127.0.0.1:5432, see README)
+#   make mutation     mutation testing of every module that decides what is deleted (long)
+#   make mutation-ci  its fixed, fast subset, which `make test` also runs (README, "Tests")
 #   make bench  the benchmark (docs/performance.md); e.g. make bench BENCH_ARGS="--rows 1000000"
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 # is kept, so npm resolves the pinned version from the registry the machine is set up for.
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench mutation mutation-ci
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +33,20 @@ $(NODE_STAMP): package.json
 	npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# With PYTEST_ARGS (a chosen tier or test), only pytest runs; without, the fast mutation
+# subset follows the whole suite, as in CI.
 test: $(STAMP) $(CHROMIUM) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(if $(PYTEST_ARGS),,$(PY) -m mutation.check ci)
+
+# Mutation testing (mutation/check.py): a mutant the tests do not catch and that is not
+# recorded with its reason in mutation/survivors-<set>.toml fails the command.
+# MUTATION_ARGS=--update rewrites that file from the run (see its header).
+mutation: $(STAMP) $(NODE_STAMP)
+	$(PY) -m mutation.check full $(MUTATION_ARGS)
+
+mutation-ci: $(STAMP)
+	$(PY) -m mutation.check ci $(MUTATION_ARGS)
 
 BENCH_ARGS ?= --backend fs --rows 100000
 
@@ -40,5 +54,5 @@ bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check snapshot_ops snapshot_ops_tests bench
-	$(VENV)/bin/ruff format --check snapshot_ops snapshot_ops_tests bench
+	$(VENV)/bin/ruff check snapshot_ops snapshot_ops_tests bench mutation
+	$(VENV)/bin/ruff format --check snapshot_ops snapshot_ops_tests bench mutation

@@ -1,0 +1,1 @@
+"""Mutation testing of the modules that decide what is deleted (see check.py)."""
