@@ -68,6 +68,9 @@ def test_delete_in_batches_answers_each_key_in_order_sending_each_name_once(stor
         sent.append(list(names))
         return {result.key: result for result in backend.delete_many(names)}
 
+    def delete_one(name: str):
+        raise AssertionError(f"{name} was sent alone, though every name fits in a batch")
+
     keys = [
         "5.pdf",
         "1.pdf",
@@ -86,6 +89,7 @@ def test_delete_in_batches_answers_each_key_in_order_sending_each_name_once(stor
             batch_size=2,
             pool=pool,
             delete_batch=delete_batch,
+            delete_one=delete_one,
         )
 
     assert [r.key for r in results] == keys
