@@ -223,6 +223,13 @@ def finish_pending(
     Entries whose row names another key by now are released first (`release_stale`).
     """
     total = release_stale(catalog, batch_size=batch_size)
+    # Listed before the sweep: these are the entries it skips. An entry that fails during
+    # the sweep starts backing off too, but it is reported once, by its failure.
+    waiting = [
+        f"backed off {b.file_id}: failed {b.attempts} time(s), next try after "
+        f"{b.next_attempt_at.isoformat()}; last error: {b.last_error}"
+        for b in catalog.backed_off(_now())
+    ]
     after: str | None = None
     while True:
         report, after = delete_entries(
@@ -231,11 +238,6 @@ def finish_pending(
         if after is None:
             break
         total += report
-    waiting = [
-        f"backed off {b.file_id}: failed {b.attempts} time(s), next try after "
-        f"{b.next_attempt_at.isoformat()}; last error: {b.last_error}"
-        for b in catalog.backed_off(_now())
-    ]
     return total + DeleteReport(errors=waiting)
 
 

@@ -117,19 +117,25 @@ def run_with_connection_drop(world, tmp_path, monkeypatch, at: str):
 
 
 def test_connection_dropped_while_the_store_deletes_loses_nothing(pg_world, tmp_path, monkeypatch):
-    # The store has deleted a batch whose journal entries are not settled yet. No
-    # transaction is open at that instant (the entries are leased, committed), so killing
-    # the job's connections rolls nothing back: the pool replaces them, the batch is settled
-    # and counted, and the run completes.
+    # The store has deleted a batch whose journal entries are not settled yet. The deleter
+    # holds no transaction at that instant (the entries are leased, committed), so killing
+    # the job's connections rolls none of its work back: the pool replaces them and the
+    # batch is settled and counted. The marking thread may be in the middle of a statement
+    # at that instant, though: that statement dies with its connection and fails the run
+    # (its transaction rolls back whole), and the next run finishes. Either way nothing is
+    # lost and every object is counted exactly once.
     ids = bulk_add(pg_world, 12)
 
     result = run_with_connection_drop(pg_world, tmp_path, monkeypatch, "after_store_delete:1")
+    if not result.success:
+        assert pg_world.run(batch_size=5).success
 
-    assert result.success
     assert all(state(pg_world)[i] == (True, False) for i in ids)
     assert pg_world.pending() == []
-    [log] = pg_world.run_log()
-    assert (log.status, log.deleted_count, log.missing_count) == ("succeeded", 12, 0)
+    logs = pg_world.run_log()
+    assert logs[-1].status == "succeeded"
+    assert sum(log.deleted_count for log in logs) == 12
+    assert sum(log.missing_count for log in logs) == 0
 
 
 def test_connection_dropped_between_transactions_is_replaced(pg_world, tmp_path, monkeypatch):
