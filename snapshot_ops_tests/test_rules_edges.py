@@ -2,12 +2,15 @@
 
 Each bound is tested on both sides (the last value accepted and the first refused), so that
 moving a bound by one unit, or turning `<` into `<=`, fails a test. The reference time and
-the clock check are also pinned for a worker whose local zone is not UTC.
+the clock check are also pinned for a worker whose local zone is not UTC. A refusal's
+suggestions are fed back: each suggested reference_time is accepted and is `now` in UTC to
+the second, and the clock refusal names the clock that is ahead and by how much.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 
 import pytest
@@ -100,3 +103,80 @@ def test_clocks_days_apart_are_refused():
         check_clocks(NOW + dt.timedelta(days=3), NOW)
     with pytest.raises(ConfigError):
         check_clocks(NOW, NOW + dt.timedelta(days=3))
+
+
+# What the refusals suggest. A message's suggested reference_time must itself be accepted when
+# fed back at the same `now`, and must be that `now` in UTC to the second, whatever the
+# worker's zone; the clock message must say which clock is ahead and by how much.
+
+SUGGESTED = re.compile(r"e\.g\. (\d{4}-\d\d-\d\dT[0-9:.]+[+-]\d\d:\d\d)")
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("yesterday", "not an ISO 8601 time"),
+        ("2026-12-01T00:00:00", "read as UTC it is in the future"),
+        ("2026-12-01T00:00:00+00:00", "is in the future"),
+    ],
+)
+def test_a_refused_reference_time_suggests_now_in_utc_which_is_accepted(
+    worker_in_tokyo, value, kind
+):
+    now = (NOW + dt.timedelta(microseconds=654321)).astimezone(dt.timezone(dt.timedelta(hours=1)))
+    with pytest.raises(ConfigError, match=kind) as refused:
+        parse_reference_time(value, now)
+    message = str(refused.value)
+    suggestions = SUGGESTED.findall(message)
+    assert suggestions, message
+    for suggested in suggestions:
+        assert suggested == "2026-11-29T03:00:00+00:00"
+        assert parse_reference_time(suggested, now) == NOW
+    # The other way out it names: no reference time at all means now.
+    assert "leave it unset to mean now" in message
+    assert parse_reference_time(None, now) == now
+
+
+def test_the_future_refusal_states_the_tolerance():
+    with pytest.raises(ConfigError) as refused:
+        parse_reference_time((NOW + FUTURE_TOLERANCE + TICK).isoformat(), NOW)
+    assert f"at most {FUTURE_TOLERANCE} ahead" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "naive",
+    [
+        dt.datetime(2026, 11, 20, 3, 0),  # well in the past
+        (NOW + FUTURE_TOLERANCE).replace(tzinfo=None),  # read as UTC, the last time accepted
+    ],
+)
+def test_a_time_without_offset_suggests_itself_in_utc_or_with_its_own_offset(naive):
+    with pytest.raises(ConfigError, match="has no UTC offset") as refused:
+        parse_reference_time(naive.isoformat(), NOW)
+    message = str(refused.value)
+    as_utc = re.search(r"if it is UTC write (\S+),", message)
+    assert as_utc, message
+    assert parse_reference_time(as_utc.group(1), NOW) == naive.replace(tzinfo=dt.UTC)
+    own = re.search(r"otherwise add its own offset \(e\.g\. ([+-]\d\d:\d\d)\)", message)
+    assert own, message
+    with_offset = parse_reference_time(naive.isoformat() + own.group(1), NOW)
+    assert with_offset == naive.replace(tzinfo=dt.timezone(dt.timedelta(hours=1)))
+
+
+def test_a_time_without_offset_past_the_tolerance_is_refused_as_future():
+    naive = (NOW + FUTURE_TOLERANCE + TICK).replace(tzinfo=None)
+    with pytest.raises(ConfigError, match="read as UTC it is in the future"):
+        parse_reference_time(naive.isoformat(), NOW)
+
+
+@pytest.mark.parametrize(
+    ("sign", "ahead"), [(1, "the worker's is ahead"), (-1, "the database's is ahead")]
+)
+def test_the_clock_refusal_says_which_clock_is_ahead_and_by_how_much(sign, ahead):
+    skew = CLOCK_SKEW_TOLERANCE + dt.timedelta(seconds=1)  # far less than a day
+    with pytest.raises(ConfigError) as refused:
+        check_clocks(NOW + sign * skew, NOW)
+    message = str(refused.value)
+    assert f"({ahead})" in message
+    assert f"differ by {skew}" in message
+    assert f"more than {CLOCK_SKEW_TOLERANCE}" in message
