@@ -26,15 +26,15 @@ pytestmark = pytest.mark.e2e
 CANDIDATES = 1500
 
 
-def test_two_runs_at_once_never_delete_or_count_twice(pg_world, tmp_path):
-    expired = bulk_add(pg_world, CANDIDATES)
-    kept = bulk_add(pg_world, 50, linked=True, label="linked")
+def run_two_at_once(world, tmp_path) -> None:
+    """Start two `dagster job execute` runs, hold both at `after_select` until both have
+    counted the same candidates, release them together and wait; both must succeed."""
     runs = []
     for name in ("scheduled", "manual"):
         gate = tmp_path / f"gate-{name}"
         gate.mkdir()
         process = start_job(
-            pg_world,
+            world,
             tmp_path / name,
             batch_size=25,
             SNAPSHOT_OPS_CRASH_AT="after_select",
@@ -46,8 +46,14 @@ def test_two_runs_at_once_never_delete_or_count_twice(pg_world, tmp_path):
     for _, gate in runs:
         (gate / "paused").unlink()  # both go on from the same starting point
     outputs = [process.communicate(timeout=300)[0] for process, _ in runs]
-
     assert [p.returncode for p, _ in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+
+
+def test_two_runs_at_once_never_delete_or_count_twice(pg_world, tmp_path):
+    expired = bulk_add(pg_world, CANDIDATES)
+    kept = bulk_add(pg_world, 50, linked=True, label="linked")
+    run_two_at_once(pg_world, tmp_path)
+
     now = state(pg_world)
     assert all(now[i] == (True, False) for i in expired)
     assert all(now[i] == (False, True) for i in kept)
@@ -87,25 +93,8 @@ def test_two_runs_compete_for_the_same_journal_entries(pg_world, tmp_path):
             )  # fmt: skip
     finally:
         catalog.engine.dispose()
-    runs = []
-    for name in ("scheduled", "manual"):
-        gate = tmp_path / f"gate-{name}"
-        gate.mkdir()
-        process = start_job(
-            pg_world,
-            tmp_path / name,
-            batch_size=25,
-            SNAPSHOT_OPS_CRASH_AT="after_select",
-            SNAPSHOT_OPS_CRASH_ACTION=f"pause:{gate}",
-        )
-        runs.append((process, gate))
-    for process, gate in runs:
-        wait_paused(gate, process)
-    for _, gate in runs:
-        (gate / "paused").unlink()
-    outputs = [process.communicate(timeout=300)[0] for process, _ in runs]
+    run_two_at_once(pg_world, tmp_path)
 
-    assert [p.returncode for p, _ in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert all(state(pg_world)[i] == (True, False) for i in ids)
     logs = pg_world.run_log()
     split = [(log.deleted_count, log.missing_count) for log in logs]
