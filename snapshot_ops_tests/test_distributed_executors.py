@@ -80,11 +80,17 @@ def _wait_until_ready(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for process, log in zip(processes, logs, strict=True):
-            assert process.poll() is None, f"a Celery worker exited early, see {log}"
+            assert process.poll() is None, f"a Celery worker exited early:\n{_tail(log)}"
         if all(" ready." in log.read_text(errors="replace") for log in logs):
             return
         time.sleep(0.5)
-    raise AssertionError(f"the Celery workers were not ready in {timeout} s, see {logs}")
+    tails = "\n".join(_tail(log) for log in logs)
+    raise AssertionError(f"the Celery workers were not ready in {timeout} s:\n{tails}")
+
+
+def _tail(log: Path, size: int = 3000) -> str:
+    """The end of a worker's log, so that a failure says why without the file."""
+    return f"--- {log.name}\n" + log.read_text(errors="replace")[-size:]
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +117,7 @@ def celery_workers(
     )
     ARTIFACTS.mkdir(exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
-    logs = [ARTIFACTS / f"celery-worker-{n}.log" for n in range(WORKERS)]
+    logs = [ARTIFACTS / f"celery-worker-{token}-{n}.log" for n in range(WORKERS)]
     try:
         for n, log in enumerate(logs):
             with open(log, "wb") as out:
