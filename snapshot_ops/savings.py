@@ -22,12 +22,18 @@ import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
 from html import escape
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import CRASHED, FAILED, Catalog
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS
+
+if TYPE_CHECKING:
+    # pandas (with numpy, a few tenths of a second) is imported by the functions that use
+    # it, not when the code location loads: every process that loads the definitions
+    # (each run, the webserver, the daemon, every step process) would pay for it otherwise.
+    import pandas as pd
 
 WINDOW_DAYS = 30
 #: How long past its retention a snapshot may stay before the job counts as falling behind.
@@ -116,6 +122,8 @@ def day_bounds(first: dt.date, last: dt.date, timezone: str) -> tuple[dt.datetim
 
 def load_run_log(catalog: Catalog, first: dt.date, last: dt.date, timezone: str) -> pd.DataFrame:
     """Run-log rows whose reference time falls on the local days `first`..`last`, with `day`."""
+    import pandas as pd  # deferred: see the TYPE_CHECKING import above
+
     start, end = day_bounds(first, last, timezone)
     r = catalog.runs.c
     query = sa.select(*(r[name] for name in RUN_LOG_COLUMNS)).where(
@@ -133,6 +141,8 @@ def load_run_log(catalog: Catalog, first: dt.date, last: dt.date, timezone: str)
 
 def daily_figures(log: pd.DataFrame, first: dt.date, last: dt.date) -> pd.DataFrame:
     """One row per day from `first` to `last` (zeros where nothing counted), oldest first."""
+    import pandas as pd  # deferred: see the TYPE_CHECKING import above
+
     counted = log[~log["dry_run"]]
     # Numeric columns only: an empty log's text columns would refuse the zeros of reindex.
     numeric = pd.DataFrame(
@@ -253,6 +263,8 @@ def write_savings(catalog: Catalog, view: SavingsView) -> str:
 
 def read_savings(catalog: Catalog) -> pd.DataFrame:
     """The table as stored (empty if it was never written), oldest day first."""
+    import pandas as pd  # deferred: see the TYPE_CHECKING import above
+
     table = savings_table(catalog)
     with catalog.engine.connect() as conn:
         if not sa.inspect(conn).has_table(table.name, schema=table.schema):

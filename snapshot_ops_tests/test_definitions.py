@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 from dagster import build_schedule_context
@@ -49,3 +53,30 @@ def test_timezone_defaults_to_utc_and_typos_are_refused(monkeypatch):
     assert schedule_timezone() == "UTC"
     with pytest.raises(ConfigError, match="not an IANA timezone"):
         schedule_timezone("Europe/Berlinn")
+
+
+#: Packages only some runs or views need; loading the code location must not import them.
+DEFERRED_IMPORTS = (
+    "pandas",  # the savings view's computation
+    "numpy",
+    "boto3",  # the S3 backend, only when the storage URL is s3://
+    "botocore",
+    "azure.storage.blob",  # the Azure backend, only when it is az://
+    "dagster_celery",  # only when SNAPSHOT_OPS_EXECUTOR=celery
+    "dagster_k8s",  # only when SNAPSHOT_OPS_EXECUTOR=k8s
+)
+
+
+def test_loading_the_definitions_leaves_optional_packages_unimported():
+    """Every process that loads the code location (each run, the webserver, the daemon)
+    pays for what it imports: the heavy or optional packages wait until they are used."""
+    probe = (
+        "import json, sys; import snapshot_ops; "
+        f"print(json.dumps([m for m in {list(DEFERRED_IMPORTS)!r} if m in sys.modules]))"
+    )
+    # The default executor: a configured Celery or k8s one imports its package, as it must.
+    env = {k: v for k, v in os.environ.items() if k != "SNAPSHOT_OPS_EXECUTOR"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(loaded.stdout) == []
