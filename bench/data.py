@@ -60,7 +60,7 @@ class Mix:
 
     def check(self) -> None:
         """Refuse a mix that does not add up."""
-        if self.rows < 10 or self.expired < 1 or self.tombstones < 0 or self.fresh < 0:
+        if self.rows < 10 or self.expired < 0 or self.tombstones < 0 or self.fresh < 0:
             raise ValueError(
                 f"rows={self.rows} cannot hold expired={self.expired}, "
                 f"permanent={self.permanent} and tombstones={self.tombstones}"

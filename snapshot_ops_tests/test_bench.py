@@ -22,6 +22,7 @@ PHASES = {"identify", "mark", "delete", "record"}
 
 
 def run_bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
+    """Run the whole command at 200 rows and 2 rounds; return its JSON and markdown."""
     out = tmp_path / "results"
     result = subprocess.run(
         [
@@ -73,13 +74,22 @@ def check_result(result: dict, page: str) -> None:
     assert covered == PHASES
     assert all(step["seconds"] is not None for step in job["steps"])
     assert job["peak_bytes"] > 0 and contenders["naive"]["peak_bytes"] > 0
-    assert set(result["ratios"]) == {
+    figures = {
         "job_over_oneliner",
         "job_over_limit",
         "naive_over_job",
+        "mark_delete_over_limit",
         "peak_memory_mb",
     }
+    if result["backend"] == "s3":
+        figures.add("delete_rate_over_loop")
+    assert set(result["ratios"]) == figures
     assert all(value is not None for value in result["ratios"].values())
+    # Every target of a backlog is in the targets table, each with its median and verdict.
+    assert {t["figure"] for t in result["targets"]} == figures
+    assert all(t["median"] is not None for t in result["targets"])
+    for target in result["targets"]:
+        assert f"| {target['target']} | {target['met']} |" in page
     # The table: a row per job step and per baseline part, and the ratios.
     for step in job["steps"]:
         assert f"| job | {step['step']} (" in page
@@ -101,3 +111,27 @@ def test_bench_s3_tiny(tmp_path):
     result, page = run_bench(tmp_path, "--backend", "s3")
     check_result(result, page)
     assert "DeleteObjects" in page
+
+
+def test_bench_empty_measures_fixed_cost(tmp_path):
+    """Nothing expired: the job and the one-op reference job both run in every round on the
+    same instance, the job deletes nothing, and the fixed-cost ratio meets its target row."""
+    result, page = run_bench(tmp_path, "--scenario", "empty")
+    contenders = result["contenders"]
+    assert set(contenders) == {"job", "trivial"}
+    assert result["mix"]["to_delete"] == 0
+    for name, outcome in contenders.items():
+        assert outcome["check"]["ok"], (name, outcome["check"])
+        assert outcome["status"] == "SUCCESS"
+        assert len(outcome["runs_seconds"]) == 2
+    assert [s["step"] for s in contenders["trivial"]["steps"]] == ["do_nothing"]
+    covered = {phase for step in contenders["job"]["steps"] for phase in step["phases"]}
+    assert covered == PHASES
+    assert set(result["ratios"]) == {"job_over_trivial", "peak_memory_mb"}
+    low, high = result["ratio_spread"]["job_over_trivial"]
+    assert low <= result["ratios"]["job_over_trivial"] <= high
+    [fixed_cost] = [t for t in result["targets"] if t["figure"] == "job_over_trivial"]
+    assert fixed_cost["target"] == "<= 1.15"
+    assert fixed_cost["met"] in ("yes", "no")
+    assert "job time / one-op Dagster job time (fixed cost)" in page
+    assert "- trivial: ok" in page
