@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg2
 
-#: The job's predicate as one statement (the seed's pseudo-SQL, as a mark instead of DELETE).
+#: The job's predicate as one statement (the plain cleanup query, as a mark instead of DELETE).
 SET_BASED_UPDATE = """
     UPDATE "SnapshotFiles" f SET "deletedAt" = now()
     WHERE f."snapshotType" = 'ParseSessionSnapshot' AND f."deletedAt" IS NULL

@@ -33,7 +33,7 @@ from snapshot_ops.rules import PERMANENT_TYPE, TEMPORARY_TYPE
 
 DAY = dt.timedelta(days=1)
 RETENTION = 7 * DAY
-#: Objects are small, as the issue allows: a few hundred bytes each.
+#: Objects are small, like one-page snapshots: a few hundred bytes each.
 MIN_SIZE, MAX_SIZE = 200, 600
 #: Share of expired parse-session snapshots that an order links (kept by every contender).
 LINKED_SHARE = 0.05

@@ -4,7 +4,7 @@ The application's tables are read as they are (reflected, names configurable); t
 column ever written is `"SnapshotFiles"."deletedAt"`. Everything else the job keeps lives
 in tables of its own, in a schema of its own on PostgreSQL (a name prefix on SQLite):
 
-- `cleanup_runs`: one row per run, with the seed's `runAt`, `deletedCount` and `errors`.
+- `cleanup_runs`: one row per run, with its `runAt`, `deletedCount` and `errors`.
 - `pending_deletes`: the journal of rows marked deleted whose object may still exist.
 
 The protocol (see `mark_batch`): a row is marked and journaled in one transaction that

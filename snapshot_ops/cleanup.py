@@ -56,7 +56,7 @@ class DeleteReport:
 
     @property
     def deleted_count(self) -> int:
-        """The seed's `deletedCount`: rows whose object is now confirmed gone."""
+        """The run log's `deletedCount`: rows whose object is now confirmed gone."""
         return self.deleted + self.missing
 
     def __add__(self, other: DeleteReport) -> DeleteReport:

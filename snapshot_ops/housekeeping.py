@@ -2,8 +2,8 @@
 
 Open-source Dagster keeps every run and its event log forever (dagster.yaml's `retention`
 only covers schedule and sensor ticks). This job deletes finished runs, with their event
-logs, older than `keep_days`. The cleanup's own run log (`snapshot_ops.cleanup_runs`, the
-seed's runAt/deletedCount/errors) lives in the application database and is not touched.
+logs, older than `keep_days`. The cleanup's own run log (`snapshot_ops.cleanup_runs`, with
+each run's runAt/deletedCount/errors) lives in the application database and is not touched.
 """
 
 import datetime as dt

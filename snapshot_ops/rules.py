@@ -1,6 +1,6 @@
 """The retention policy, as pure functions: what a run may delete and when.
 
-The seed's rule: a `ParseSessionSnapshot` older than 7 days and not linked to an order is
+The rule: a `ParseSessionSnapshot` older than 7 days and not linked to an order is
 temporary and may go; an `OrderAttachmentSnapshot`, or any file linked in
 `OrderAttachments`, is permanent. The SQL that applies this lives in `catalog.py`.
 """

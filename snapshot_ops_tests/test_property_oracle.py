@@ -5,7 +5,7 @@ timestamps, naive UTC under a non-UTC database zone, ISO 8601 text layouts, epoc
 and milliseconds; see time_representations.py), where the oracle reads each stored value
 the application's way and "deletedAt" must come back in the same representation.
 
-The oracle is the seed's statement, run as plain SQL before the job:
+The oracle is the retention rule's plain statement, run as SQL before the job:
 
     SnapshotFiles WHERE snapshotType = 'ParseSessionSnapshot'
       AND createdAt < reference - retention
