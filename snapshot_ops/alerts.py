@@ -1,131 +1,115 @@
-"""Alerts a team acts on: what they say, where they go, and when the cleanup is overdue.
+"""Alerts a team acts on: what they say, and where the freshness alert goes.
 
-No Dagster here: the sensors in sensors.py decide *when* to alert and call into this module.
-A notifier is pluggable: the log by default, or a webhook (Slack-style JSON with a `text`
-field) when SNAPSHOT_OPS_ALERT_WEBHOOK_URL is set.
+The failure alert is delivered by Dagster's own integrations (dagster-slack's and
+dagster-msteams' run-failure sensors, built in sensors.py); this module writes its message.
+The freshness alert has no such factory in open-source Dagster, so sensors.py sends it
+through the notifiers here, which post with the same clients: slack_sdk's WebClient and
+dagster-msteams' TeamsClient. With neither configured, alerts go to the log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import urllib.error
-import urllib.request
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
 
-from snapshot_ops.errors import SnapshotOpsError
+from dagster_msteams import Card
+from dagster_msteams.adaptive_card import AdaptiveCard
+from dagster_msteams.client import TeamsClient
+from slack_sdk import WebClient
+
+from snapshot_ops.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 
-#: No successful cleanup for longer than this is an alert (the job runs daily).
+#: No cleanup run logged for longer than this is an alert (the job runs daily, so this
+#: allows one missed or late run before alerting). The asset's freshness policy uses it.
 FRESHNESS_LIMIT = dt.timedelta(hours=36)
-#: How many error messages an alert carries; the count always covers all of them.
+#: How many error messages an alert lists; the count always covers all of them.
 MAX_ALERT_ERRORS = 20
+#: How much of one error message an alert shows, in characters.
+MAX_ERROR_CHARS = 500
+#: The longest message, in characters: Slack refuses a section block's text over 3,000
+#: characters (Block Kit reference, "Section block"), and the failure message is one.
+MAX_MESSAGE_CHARS = 3000
 
 
-class AlertError(SnapshotOpsError):
-    """An alert could not be delivered."""
-
-
-@dataclass(frozen=True)
-class Alert:
-    """One alert: a short title, the run it is about, and the errors behind it."""
-
-    kind: str  # "run_failure" or "stale"
-    title: str
-    job: str
-    run_id: str | None = None
-    errors: list[str] = field(default_factory=list)
-    error_count: int = 0
-
-    def text(self) -> str:
-        """The alert as one readable message (what a chat channel shows)."""
-        lines = [self.title]
-        if self.run_id:
-            lines.append(f"run: {self.run_id}")
-        if self.errors:
-            lines.append(f"errors ({self.error_count}):")
-            lines += [f"- {e}" for e in self.errors]
-            if self.error_count > len(self.errors):
-                lines.append(f"- and {self.error_count - len(self.errors)} more")
-        return "\n".join(lines)
-
-    def payload(self) -> dict[str, object]:
-        """JSON body for a webhook: `text` for chat tools, the fields for machines."""
-        return {"text": self.text(), **asdict(self)}
-
-
-def failure_alert(job: str, run_id: str, errors: list[str]) -> Alert:
-    """The alert for a failed cleanup run, its errors summarised."""
-    unique = list(dict.fromkeys(e for e in errors if e))
-    return Alert(
-        kind="run_failure",
-        title=f"{job} failed",
-        job=job,
-        run_id=run_id,
-        errors=unique[:MAX_ALERT_ERRORS],
-        error_count=len(unique),
-    )
+def failure_text(job: str, run_id: str, errors: list[str]) -> str:
+    """The failure alert's message: the job, the run and its errors, one per line, repeats
+    dropped, each cut at MAX_ERROR_CHARS; at most MAX_ALERT_ERRORS of them and never over
+    MAX_MESSAGE_CHARS in all, the rest counted as "and N more"."""
+    unique = list(dict.fromkeys(e.strip() for e in errors if e and e.strip()))
+    head = [f"{job} failed", f"run: {run_id}"]
+    if not unique:
+        return "\n".join(head)
+    head.append(f"errors ({len(unique)}):")
+    lines: list[str] = []
+    for error in unique[:MAX_ALERT_ERRORS]:
+        shown = error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+        candidate = [*head, *lines, f"- {shown}", f"- and {len(unique)} more"]
+        if len("\n".join(candidate)) > MAX_MESSAGE_CHARS:
+            break
+        lines.append(f"- {shown}")
+    if len(lines) < len(unique):
+        lines.append(f"- and {len(unique) - len(lines)} more")
+    return "\n".join([*head, *lines])
 
 
 class Notifier(ABC):
-    """Where alerts go."""
+    """Where the freshness alert goes."""
 
     @abstractmethod
-    def send(self, alert: Alert) -> None:
-        """Deliver one alert, or raise AlertError."""
+    def send(self, text: str) -> None:
+        """Deliver one message; raises the client's error if it is refused."""
 
 
 class LogNotifier(Notifier):
     """Writes alerts to the `snapshot_ops.alerts` logger at ERROR level (the default)."""
 
-    def send(self, alert: Alert) -> None:
-        log.error("ALERT %s", alert.text())
+    def send(self, text: str) -> None:
+        log.error("ALERT %s", text)
 
 
-class WebhookNotifier(Notifier):
-    """POSTs each alert as JSON to a URL (e.g. a Slack or Teams incoming webhook)."""
+class SlackNotifier(Notifier):
+    """Posts to a Slack channel with chat.postMessage (raises slack_sdk's SlackApiError)."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise AlertError("the alert webhook URL must start with http:// or https://")
-        self.url = url
-        self.timeout = timeout
+    def __init__(self, client: WebClient, channel: str) -> None:
+        self.client = client
+        self.channel = channel
 
-    def send(self, alert: Alert) -> None:
-        request = urllib.request.Request(
-            self.url,
-            data=json.dumps(alert.payload()).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            # The URL may hold a secret token: name the failure, never the URL.
-            raise AlertError(f"alert webhook did not accept the alert: {exc}") from exc
+    def send(self, text: str) -> None:
+        self.client.chat_postMessage(channel=self.channel, text=text)
 
 
-def notifier_for(webhook_url: str | None) -> Notifier:
-    """The webhook notifier when a URL is configured, else the log."""
-    return WebhookNotifier(webhook_url) if webhook_url else LogNotifier()
+class TeamsNotifier(Notifier):
+    """Posts a card to a Microsoft Teams webhook, the card dagster-msteams' failure sensor
+    sends (raises requests' RequestException when refused)."""
+
+    def __init__(self, client: TeamsClient) -> None:
+        self.client = client
+
+    def send(self, text: str) -> None:
+        card = Card() if self.client.is_legacy_webhook() else AdaptiveCard()
+        card.add_attachment(text)
+        self.client.post_message(card.payload)
+
+
+def notifiers(settings: AlertSettings) -> list[Notifier]:
+    """One notifier per configured destination, or the log when none is."""
+    found: list[Notifier] = []
+    if settings.slack:
+        found.append(SlackNotifier(WebClient(token=settings.slack_token), settings.slack_channel))
+    if settings.teams:
+        found.append(TeamsNotifier(TeamsClient(hook_url=settings.teams_webhook_url, timeout=30)))
+    return found or [LogNotifier()]
 
 
 def overdue_by(
     *,
-    last_success: dt.datetime | None,
-    watching_since: dt.datetime,
+    since: dt.datetime,
     now: dt.datetime,
     limit: dt.timedelta = FRESHNESS_LIMIT,
 ) -> dt.timedelta | None:
-    """How far past `limit` the cleanup is, or None while it is fresh.
-
-    The clock starts at the last successful run, or when watching began if there was none,
-    so enabling the check on a new deployment does not alert at once.
-    """
-    since = last_success if last_success is not None else watching_since
+    """How far past `limit` a clock started at `since` is at `now`, or None within it."""
     age = now - since
     return age - limit if age > limit else None

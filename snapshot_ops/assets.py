@@ -39,6 +39,7 @@ from dagster import (
     Config,
     DailyPartitionsDefinition,
     Failure,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -50,6 +51,7 @@ from dagster import (
 from pydantic import Field
 
 from snapshot_ops import savings
+from snapshot_ops.alerts import FRESHNESS_LIMIT
 from snapshot_ops.catalog import Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase
@@ -57,31 +59,94 @@ from snapshot_ops.settings import FIRST_REPORTED_DAY
 
 GROUP = "snapshot_cleanup"
 DAY = dt.timedelta(days=1)
+#: Who answers for each asset (shown in the UI and its filters): the application team owns
+#: its tables; the team running this job owns the cleanup and its figures.
+APPLICATION_OWNERS = ["team:email-parser"]
+CLEANUP_OWNERS = ["team:snapshot-ops"]
+#: Dagster's metadata key for an asset's columns (shown on the asset's page).
+COLUMN_SCHEMA = "dagster/column_schema"
+
+
+def _columns(*columns: TableColumn) -> dict[str, TableSchema]:
+    return {COLUMN_SCHEMA: TableSchema(columns=list(columns))}
+
 
 SNAPSHOT_FILES = AssetSpec(
     "SnapshotFiles",
     group_name="application",
     kinds={"sql"},
+    owners=APPLICATION_OWNERS,
     description=(
         "The Email Parser's snapshot files (application table, written by the application). "
         "The cleanup job sets deletedAt on expired ParseSessionSnapshot rows no order links."
+    ),
+    # The columns the job reads (the table may have more); catalog.SNAPSHOT_COLUMNS.
+    metadata=_columns(
+        TableColumn("fileId", "text", description="The file's id, as OrderAttachments links it"),
+        TableColumn(
+            "snapshotType",
+            "text",
+            description="Only 'ParseSessionSnapshot' rows expire; every other type is kept",
+        ),
+        TableColumn("storageKey", "text", description="The object's key under the storage URL"),
+        TableColumn("sizeBytes", "bigint", description="Object size in bytes, may be NULL"),
+        TableColumn(
+            "createdAt",
+            "timestamp",
+            description="Creation time: timestamp, ISO 8601 text or epoch number "
+            "(SNAPSHOT_OPS_TIME_FORMAT); a row without one is never deleted",
+        ),
+        TableColumn(
+            "deletedAt",
+            "timestamp",
+            description="Set by the cleanup when it marks the row deleted; the only column "
+            "it writes",
+        ),
     ),
 )
 ORDER_ATTACHMENTS = AssetSpec(
     "OrderAttachments",
     group_name="application",
     kinds={"sql"},
+    owners=APPLICATION_OWNERS,
     description="Links files to orders (application table); a linked file is never deleted.",
+    metadata=_columns(
+        TableColumn("fileId", "text", description="A SnapshotFiles fileId an order needs"),
+    ),
 )
 CLEANUP_RUNS = AssetSpec(
     "snapshot_cleanup_runs",
     deps=[SNAPSHOT_FILES, ORDER_ATTACHMENTS],
     group_name=GROUP,
     kinds={"sql"},
+    owners=CLEANUP_OWNERS,
     description=(
         "The cleanup: snapshot_cleanup_job deletes expired parse-session snapshots and logs "
         "each run here (runAt, deletedCount, errors, bytes reclaimed). Materialized by the "
-        "job's runs only; it is the one place files are deleted."
+        "job's runs only; it is the one place files are deleted. Fresh while a run has "
+        "logged within the last 36 hours (the job runs daily)."
+    ),
+    # The daemon evaluates it (PASS/FAIL on the asset's page); sensors.freshness_sensor
+    # sends the alert. A run that finished with errors still logs, so it counts as fresh:
+    # its failure is the failure sensor's alert.
+    freshness_policy=FreshnessPolicy.time_window(fail_window=FRESHNESS_LIMIT),
+    metadata=_columns(
+        TableColumn("run_id", "text", description="The Dagster run id"),
+        TableColumn("run_at", "timestamp", description="When the run started, UTC"),
+        TableColumn(
+            "reference_time", "timestamp", description="The instant the retention counts from"
+        ),
+        TableColumn("cutoff", "timestamp", description="Created before this: expired"),
+        TableColumn("dry_run", "boolean"),
+        TableColumn("status", "text", description="running, succeeded, failed or crashed"),
+        TableColumn("candidate_count", "bigint"),
+        TableColumn("marked_count", "bigint"),
+        TableColumn("deleted_count", "bigint", description="Objects confirmed gone (deletedCount)"),
+        TableColumn("missing_count", "bigint", description="Of those, already missing"),
+        TableColumn("bytes_reclaimed", "bigint"),
+        TableColumn("error_count", "bigint"),
+        TableColumn("errors", "json", description="The run's error messages, a JSON list"),
+        TableColumn("finished_at", "timestamp"),
     ),
 )
 RECLAIMED_KEY = AssetKey("snapshot_storage_reclaimed")
@@ -89,15 +154,27 @@ SAVINGS_KEY = AssetKey("snapshot_storage_savings_30d")
 TOTAL_CHECK = "savings_total_matches_run_log"
 OVERDUE_CHECK = "no_overdue_parse_session_snapshots"
 
+_DAY_COLUMNS = (
+    TableColumn("day", "date", description="Calendar day in the schedule's timezone"),
+    TableColumn("bytes_reclaimed", "int"),
+    TableColumn("files_reclaimed", "int", description="Objects confirmed gone (deletedCount)"),
+    TableColumn("runs", "int", description="Real runs that day (dry runs excluded)"),
+    TableColumn("failed_runs", "int"),
+    TableColumn("error_count", "int"),
+)
+#: The `days` table in the 30-day view's metadata: the view's rows, and bytes for people.
 DAILY_SCHEMA = TableSchema(
     columns=[
-        TableColumn("day", "date", description="Calendar day in the schedule's timezone"),
-        TableColumn("bytes_reclaimed", "int"),
-        TableColumn("files_reclaimed", "int"),
-        TableColumn("runs", "int", description="Real runs that day (dry runs excluded)"),
-        TableColumn("failed_runs", "int"),
-        TableColumn("error_count", "int"),
+        *_DAY_COLUMNS,
+        TableColumn("reclaimed", "string", description="bytes_reclaimed in KiB/MiB/GiB"),
     ]
+)
+#: The columns of the table storage_savings_30d (savings.savings_table), which BI tools read.
+SAVINGS_COLUMNS = _columns(
+    *_DAY_COLUMNS,
+    TableColumn("as_of", "date", description="The last day of the 30-day window"),
+    TableColumn("timezone", "text", description="The schedule's IANA timezone"),
+    TableColumn("refreshed_at", "timestamp", description="When the rows were written, UTC"),
 )
 
 
@@ -147,7 +224,8 @@ def reclaimed_metadata(figures: savings.DayFigures) -> dict[str, Any]:
 
 
 def savings_metadata(view: savings.SavingsView, table_name: str) -> dict[str, Any]:
-    """The view's metadata: totals (plotted), the chart, the per-day table, where it is kept."""
+    """The view's metadata: totals (plotted), the chart, the per-day table (`days`, a
+    MetadataValue.table with DAILY_SCHEMA), where it is kept."""
     return {
         "totalBytes30d": view.total_bytes,
         "totalFiles30d": view.total_files,
@@ -165,7 +243,11 @@ def savings_metadata(view: savings.SavingsView, table_name: str) -> dict[str, An
         "timezone": view.timezone,
         "chart": MetadataValue.md(savings.markdown_view(view)),
         "days": MetadataValue.table(
-            [TableRecord(row) for row in savings.daily_records(view)], schema=DAILY_SCHEMA
+            [
+                TableRecord({**row, "reclaimed": savings.human_bytes(int(row["bytes_reclaimed"]))})
+                for row in savings.daily_records(view)
+            ],
+            schema=DAILY_SCHEMA,
         ),
         "dagster/table_name": table_name,
         "dagster/row_count": len(view.daily),
@@ -389,6 +471,7 @@ def _reclaimed_asset(timezone: str) -> AssetsDefinition:
         backfill_policy=BackfillPolicy.single_run(),
         output_required=False,
         group_name=GROUP,
+        owners=CLEANUP_OWNERS,
         kinds={"pandas"},
         description=(
             "Storage reclaimed by the cleanup per day (bytesReclaimed, deletedCount, errors, "
@@ -425,7 +508,9 @@ def build_storage_assets(
         key=SAVINGS_KEY,
         deps=[reclaimed],
         group_name=GROUP,
+        owners=CLEANUP_OWNERS,
         kinds={"pandas", "table"},
+        metadata=SAVINGS_COLUMNS,
         description=(
             "Storage savings from snapshot cleanup over the last 30 days: bytes and files per "
             "day (zero on days without a run), the total and the change against the previous "

@@ -6,6 +6,7 @@ import os
 
 from dagster import Definitions, EnvVar
 
+from snapshot_ops.alerts import notifiers
 from snapshot_ops.assets import (
     CLEANUP_RUNS,
     ORDER_ATTACHMENTS,
@@ -16,19 +17,13 @@ from snapshot_ops.housekeeping import prune_dagster_history_job, prune_dagster_h
 from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
-from snapshot_ops.sensors import (
-    AlertNotifier,
-    snapshot_cleanup_failure_alert,
-    snapshot_cleanup_freshness,
-)
+from snapshot_ops.sensors import failure_alert_sensors, freshness_sensor
+from snapshot_ops.settings import alert_settings
 
-# Alerts go to the log unless a webhook is configured; the URL is read at run time through
-# EnvVar, so it never shows in the UI.
-_alerts = (
-    AlertNotifier(webhook_url=EnvVar("SNAPSHOT_OPS_ALERT_WEBHOOK_URL"))
-    if os.environ.get("SNAPSHOT_OPS_ALERT_WEBHOOK_URL")
-    else AlertNotifier()
-)
+# Alerts go to Slack and/or Teams when configured, else to the log. The token and webhook
+# URL are read from the environment when the code location loads and are held by the
+# sensors' clients only: they are not part of any definition the UI shows.
+_alert_settings = alert_settings()
 
 storage_assets, storage_checks = build_storage_assets(schedule_timezone())
 
@@ -37,13 +32,15 @@ defs = Definitions(
     asset_checks=storage_checks,
     jobs=[snapshot_cleanup_job, prune_dagster_history_job],
     schedules=[build_daily_schedule(schedule_timezone()), prune_dagster_history_schedule],
-    sensors=[snapshot_cleanup_failure_alert, snapshot_cleanup_freshness],
+    sensors=[
+        *failure_alert_sensors(_alert_settings),
+        freshness_sensor(notifiers(_alert_settings)),
+    ],
     resources={
         "database": SnapshotDatabase(
             url=EnvVar("SNAPSHOT_OPS_DATABASE_URL"),
             time_format=os.environ.get("SNAPSHOT_OPS_TIME_FORMAT") or "auto",
         ),
         "storage": SnapshotStorage(url=EnvVar("SNAPSHOT_OPS_STORAGE_URL")),
-        "alerts": _alerts,
     },
 )

@@ -30,6 +30,10 @@ from dagster import (
     HookContext,
     MetadataValue,
     OpExecutionContext,
+    TableColumn,
+    TableMetadataValue,
+    TableRecord,
+    TableSchema,
     failure_hook,
     job,
     op,
@@ -196,7 +200,7 @@ def identify_expired_candidates(
             "missingIndexes": MetadataValue.md("\n".join(advice) or "none"),
         }
         if config.dry_run:
-            metadata["wouldDelete"] = MetadataValue.md(_listing(catalog, policy))
+            metadata["wouldDelete"] = _listing(catalog, policy)
         elif config.verify_storage:
             _check_storage(catalog, storage, policy)
         context.log.info(
@@ -305,12 +309,27 @@ def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -
         backend.close()
 
 
-def _listing(catalog: Catalog, policy: Policy) -> str:
-    lines = ["| fileId | storageKey | sizeBytes |", "|---|---|---|"]
+LISTING_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("fileId", "string"),
+        TableColumn("storageKey", "string"),
+        TableColumn("sizeBytes", "int", description="NULL when the row has no size"),
+    ]
+)
+
+
+def _listing(catalog: Catalog, policy: Policy) -> TableMetadataValue:
+    """A dry run's `wouldDelete`: the first DRY_RUN_LISTING candidates, as a table."""
+    rows: list[TableRecord] = []
     for batch in catalog.iter_candidates(policy.cutoff, DRY_RUN_LISTING):
-        lines += [f"| {c.file_id} | {c.storage_key} | {c.size_bytes} |" for c in batch]
+        rows = [
+            TableRecord(
+                {"fileId": c.file_id, "storageKey": c.storage_key, "sizeBytes": c.size_bytes}
+            )
+            for c in batch
+        ]
         break
-    return "\n".join(lines)
+    return MetadataValue.table(rows, schema=LISTING_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -348,30 +348,23 @@ def svg_chart(view: SavingsView, width: int = 720, height: int = 240) -> str:
 
 
 def markdown_view(view: SavingsView) -> str:
-    """The chart (an inline SVG image) over a table with a text bar per day."""
+    """The chart (an inline SVG image) and a one-paragraph summary; the per-day rows are the
+    view's `days` table metadata (assets.savings_metadata), not repeated here."""
     svg = base64.b64encode(svg_chart(view).encode()).decode()
     change = view.change_pct
     trend = (
         "n/a (nothing reclaimed in the previous 30 days)" if change is None else (f"{change:+.1f}%")
     )
-    lines = [
-        f"![Storage reclaimed per day, last 30 days](data:image/svg+xml;base64,{svg})",
-        "",
-        f"**{human_bytes(view.total_bytes)}** and **{view.total_files:,} files** reclaimed "
-        f"from {view.first_day} to {view.as_of} ({view.timezone}); previous 30 days: "
-        f"{human_bytes(view.previous_bytes)}, change {trend}. Red: a day with a failed run.",
-        "",
-        "| day | reclaimed | files | runs | failed | |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    peak = max(int(view.daily["bytes_reclaimed"].max()), 1)
-    for row in view.daily.itertuples(index=False):
-        bar = "█" * round(24 * row.bytes_reclaimed / peak)
-        lines.append(
-            f"| {row.day} | {human_bytes(row.bytes_reclaimed)} | {row.files_reclaimed} | "
-            f"{row.runs} | {row.failed_runs} | {bar} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"![Storage reclaimed per day, last 30 days](data:image/svg+xml;base64,{svg})",
+            "",
+            f"**{human_bytes(view.total_bytes)}** and **{view.total_files:,} files** reclaimed "
+            f"from {view.first_day} to {view.as_of} ({view.timezone}); previous 30 days: "
+            f"{human_bytes(view.previous_bytes)}, change {trend}. Red bar: a day with a failed "
+            "run. Per day: the `days` table.",
+        ]
+    )
 
 
 def daily_records(view: SavingsView) -> list[dict[str, object]]:

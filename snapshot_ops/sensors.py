@@ -1,53 +1,49 @@
-"""Alerting sensors: a failed cleanup run, and a cleanup that has not succeeded for too long.
+"""Alerting sensors: a failed cleanup run, and a cleanup that has stopped running.
 
-Both report through the `alerts` resource (AlertNotifier): the log by default, a webhook when
-SNAPSHOT_OPS_ALERT_WEBHOOK_URL is set (see definitions.py).
+- Failed run: dagster-slack's `make_slack_on_run_failure_sensor` and dagster-msteams'
+  `make_teams_on_run_failure_sensor` post the run's `errors` summary (`failure_message`) to
+  the destinations set in the environment (settings.alert_settings); with neither set, the
+  `snapshot_cleanup_failure_alert` sensor writes it to the `snapshot_ops.alerts` log.
+- Freshness: the rule lives on the asset, as a Dagster freshness policy on
+  `snapshot_cleanup_runs` (assets.py), which the daemon evaluates and the UI shows. See
+  `freshness_sensor` for why a sensor is still needed to send the alert.
 """
 
 import datetime as dt
 import json
 
 from dagster import (
-    ConfigurableResource,
     DagsterEvent,
     DagsterInstance,
-    DagsterRunStatus,
     DefaultSensorStatus,
     JsonMetadataValue,
     RunFailureSensorContext,
-    RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SkipReason,
     run_failure_sensor,
     sensor,
 )
-from pydantic import Field
+from dagster_msteams import make_teams_on_run_failure_sensor
+from dagster_slack import make_slack_on_run_failure_sensor
 
 from snapshot_ops.alerts import (
     FRESHNESS_LIMIT,
-    Alert,
+    LogNotifier,
     Notifier,
-    failure_alert,
-    notifier_for,
+    failure_text,
     overdue_by,
 )
+from snapshot_ops.assets import CLEANUP_RUNS
 from snapshot_ops.jobs import snapshot_cleanup_job
+from snapshot_ops.settings import AlertSettings
 
-
-class AlertNotifier(ConfigurableResource):
-    """Where alerts go: the `snapshot_ops.alerts` log, or a webhook when a URL is set."""
-
-    webhook_url: str | None = Field(
-        default=None,
-        description=(
-            "Incoming-webhook URL that receives each alert as JSON with a `text` field "
-            "(Slack-compatible). Set it through SNAPSHOT_OPS_ALERT_WEBHOOK_URL; unset: the log."
-        ),
-    )
-
-    def notifier(self) -> Notifier:
-        """The notifier this configuration names."""
-        return notifier_for(self.webhook_url)
+#: The failure sensor's name with no destination configured (the log); with Slack or Teams
+#: it gets the destination's name instead, so both may run side by side.
+FAILURE_SENSOR = "snapshot_cleanup_failure_alert"
+SLACK_FAILURE_SENSOR = "snapshot_cleanup_failure_slack"
+TEAMS_FAILURE_SENSOR = "snapshot_cleanup_failure_teams"
+FRESHNESS_SENSOR = "snapshot_cleanup_freshness"
 
 
 def failure_errors(step_failures: list[DagsterEvent]) -> list[str]:
@@ -71,83 +67,142 @@ def failure_errors(step_failures: list[DagsterEvent]) -> list[str]:
     return errors
 
 
-@run_failure_sensor(
-    name="snapshot_cleanup_failure_alert",
-    monitored_jobs=[snapshot_cleanup_job],
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Sends an alert with the errors summary when a cleanup run fails.",
-)
-def snapshot_cleanup_failure_alert(context: RunFailureSensorContext, alerts: AlertNotifier) -> None:
-    """Report a failed cleanup run and its errors through the configured notifier."""
+def failure_message(context: RunFailureSensorContext) -> str:
+    """The message of a failed run's alert: its errors summary (alerts.failure_text), or the
+    run's own failure message when no step reported one (e.g. a run that never started)."""
     errors = failure_errors(list(context.get_step_failure_events()))
     if not errors and context.failure_event.message:
         errors = [context.failure_event.message]
-    alert = failure_alert(context.dagster_run.job_name, context.dagster_run.run_id, errors)
-    alerts.notifier().send(alert)
-    context.log.info(f"alert sent: {alert.title} ({alert.error_count} errors)")
+    return failure_text(context.dagster_run.job_name, context.dagster_run.run_id, errors)
 
 
-def last_successful_cleanup(instance: DagsterInstance) -> tuple[str, dt.datetime] | None:
-    """Run id and end time of the latest successful cleanup run, if any."""
-    records = instance.get_run_records(
-        RunsFilter(job_name=snapshot_cleanup_job.name, statuses=[DagsterRunStatus.SUCCESS]),
-        limit=1,
-        order_by="update_timestamp",
-        ascending=False,
-    )
-    if not records or records[0].end_time is None:
-        return None
-    return records[0].dagster_run.run_id, dt.datetime.fromtimestamp(records[0].end_time, dt.UTC)
+@run_failure_sensor(
+    name=FAILURE_SENSOR,
+    monitored_jobs=[snapshot_cleanup_job],
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Writes the errors summary of a failed cleanup run to the snapshot_ops.alerts log "
+        "(used when no Slack or Teams destination is configured)."
+    ),
+)
+def snapshot_cleanup_failure_alert(context: RunFailureSensorContext) -> None:
+    """Log a failed cleanup run and its errors."""
+    LogNotifier().send(failure_message(context))
+
+
+def failure_alert_sensors(settings: AlertSettings) -> list[SensorDefinition]:
+    """The run-failure sensors for the configured destinations: dagster-slack's and
+    dagster-msteams' (each running by default, on the cleanup job only, with
+    `failure_message` as the text), or the log sensor when neither is configured."""
+    found: list[SensorDefinition] = []
+    if settings.slack:
+        found.append(
+            make_slack_on_run_failure_sensor(
+                channel=settings.slack_channel,
+                slack_token=settings.slack_token,
+                text_fn=failure_message,
+                name=SLACK_FAILURE_SENSOR,
+                monitored_jobs=[snapshot_cleanup_job],
+                default_status=DefaultSensorStatus.RUNNING,
+                webserver_base_url=settings.webserver_url,
+            )
+        )
+    if settings.teams:
+        found.append(
+            make_teams_on_run_failure_sensor(
+                hook_url=settings.teams_webhook_url,
+                message_fn=failure_message,
+                timeout=30,
+                name=TEAMS_FAILURE_SENSOR,
+                monitored_jobs=[snapshot_cleanup_job],
+                default_status=DefaultSensorStatus.RUNNING,
+                webserver_base_url=settings.webserver_url,
+            )
+        )
+    return found or [snapshot_cleanup_failure_alert]
 
 
 def check_freshness(
     instance: DagsterInstance, cursor: str | None, now: dt.datetime
-) -> tuple[Alert | None, str]:
-    """The freshness decision: an alert if the cleanup is overdue (once per overdue spell),
-    and the new cursor. The cursor keeps when watching began and what was last alerted."""
+) -> tuple[str | None, str]:
+    """The freshness alert to send, if any (once per stale spell), and the new cursor.
+
+    Stale means one of:
+    - the freshness state Dagster's daemon last recorded for `snapshot_cleanup_runs` is FAIL
+      (no run logged within FRESHNESS_LIMIT); a spell is one FAIL state change, so the
+      alert is sent once per spell and again after the asset passes and fails anew;
+    - the asset was never materialized and this sensor has watched for longer than
+      FRESHNESS_LIMIT (the policy calls a never-materialized asset UNKNOWN, not FAIL, so a
+      schedule that was never turned on would otherwise go unnoticed).
+
+    The cursor (JSON) keeps when watching began and which spell was last alerted.
+    """
     state = json.loads(cursor) if cursor else {}
     watching_since = dt.datetime.fromisoformat(state.get("watching_since", now.isoformat()))
-    last = last_successful_cleanup(instance)
-    late = overdue_by(
-        last_success=last[1] if last else None, watching_since=watching_since, now=now
-    )
-    spell = last[0] if last else "none"
-    new_state = {"watching_since": watching_since.isoformat(), "alerted_for": None}
-    if late is None:
+    new_state: dict[str, str | None] = {
+        "watching_since": watching_since.isoformat(),
+        "alerted_for": None,
+    }
+    key = CLEANUP_RUNS.key
+    hours = f"{FRESHNESS_LIMIT.total_seconds() / 3600:g} hours"
+    latest = instance.get_latest_materialization_event(key)
+    record = instance.get_freshness_state_records([key]).get(key)
+    if latest is None:
+        if overdue_by(since=watching_since, now=now) is None:
+            return None, json.dumps(new_state)
+        spell = "never"
+        text = (
+            f"{snapshot_cleanup_job.name}: no cleanup run has been logged ({key.to_user_string()} "
+            f"was never materialized) in the {hours} since this check was enabled; is the "
+            "schedule running and the daemon up?"
+        )
+    # FreshnessState is a str enum that dagster does not export; compare with its value.
+    elif record is not None and record.freshness_state == "FAIL":
+        spell = f"fail@{record.updated_at.isoformat()}"
+        last = dt.datetime.fromtimestamp(latest.timestamp, dt.UTC)
+        text = (
+            f"{snapshot_cleanup_job.name}: no cleanup run logged for more than {hours} "
+            f"({key.to_user_string()} last materialized {last.isoformat()}, failing its "
+            f"freshness policy since {record.updated_at.isoformat()}); is the schedule "
+            "running and the daemon up?"
+        )
+    else:
         return None, json.dumps(new_state)
     new_state["alerted_for"] = spell
     if state.get("alerted_for") == spell:
-        return None, json.dumps(new_state)  # already alerted for this overdue spell
-    since = f"since {last[1].isoformat()}" if last else "since this check was enabled"
-    hours = FRESHNESS_LIMIT.total_seconds() / 3600
-    alert = Alert(
-        kind="stale",
-        title=(
-            f"{snapshot_cleanup_job.name}: no successful cleanup for more than {hours:g} hours "
-            f"({since}); is the schedule running and the daemon up?"
+        return None, json.dumps(new_state)  # already alerted for this spell
+    return text, json.dumps(new_state)
+
+
+def freshness_sensor(notifiers: list[Notifier]) -> SensorDefinition:
+    """The sensor that sends the freshness alert through `notifiers`.
+
+    Why a sensor: open-source Dagster evaluates the asset's freshness policy (the daemon's
+    freshness loop records PASS/FAIL state changes, shown on the asset's page) but delivers
+    no alert for it; freshness alerts are a Dagster+ feature, and dagster-slack and
+    dagster-msteams only ship run-failure sensors. This sensor reads the recorded state and
+    sends the message; the rule itself (36 hours, on `snapshot_cleanup_runs`) stays on the
+    asset.
+    """
+
+    @sensor(
+        name=FRESHNESS_SENSOR,
+        minimum_interval_seconds=30 * 60,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=(
+            "Alerts when snapshot_cleanup_runs fails its freshness policy (no cleanup run "
+            "logged for more than 36 hours). Enable it together with the daily schedule."
         ),
-        job=snapshot_cleanup_job.name,
-        run_id=last[0] if last else None,
     )
-    return alert, json.dumps(new_state)
+    def snapshot_cleanup_freshness(context: SensorEvaluationContext) -> SkipReason:
+        """Alert once per stale spell of the cleanup's run log."""
+        text, cursor = check_freshness(context.instance, context.cursor, dt.datetime.now(dt.UTC))
+        if text is None:
+            context.update_cursor(cursor)
+            return SkipReason("the cleanup's run log is fresh, or already alerted")
+        for notifier in notifiers:
+            notifier.send(text)
+        context.update_cursor(cursor)  # only once delivered: a refused alert is sent again
+        return SkipReason(f"alert sent: {text}")
 
-
-@sensor(
-    name="snapshot_cleanup_freshness",
-    minimum_interval_seconds=30 * 60,
-    default_status=DefaultSensorStatus.STOPPED,
-    description=(
-        "Alerts when no cleanup run has succeeded for more than 36 hours. Enable it together "
-        "with the daily schedule."
-    ),
-)
-def snapshot_cleanup_freshness(
-    context: SensorEvaluationContext, alerts: AlertNotifier
-) -> SkipReason:
-    """Check the age of the latest successful cleanup; alert once when it is overdue."""
-    alert, cursor = check_freshness(context.instance, context.cursor, dt.datetime.now(dt.UTC))
-    context.update_cursor(cursor)
-    if alert is None:
-        return SkipReason("the last successful cleanup is recent enough, or already alerted")
-    alerts.notifier().send(alert)
-    return SkipReason(f"alert sent: {alert.title}")
+    return snapshot_cleanup_freshness

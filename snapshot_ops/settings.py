@@ -5,6 +5,8 @@
 - SNAPSHOT_OPS_EXECUTOR: where the cleanup job's steps run (default in_process); see
   `job_executor`. With `celery`, also SNAPSHOT_OPS_CELERY_BROKER (required),
   SNAPSHOT_OPS_CELERY_BACKEND (default rpc://) and SNAPSHOT_OPS_CELERY_QUEUE (default dagster).
+- SNAPSHOT_OPS_SLACK_TOKEN + SNAPSHOT_OPS_SLACK_CHANNEL, SNAPSHOT_OPS_TEAMS_WEBHOOK_URL,
+  SNAPSHOT_OPS_WEBSERVER_URL: where alerts go; see `alert_settings`.
 
 Every process of a deployment (webserver, daemon, run workers, Celery workers) must see the
 same values: the executor is fixed when the job's module is imported.
@@ -13,6 +15,8 @@ same values: the executor is fixed when the job's module is imported.
 import datetime as dt
 import os
 import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
 
@@ -98,3 +102,62 @@ def _missing_extra(name: str, extra: str, package: str) -> ConfigError:
         f"SNAPSHOT_OPS_EXECUTOR={name} needs the {package} package: install snapshot_ops "
         f"with its [{extra}] extra, e.g. pip install -c constraints.txt -e '.[{extra}]'"
     )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go, from the environment (see `alert_settings`). Both destinations may be
+    set; with neither, alerts go to the `snapshot_ops.alerts` log."""
+
+    slack_token: str | None = None
+    slack_channel: str | None = None
+    teams_webhook_url: str | None = None
+    webserver_url: str | None = None
+
+    @property
+    def slack(self) -> bool:
+        return bool(self.slack_token and self.slack_channel)
+
+    @property
+    def teams(self) -> bool:
+        return bool(self.teams_webhook_url)
+
+
+def alert_settings(environ: Mapping[str, str] | None = None) -> AlertSettings:
+    """Alert destinations from `environ` (default os.environ):
+
+    - SNAPSHOT_OPS_SLACK_TOKEN and SNAPSHOT_OPS_SLACK_CHANNEL: a Slack bot token (xoxb-...)
+      with the chat:write scope, and the channel it posts to (e.g. #ops-alerts).
+    - SNAPSHOT_OPS_TEAMS_WEBHOOK_URL: a Microsoft Teams incoming-webhook (or Workflows) URL.
+    - SNAPSHOT_OPS_WEBSERVER_URL: optional base URL of the Dagster UI, for a link to the run.
+
+    Raises ConfigError when only one of the two Slack settings is set, when the Teams URL is
+    not http(s) (the URL itself is never repeated: it holds a secret), or when the replaced
+    SNAPSHOT_OPS_ALERT_WEBHOOK_URL is still set (so alerts are not silently lost).
+    """
+    env = os.environ if environ is None else environ
+
+    def read(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    if read("SNAPSHOT_OPS_ALERT_WEBHOOK_URL"):
+        raise ConfigError(
+            "SNAPSHOT_OPS_ALERT_WEBHOOK_URL is no longer read: set SNAPSHOT_OPS_TEAMS_WEBHOOK_URL "
+            "for Microsoft Teams, or SNAPSHOT_OPS_SLACK_TOKEN and SNAPSHOT_OPS_SLACK_CHANNEL for "
+            "Slack, and unset it"
+        )
+    settings = AlertSettings(
+        slack_token=read("SNAPSHOT_OPS_SLACK_TOKEN"),
+        slack_channel=read("SNAPSHOT_OPS_SLACK_CHANNEL"),
+        teams_webhook_url=read("SNAPSHOT_OPS_TEAMS_WEBHOOK_URL"),
+        webserver_url=(read("SNAPSHOT_OPS_WEBSERVER_URL") or "").rstrip("/") or None,
+    )
+    if bool(settings.slack_token) != bool(settings.slack_channel):
+        raise ConfigError(
+            "Slack alerts need both SNAPSHOT_OPS_SLACK_TOKEN and SNAPSHOT_OPS_SLACK_CHANNEL"
+        )
+    if settings.teams_webhook_url and not settings.teams_webhook_url.startswith(
+        ("https://", "http://")
+    ):
+        raise ConfigError("SNAPSHOT_OPS_TEAMS_WEBHOOK_URL must start with https:// or http://")
+    return settings

@@ -1,5 +1,6 @@
 """Fixtures for operating the project the Dagster way: a production instance home on a fresh
-PostgreSQL database, a local HTTP server that receives webhook alerts, and the real
+PostgreSQL database, a local HTTP server that receives alerts (a Microsoft Teams webhook, or
+the Slack Web API's chat.postMessage), and the real
 dagster-webserver + dagster-daemon on loopback (session-scoped, stopped by process id).
 
 Loaded from conftest.py through `pytest_plugins`.
@@ -94,24 +95,34 @@ def production_instance(env: dict[str, str]) -> Any:
 
 @dataclass
 class WebhookReceiver:
-    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
+    """A real HTTP server on loopback that records what is POSTed to it: each JSON body, the
+    path it went to and its Authorization header. It answers `{"ok": true}`, what Slack's Web
+    API answers an accepted call (a Teams webhook only needs the 200)."""
 
     url: str
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
 
 
 @contextlib.contextmanager
 def webhook_server() -> Iterator[WebhookReceiver]:
     """Serve a WebhookReceiver on a free loopback port until the block ends."""
-    received: list[dict[str, Any]] = []
+    receiver = WebhookReceiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
             length = int(self.headers.get("Content-Length", "0"))
-            received.append(json.loads(self.rfile.read(length)))
+            body = json.loads(self.rfile.read(length))
+            receiver.paths.append(self.path)
+            receiver.authorizations.append(self.headers.get("Authorization"))
+            receiver.bodies.append(body)
+            answer = b'{"ok": true}'
             self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(answer)
 
         def log_message(self, *args: Any) -> None:  # keep pytest output clean
             pass
@@ -119,8 +130,9 @@ def webhook_server() -> Iterator[WebhookReceiver]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    receiver.url = f"http://127.0.0.1:{server.server_port}/hook"
     try:
-        yield WebhookReceiver(url=f"http://127.0.0.1:{server.server_port}/hook", bodies=received)
+        yield receiver
     finally:
         server.shutdown()
         server.server_close()
@@ -160,7 +172,7 @@ class DagsterUI:
     port: int
     env: dict[str, str]
     world: World  # the application database and snapshot folder the code location uses
-    alerts: WebhookReceiver  # SNAPSHOT_OPS_ALERT_WEBHOOK_URL of the code location
+    alerts: WebhookReceiver  # SNAPSHOT_OPS_TEAMS_WEBHOOK_URL of the code location
 
     @property
     def url(self) -> str:
@@ -222,7 +234,7 @@ def dagster_ui(
     stack = contextlib.ExitStack()
     alerts = stack.enter_context(webhook_server())  # receives the failure sensor's alerts
     stack.callback(world.engine.dispose)
-    env["SNAPSHOT_OPS_ALERT_WEBHOOK_URL"] = alerts.url
+    env["SNAPSHOT_OPS_TEAMS_WEBHOOK_URL"] = alerts.url
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     bin_dir = Path(sys.executable).parent

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import savings
+from snapshot_ops.assets import DAILY_SCHEMA, savings_metadata
 from snapshot_ops.catalog import Catalog, make_engine
 
 LONDON = "Europe/London"
@@ -200,12 +201,30 @@ def test_view_is_written_to_a_table_a_dashboard_can_read(catalog, world):
 
 
 @pytest.mark.integration
-def test_chart_is_an_inline_image_over_a_readable_table(catalog):
+def test_chart_is_an_inline_image_and_the_days_a_metadata_table(catalog):
     view = savings.compute_savings(catalog, AS_OF, LONDON)
-    md = savings.markdown_view(view)
+    metadata = savings_metadata(view, "storage_savings_30d")
+    md = metadata["chart"].value
     assert md.startswith("![Storage reclaimed per day, last 30 days](data:image/svg+xml;base64,")
-    assert "| 2026-10-21 | 0 B | 0 | 0 | 0 |  |" in md  # a day without a run, shown as zero
-    assert "| 2026-10-20 | 1,000 B | 10 | 1 | 0 | " + "█" * 24 + " |" in md
+    assert "|---" not in md  # the rows are the `days` table, not markdown
+    days = metadata["days"]
+    assert days.schema == DAILY_SCHEMA
+    rows = {r.data["day"]: r.data for r in days.records}
+    assert len(rows) == 30 and sorted(rows)[0] == str(view.first_day)
+    assert set(rows["2026-10-20"]) == {c.name for c in DAILY_SCHEMA.columns}
+    # A day without a run is there, as zeros.
+    assert rows["2026-10-21"] == {
+        "day": "2026-10-21",
+        "bytes_reclaimed": 0,
+        "files_reclaimed": 0,
+        "runs": 0,
+        "failed_runs": 0,
+        "error_count": 0,
+        "reclaimed": "0 B",
+    }
+    ran = rows["2026-10-20"]
+    assert (ran["bytes_reclaimed"], ran["files_reclaimed"], ran["runs"]) == (1000, 10, 1)
+    assert ran["reclaimed"] == "1,000 B"
     svg = savings.svg_chart(view)
     assert svg.count("<rect ") == 31  # background + one bar per day
     assert "2026-10-22: 300 B, 3 files" in svg

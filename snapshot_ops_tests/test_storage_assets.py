@@ -32,7 +32,7 @@ from snapshot_ops.assets import (
     TOTAL_CHECK,
     build_storage_assets,
 )
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.catalog import SNAPSHOT_COLUMNS, Catalog, make_engine
 from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 
@@ -170,6 +170,39 @@ def test_definitions_read_snapshot_files_to_cleanup_to_reclaimed_to_savings():
     partitions = graph.get(RECLAIMED_KEY).partitions_def
     schedule = defs.resolve_schedule_def("daily_snapshot_cleanup")
     assert partitions.timezone == schedule.execution_timezone
+
+
+@pytest.mark.integration
+def test_assets_carry_owners_freshness_and_the_columns_of_their_real_tables(world):
+    """Each asset has owners; the column schemas name exactly the columns of the tables the
+    job reads and writes (the run log and the savings table as created, the application's
+    columns the job reads), so a renamed column cannot leave a stale schema behind."""
+    from snapshot_ops.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    catalog = Catalog(make_engine(world.db_url))
+    catalog.ensure_own_tables()
+    savings.write_savings(catalog, savings.compute_savings(catalog, dt.date(2026, 11, 1), "UTC"))
+    inspector = sa.inspect(world.engine)
+    table = savings.savings_table(catalog)
+    created = {
+        "snapshot_cleanup_runs": inspector.get_columns(catalog.runs.name, catalog.runs.schema),
+        "snapshot_storage_savings_30d": inspector.get_columns(table.name, table.schema),
+    }
+    catalog.engine.dispose()
+    expected = {
+        "SnapshotFiles": list(SNAPSHOT_COLUMNS),
+        "OrderAttachments": ["fileId"],
+        **{key: [c["name"] for c in columns] for key, columns in created.items()},
+    }
+    for key, columns in expected.items():
+        node = graph.get(AssetKey(key))
+        schema = node.metadata["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == columns, key
+    for node in graph.asset_nodes:
+        assert node.owners, node.key
+    policy = graph.get(CLEANUP_RUNS.key).freshness_policy
+    assert policy.fail_window.to_timedelta() == dt.timedelta(hours=36)
 
 
 @pytest.mark.e2e

@@ -51,8 +51,9 @@ REPOSITORY = "__repository__"
 EXPECTED = {
     "jobs": {"snapshot_cleanup_job", "prune_dagster_history_job"},
     "schedules": {"daily_snapshot_cleanup", "weekly_prune_dagster_history"},
-    "sensors": {"snapshot_cleanup_failure_alert", "snapshot_cleanup_freshness"},
-    "resources": {"database", "storage", "alerts"},
+    # The fixture sets SNAPSHOT_OPS_TEAMS_WEBHOOK_URL: dagster-msteams' failure sensor.
+    "sensors": {"snapshot_cleanup_failure_teams", "snapshot_cleanup_freshness"},
+    "resources": {"database", "storage"},
     "assets": {
         "SnapshotFiles",
         "OrderAttachments",
@@ -554,7 +555,7 @@ PAGES = {
     ),
     "automation": Page(
         "/automation",
-        ["daily_snapshot_cleanup", "snapshot_cleanup_failure_alert", "snapshot_cleanup_freshness"],
+        ["daily_snapshot_cleanup", "snapshot_cleanup_failure_teams", "snapshot_cleanup_freshness"],
     ),
     # The numeric metadata of the day partitions, plotted per partition (Metadata -> Plots).
     "reclaimed_plot": Page(
@@ -563,14 +564,21 @@ PAGES = {
         click="Plots",
         visible="canvas",
     ),
-    # The 30-day view: its markdown metadata opens in a dialog, the SVG chart on top, then
-    # the days of the simulated runs with their own bytes.
+    # The 30-day view: its chart (markdown metadata) opens in a dialog, the SVG chart over
+    # the summary.
     "savings_30d": Page(
         "/assets/snapshot_storage_savings_30d",
-        ["snapshot_storage_savings_30d", "reclaimed from", "5.9 KiB", "20.5 KiB", "11.7 KiB"],
+        ["snapshot_storage_savings_30d", "reclaimed from", "Per day: the"],
         click="[Show Markdown]",
         visible='img[alt="Storage reclaimed per day, last 30 days"]',
         image=True,
+    ),
+    # Its `days` table metadata, shown as a table on the asset's page: the days of the
+    # simulated runs with their own bytes.
+    "savings_30d_days": Page(
+        "/assets/snapshot_storage_savings_30d",
+        ["bytes_reclaimed", "files_reclaimed", "5.9 KiB", "20.5 KiB", "11.7 KiB"],
+        visible="table",
     ),
     "lineage": Page(
         "/assets/snapshot_storage_savings_30d?view=lineage&lineageScope=upstream&lineageDepth=3",
@@ -601,9 +609,9 @@ def test_browser_shows_page(dagster_ui, browser, backfill, name):
 
 
 def test_failed_run_alerts_through_the_daemon_to_the_webhook(dagster_ui):
-    """In the deployment: a failed cleanup run is picked up by the failure sensor in the
-    daemon, which posts the run's errors to SNAPSHOT_OPS_ALERT_WEBHOOK_URL; a run failed by
-    a step is not retried automatically."""
+    """In the deployment: a failed cleanup run is picked up by dagster-msteams' failure
+    sensor in the daemon, which posts a card with the run's errors to
+    SNAPSHOT_OPS_TEAMS_WEBHOOK_URL; a run failed by a step is not retried automatically."""
     client = _client(dagster_ui)
     run_id = client.submit_job_execution(
         "snapshot_cleanup_job",
@@ -612,13 +620,20 @@ def test_failed_run_alerts_through_the_daemon_to_the_webhook(dagster_ui):
         run_config={"ops": {"identify_expired_candidates": {"config": {"batch_size": 0}}}},
     )
     assert _wait(client, run_id) == DagsterRunStatus.FAILURE
+
+    def cards() -> list[str]:
+        texts = [
+            b["attachments"][0]["content"]["body"][0]["text"] for b in dagster_ui.alerts.bodies
+        ]
+        return [t for t in texts if f"run: {run_id}" in t]
+
     deadline = time.monotonic() + 150  # the sensor is evaluated every 30 s
-    while not [b for b in dagster_ui.alerts.bodies if b.get("run_id") == run_id]:
+    while not cards():
         assert time.monotonic() < deadline, f"no alert for {run_id}: {dagster_ui.alerts.bodies}"
         time.sleep(1)
-    [alert] = [b for b in dagster_ui.alerts.bodies if b["run_id"] == run_id]
-    assert alert["kind"] == "run_failure" and alert["job"] == "snapshot_cleanup_job"
-    assert any("batch_size must be at least 1" in e for e in alert["errors"])
+    [text] = cards()
+    assert text.startswith("snapshot_cleanup_job failed\n")
+    assert "errors (1):" in text and "batch_size must be at least 1" in text
     # A failed step needs a person: the instance's retry policy only retries crashed runs.
     retries = """
     query ($runId: String!) {
