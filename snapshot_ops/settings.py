@@ -5,6 +5,8 @@
 - SNAPSHOT_OPS_EXECUTOR: where the cleanup job's steps run (default in_process); see
   `job_executor`. With `celery`, also SNAPSHOT_OPS_CELERY_BROKER (required),
   SNAPSHOT_OPS_CELERY_BACKEND (default rpc://) and SNAPSHOT_OPS_CELERY_QUEUE (default dagster).
+- SNAPSHOT_OPS_RANGES: how many key ranges a cleanup run splits its candidates into, each
+  marked and deleted by its own step (default 1); see `cleanup_ranges`.
 
 Every process of a deployment (webserver, daemon, run workers, Celery workers) must see the
 same values: the executor is fixed when the job's module is imported.
@@ -98,3 +100,30 @@ def _missing_extra(name: str, extra: str, package: str) -> ConfigError:
         f"SNAPSHOT_OPS_EXECUTOR={name} needs the {package} package: install snapshot_ops "
         f"with its [{extra}] extra, e.g. pip install -c constraints.txt -e '.[{extra}]'"
     )
+
+
+#: Most ranges a run may be split into: each is a step, and steps are not free.
+MAX_RANGES = 64
+
+
+def cleanup_ranges(value: int | str | None = None) -> int:
+    """How many key ranges a cleanup run splits its candidates into: `value` (the run
+    config's `ranges`) if given, else SNAPSHOT_OPS_RANGES, else 1.
+
+    Each range is a step (`mark_and_delete_expired[range_N]`) that another worker can run
+    at the same time; one range is the whole key space in one step, as a run on one
+    machine wants. A run with fewer candidates than ranges uses fewer. Raises ConfigError
+    for anything but a whole number from 1 to MAX_RANGES.
+    """
+    raw = value if value is not None else os.environ.get("SNAPSHOT_OPS_RANGES", "")
+    text = str(raw).strip() or "1"
+    try:
+        ranges = int(text)
+    except ValueError:
+        ranges = 0
+    if not 1 <= ranges <= MAX_RANGES:
+        source = "ranges" if value is not None else "SNAPSHOT_OPS_RANGES"
+        raise ConfigError(
+            f"{source}={raw!r} is not a whole number from 1 to {MAX_RANGES} (unset means 1)"
+        )
+    return ranges
