@@ -585,7 +585,12 @@ class Catalog:
             cursor = (rows[-1].createdAt, rows[-1].fileId)
 
     def _candidate_query(
-        self, cutoff: dt.datetime, cursor: tuple[Any, Any] | None, limit: int
+        self,
+        cutoff: dt.datetime,
+        cursor: tuple[Any, Any] | None,
+        limit: int,
+        *,
+        upper: tuple[Any, Any] | None = None,
     ) -> sa.Select[Any]:
         f = self.files.c
         query = sa.select(f.fileId, f.storageKey, f.sizeBytes, f.createdAt).where(
@@ -600,7 +605,36 @@ class Catalog:
                     sa.literal(cursor[0], f.createdAt.type), sa.literal(cursor[1], f.fileId.type)
                 )
             )
+        if upper is not None:  # the last key of a range, itself included
+            query = query.where(
+                sa.tuple_(self._created, f.fileId)
+                <= sa.tuple_(
+                    sa.literal(upper[0], f.createdAt.type), sa.literal(upper[1], f.fileId.type)
+                )
+            )
         return query.order_by(self._created, f.fileId).limit(limit)
+
+    def range_boundaries(
+        self, cutoff: dt.datetime, *, every: int, most: int
+    ) -> list[tuple[Any, Any]]:
+        """Up to `most` keys splitting the current candidates into ranges of `every` rows.
+
+        The every-th, 2·every-th, ... candidate's ("createdAt" as stored, "fileId") in the
+        marking walk's keyset order, read without locks (each key one indexed query that
+        skips `every - 1` rows). Range i is then the keys after boundary i-1 up to and
+        including boundary i (the first is unbounded below, the last above), so the ranges
+        cover the whole key space whatever changes after this read. Fewer keys come back
+        when the candidates run out.
+        """
+        keys: list[tuple[Any, Any]] = []
+        with self.reading() as conn:
+            while len(keys) < most:
+                query = self._candidate_query(cutoff, keys[-1] if keys else None, 1)
+                row = conn.execute(query.offset(every - 1)).first()
+                if row is None:
+                    break
+                keys.append((row.createdAt, row.fileId))
+        return keys
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -614,6 +648,7 @@ class Catalog:
         marked_at: dt.datetime,
         dry_run: bool = False,
         refusals: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
+        upper: tuple[Any, Any] | None = None,
     ) -> MarkedBatch:
         """Read up to `limit` candidates, leave the refused ones live, lock, re-check and
         mark the rest.
@@ -643,11 +678,12 @@ class Catalog:
         worst a crash can do is leave a marked row whose journal entry the next run finishes.
         On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
         The cursor moves past every row read, refused ones included, so a walk reads each
-        row once.
+        row once. With `upper` (a key from `range_boundaries`) only candidates up to that
+        key, itself included, are read: a range's walk never marks a row of the next range.
         """
         self.times  # noqa: B018 -- checked before the transaction (on SQLite it is exclusive)
         with self.engine.connect() as conn:
-            rows = conn.execute(self._candidate_query(cutoff, cursor, limit)).all()
+            rows = conn.execute(self._candidate_query(cutoff, cursor, limit, upper=upper)).all()
         if not rows:
             return MarkedBatch([], [], [], None)
         # The last row in the query's own order (the database's collation, not Python's).

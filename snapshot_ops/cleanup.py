@@ -17,6 +17,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from snapshot_ops import checkpoints
 from snapshot_ops.catalog import Catalog, PendingDelete
@@ -305,6 +306,8 @@ def mark_and_delete(
     batch_size: int,
     lease: dt.timedelta = MIN_LEASE,
     dry_run: bool = False,
+    after: tuple[Any, Any] | None = None,
+    upper: tuple[Any, Any] | None = None,
 ) -> tuple[MarkReport, DeleteReport]:
     """Tombstone every current candidate (at most `policy.max_deletions`), deleting behind.
 
@@ -314,6 +317,8 @@ def mark_and_delete(
     checks without a storage) are never marked: their rows stay live and each is reported
     in the errors, every run. The deleter leases each batch's journal entries for `lease`
     (see `delete_entries`). In a dry run the marks are rolled back and nothing is deleted.
+    With `after` and `upper` (keys from `Catalog.range_boundaries`) only the candidates
+    after `after` up to `upper` included are walked: one range of a run split into ranges.
     """
     marked = bytes_marked = 0
     attached: list[str] = []
@@ -323,7 +328,7 @@ def mark_and_delete(
         if dry_run or storage is None
         else _BackgroundDeleter(catalog, storage, run_id=run_id, lease=lease)
     )
-    cursor = None
+    cursor = after
     try:
         while marked < policy.max_deletions:
             batch = catalog.mark_batch(
@@ -334,6 +339,7 @@ def mark_and_delete(
                 marked_at=marked_at,
                 dry_run=dry_run,
                 refusals=storage.refusals if storage is not None else None,
+                upper=upper,
             )
             if deleter is not None and batch.marked:
                 deleter.submit([c.file_id for c in batch.marked])

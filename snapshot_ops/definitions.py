@@ -41,6 +41,14 @@ defs = Definitions(
             url=EnvVar("SNAPSHOT_OPS_DATABASE_URL"),
             time_format=os.environ.get("SNAPSHOT_OPS_TIME_FORMAT") or "auto",
         ),
-        "storage": SnapshotStorage(url=EnvVar("SNAPSHOT_OPS_STORAGE_URL")),
+        "storage": SnapshotStorage(
+            url=EnvVar("SNAPSHOT_OPS_STORAGE_URL"),
+            # Off unless set; read at run time like the URL.
+            **(
+                {"max_deletes_per_second": EnvVar.int("SNAPSHOT_OPS_MAX_DELETES_PER_SECOND")}
+                if os.environ.get("SNAPSHOT_OPS_MAX_DELETES_PER_SECOND")
+                else {}
+            ),
+        ),
     },
 )

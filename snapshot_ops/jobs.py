@@ -1,7 +1,8 @@
-"""The cleanup job: five ops, each a step in the run.
+"""The cleanup job: six ops; the marking one runs as one step per key range.
 
-identify_expired_candidates -> finish_pending_deletes -> mark_and_delete_expired
--> record_cleanup_run -> refresh_storage_assets
+identify_expired_candidates -> finish_pending_deletes -> mark_and_delete_expired[range_N]
+-> record_cleanup_run -> refresh_storage_assets, with split_key_ranges (after
+identify_expired_candidates) handing each range to its own mark_and_delete_expired step.
 
 The order matters: a row is marked deleted (after its linkage is re-checked under a lock)
 and committed *before* its object is deleted, never the reverse; see catalog.mark_batch.
@@ -9,27 +10,50 @@ Checking the linkage and marking cannot be separate steps: they must share one
 transaction, or an order could attach the file in between.
 The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
 
+Ranges: the candidates are split into contiguous ranges of the marking walk's keyset order
+("createdAt", "fileId") by `split_key_ranges` (read-only), and each range is a Dagster
+dynamic output mapped to its own `mark_and_delete_expired[range_N]` step, so the
+multiprocess, Celery or Kubernetes executors can run them at once; `record_cleanup_run`
+collects them. Each range runs the whole lock/re-check/mark protocol within its bounds (the
+first range is unbounded below, the last above, so together they cover every key), gets a
+share of max_deletions (the shares add up to it) and a share of the storage's
+max_deletes_per_second. The number of ranges is SNAPSHOT_OPS_RANGES or the run config's
+`ranges` (default 1: one step, no boundary query). The journal sweep of earlier runs'
+leftovers (`finish_pending_deletes`) runs once per run, before any range marks.
+
 Re-execution: Dagster may run any suffix of these steps again under a new run id (the UI's
 "Re-execute from failure" or a selected step, and the automatic retry of a run whose worker
 died). Every step that writes works under its own `context.run_id`, never the plan's (the
 plan is the parent run's output), opens that run's log row if the first step did not run,
 and closes the rows of runs Dagster reports ended (as `crashed`, releasing their journal
 leases). A step whose predecessor did not run in this run finishes the journal itself, so
-a re-execution from `mark_and_delete_expired` or `record_cleanup_run` still deletes what
-a killed run left journaled.
+a re-execution from a `mark_and_delete_expired[range_N]` step or from
+`record_cleanup_run` still deletes what a killed run left journaled (a re-executed range
+also finishes the other ranges' journaled work; leases keep two steps off one entry).
+Dagster does not re-run a range step the killed run never started; `record_cleanup_run`
+cleans every range of the split's layout that has no report.
 """
 
+import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from dagster import (
     Config,
+    DynamicOut,
+    DynamicOutput,
     Failure,
     HookContext,
+    In,
     MetadataValue,
+    Nothing,
     OpExecutionContext,
+    Out,
+    Output,
     TableColumn,
     TableMetadataValue,
     TableRecord,
@@ -39,7 +63,7 @@ from dagster import (
     op,
 )
 from pydantic import Field
-from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from snapshot_ops import checkpoints, cleanup, valves
 from snapshot_ops.assets import Emit, publish_cleanup_run
@@ -47,7 +71,9 @@ from snapshot_ops.catalog import CRASHED, FAILED, SUCCEEDED, CandidateSummary, C
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
-from snapshot_ops.settings import job_executor, schedule_timezone
+from snapshot_ops.settings import cleanup_ranges, job_executor, schedule_timezone
+from snapshot_ops.storage import StorageBackend
+from snapshot_ops.storage.ratelimit import range_rate
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
@@ -92,6 +118,13 @@ class CleanupConfig(Config):
             "to objects (s3:GetObject for a HEAD on S3)."
         ),
     )
+    ranges: int | None = Field(
+        default=None,
+        description=(
+            "Key ranges the candidates are split into, each marked and deleted by its own "
+            "step (1 to 64); unset: the deployment's SNAPSHOT_OPS_RANGES, else 1."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -102,12 +135,14 @@ class CleanupPlan:
     dry_run: bool
     batch_size: int
     summary: CandidateSummary
+    ranges: int = 1  # asked for; split_key_ranges makes fewer when candidates are few
 
 
 @contextmanager
 def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
+    """The execution's catalog (the resource keeps it), with the job's failures explained."""
     try:
-        catalog = database.open_catalog()
+        catalog = database.catalog()
     except SnapshotOpsError as exc:
         raise Failure(description=str(exc)) from exc
     try:
@@ -124,8 +159,6 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
                 '"SnapshotFiles", and its own schema (see README, Least privilege)'
             )
         ) from exc
-    finally:
-        catalog.engine.dispose()
 
 
 @op
@@ -153,7 +186,10 @@ def identify_expired_candidates(
             max_deletions=config.max_deletions,
             now=run_at,
         )
-        storage.open_backend().close()  # fail now if the storage root is wrong
+        ranges = cleanup_ranges(config.ranges)
+        if storage.max_deletes_per_second is not None:
+            range_rate(storage.max_deletes_per_second, ranges)  # refuses a share below 1/s
+        storage.backend()  # fail now if the storage root is wrong
     except SnapshotOpsError as exc:
         raise Failure(description=f"bad configuration: {exc}") from exc
 
@@ -226,6 +262,7 @@ def identify_expired_candidates(
         dry_run=config.dry_run,
         batch_size=config.batch_size,
         summary=summary,
+        ranges=ranges,
     )
 
 
@@ -261,20 +298,25 @@ def _join_run(context: OpExecutionContext, catalog: Catalog, plan: CleanupPlan) 
     """Make sure this Dagster run has its own log row (a re-execution skips the first step)
     and that ended runs' rows are closed."""
     close_crashed_runs(context, catalog)
-    catalog.start_run(
-        run_id=context.run_id,
-        run_at=plan.run_at,
-        reference_time=plan.policy.reference_time,
-        cutoff=plan.policy.cutoff,
-        dry_run=plan.dry_run,
-        candidate_count=plan.summary.candidates,
-    )
+    try:
+        catalog.start_run(
+            run_id=context.run_id,
+            run_at=plan.run_at,
+            reference_time=plan.policy.reference_time,
+            cutoff=plan.policy.cutoff,
+            dry_run=plan.dry_run,
+            candidate_count=plan.summary.candidates,
+        )
+    except IntegrityError:
+        # Another range step of this re-execution opened the row at the same instant.
+        pass
 
 
 def _ran_in_this_run(context: OpExecutionContext, step: str) -> bool:
-    """Whether `step` is part of this run (False when a re-execution starts after it)."""
+    """Whether op `step` (any of its mapped steps `step[...]`) is part of this run (False
+    when a re-execution starts after it)."""
     keys = context.dagster_run.step_keys_to_execute
-    return keys is None or step in keys
+    return keys is None or any(k == step or k.startswith(f"{step}[") for k in keys)
 
 
 def _finish_journal(
@@ -282,31 +324,25 @@ def _finish_journal(
     plan: CleanupPlan,
     catalog: Catalog,
     storage: SnapshotStorage,
+    backend: StorageBackend,
 ) -> cleanup.DeleteReport:
     """finish_pending_deletes' work, under this run's id."""
     if plan.dry_run:
         return cleanup.DeleteReport()
-    backend = storage.open_backend()
-    try:
-        return cleanup.finish_pending(
-            catalog,
-            backend,
-            run_id=context.run_id,
-            lease=storage.lease(),
-            batch_size=plan.batch_size,
-        )
-    finally:
-        backend.close()
+    return cleanup.finish_pending(
+        catalog,
+        backend,
+        run_id=context.run_id,
+        lease=storage.lease(),
+        batch_size=plan.batch_size,
+    )
 
 
 def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -> None:
-    backend = storage.open_backend()
     try:
-        valves.check_storage_sees_candidates(catalog, backend, policy.cutoff)
+        valves.check_storage_sees_candidates(catalog, storage.backend(), policy.cutoff)
     except valves.StorageMismatch as exc:
         raise Failure(description=str(exc)) from exc
-    finally:
-        backend.close()
 
 
 LISTING_SCHEMA = TableSchema(
@@ -336,6 +372,69 @@ def _listing(catalog: Catalog, policy: Policy) -> TableMetadataValue:
 class CleanReport:
     marked: cleanup.MarkReport
     deleted: cleanup.DeleteReport
+    range_index: int = 0  # the KeyRange it reports on
+
+
+def _combined(reports: Sequence[CleanReport]) -> CleanReport:
+    """The ranges' reports as one: counts added, lists joined in range order."""
+    marks = [r.marked for r in reports]
+    deleted = cleanup.DeleteReport()
+    for report in reports:
+        deleted += report.deleted
+    return CleanReport(
+        cleanup.MarkReport(
+            marked=sum(m.marked for m in marks),
+            bytes_marked=sum(m.bytes_marked for m in marks),
+            attached_meanwhile=[i for m in marks for i in m.attached_meanwhile],
+            errors=[e for m in marks for e in m.errors],
+        ),
+        deleted,
+    )
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """One contiguous range of the candidates' keyset order ("createdAt", "fileId").
+
+    Bounds are keys as `Catalog.range_boundaries` returns them ("createdAt" as stored):
+    the range holds the keys after `after` (None: from the first) up to `upper` included
+    (None: to the last), so a run's ranges cover every key exactly once.
+    """
+
+    index: int
+    ranges: int  # how many ranges the run has
+    after: tuple[Any, Any] | None
+    upper: tuple[Any, Any] | None
+    max_deletions: int  # this range's share of the run's max_deletions
+
+    @property
+    def name(self) -> str:
+        """The mapping key: the step is `mark_and_delete_expired[<name>]`."""
+        return f"range_{self.index}"
+
+    def describe(self) -> str:
+        after = "the first key" if self.after is None else f"after {self.after}"
+        upper = "the last key" if self.upper is None else f"{self.upper} included"
+        return f"{self.name} ({self.index + 1} of {self.ranges}): {after} up to {upper}"
+
+
+def share_deletions(max_deletions: int, counts: Sequence[int]) -> list[int]:
+    """Each range's share of `max_deletions`, given its candidates counted at the split.
+
+    Each range may mark its own candidates plus an equal part of the headroom
+    (max_deletions - sum(counts); the remainder to the last range), so the shares add up to
+    exactly `max_deletions` and no range is stopped short of what it held when counted.
+    When the counts already pass the cap (a dry run), the last ranges give up the excess.
+    """
+    headroom = max(0, max_deletions - sum(counts))
+    shares = [count + headroom // len(counts) for count in counts]
+    shares[-1] += headroom % len(counts)
+    excess = sum(shares) - max_deletions
+    for i in reversed(range(len(shares))):
+        cut = min(excess, shares[i])
+        shares[i] -= cut
+        excess -= cut
+    return shares
 
 
 @op
@@ -351,9 +450,9 @@ def finish_pending_deletes(
     """
     if plan.dry_run:
         return cleanup.DeleteReport()
-    with _catalog(database) as catalog:
+    with _catalog(database) as catalog, storage.deleting_backend() as backend:
         _join_run(context, catalog, plan)
-        report = _finish_journal(context, plan, catalog, storage)
+        report = _finish_journal(context, plan, catalog, storage, backend)
     context.log.info(
         f"finished {report.deleted_count} pending deletes left by earlier runs "
         f"({report.missing} already missing), {len(report.errors)} still failing, "
@@ -372,52 +471,73 @@ def finish_pending_deletes(
     return report
 
 
-@op
+@op(out={"ranges": DynamicOut(KeyRange), "layout": Out(list[KeyRange])})
+def split_key_ranges(
+    context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
+) -> Iterator[Output[list[KeyRange]] | DynamicOutput[KeyRange]]:
+    """Split the candidates into `plan.ranges` contiguous key ranges, one step each.
+
+    Read-only: the boundaries are every k-th candidate's key in keyset order, k = the
+    candidates counted by the plan divided by the ranges, rounded up (`range_boundaries`).
+    One range (the default), or fewer candidates than two ranges need, reads nothing and
+    yields a single range covering every key. `layout` lists them all for
+    record_cleanup_run, which cleans any range that has no report (see there).
+    """
+    candidates = plan.summary.candidates
+    every = math.ceil(candidates / plan.ranges) if candidates else 1
+    most = min(plan.ranges - 1, max(0, (candidates - 1) // every))
+    bounds: list[tuple[Any, Any]] = []
+    if most > 0:
+        with _catalog(database) as catalog:
+            bounds = catalog.range_boundaries(plan.policy.cutoff, every=every, most=most)
+    counts = [every] * len(bounds) + [max(0, candidates - every * len(bounds))]
+    shares = share_deletions(plan.policy.max_deletions, counts)
+    edges: list[tuple[Any, Any] | None] = [None, *bounds, None]
+    key_ranges = [
+        KeyRange(i, len(counts), edges[i], edges[i + 1], shares[i]) for i in range(len(counts))
+    ]
+    context.log.info(
+        f"{candidates} candidates in {len(key_ranges)} range(s):\n"
+        + "\n".join(r.describe() for r in key_ranges)
+    )
+    yield Output(key_ranges, "layout")
+    for key_range in key_ranges:
+        yield DynamicOutput(key_range, mapping_key=key_range.name, output_name="ranges")
+
+
+@op(ins={"journal_finished": In(Nothing)})
 def mark_and_delete_expired(
     context: OpExecutionContext,
     plan: CleanupPlan,
-    leftovers: cleanup.DeleteReport,
+    key_range: KeyRange,
     database: SnapshotDatabase,
     storage: SnapshotStorage,
 ) -> CleanReport:
-    """Verify no order links each candidate, mark it deleted, then delete its object.
+    """Verify no order links each candidate of the range, mark it deleted, then delete its
+    object.
 
     Batch by batch: lock the candidates, re-check OrderAttachments in a new statement,
     mark and journal the unlinked ones, commit; only then is the batch's objects' deletion
-    started, in the background while the next batch is marked. In a dry run the same
-    statements run and are rolled back, and nothing is deleted.
+    started, in the background while the next batch is marked. Only the range's keys are
+    read, and at most its share of max_deletions is marked; deletes go at most at its share
+    of max_deletes_per_second. Starts after finish_pending_deletes (`journal_finished`).
+    In a dry run the same statements run and are rolled back, and nothing is deleted.
     """
     with _catalog(database) as catalog:
         if not plan.dry_run:
             _join_run(context, catalog, plan)
-        earlier = cleanup.DeleteReport()
-        if not _ran_in_this_run(context, "finish_pending_deletes"):
-            # A re-execution from here: what the failed run left journaled is finished now.
-            earlier = _finish_journal(context, plan, catalog, storage)
-        backend = storage.open_backend()  # a dry run too: it asks which keys it would refuse
-        try:
-            marked, deleted = cleanup.mark_and_delete(
-                catalog,
-                backend,
-                plan.policy,
-                run_id=context.run_id,
-                marked_at=plan.run_at,
-                batch_size=plan.batch_size,
-                lease=storage.lease(),
-                dry_run=plan.dry_run,
-            )
-        finally:
-            backend.close()
-    deleted = earlier + deleted
-    verb = "would mark" if plan.dry_run else "marked"
-    context.log.info(
-        f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
-        f"to an order during the run and kept; {len(marked.errors)} refused keys left live; "
-        f"deleted {deleted.deleted} objects, {deleted.missing} already missing, "
-        f"{len(deleted.errors)} failed and stay pending; {deleted.bytes_reclaimed} bytes"
-    )
+        report = _clean_range(
+            context,
+            plan,
+            key_range,
+            catalog,
+            storage,
+            finish_journal=not _ran_in_this_run(context, "finish_pending_deletes"),
+        )
+    marked, deleted = report.marked, report.deleted
     context.add_output_metadata(
         {
+            "range": key_range.describe(),
             "marked": marked.marked,
             "attachedDuringRun": len(marked.attached_meanwhile),
             "refusedKeys": len(marked.errors),
@@ -429,7 +549,49 @@ def mark_and_delete_expired(
             "releasedRows": len(deleted.released),
         }
     )
-    return CleanReport(marked, deleted)
+    return report
+
+
+def _clean_range(
+    context: OpExecutionContext,
+    plan: CleanupPlan,
+    key_range: KeyRange,
+    catalog: Catalog,
+    storage: SnapshotStorage,
+    *,
+    finish_journal: bool,
+) -> CleanReport:
+    """Mark and delete one range's candidates (after finishing the journal if asked: a
+    re-execution from a range step), at the range's shares of the run's caps."""
+    policy = dataclasses.replace(plan.policy, max_deletions=key_range.max_deletions)
+    # A dry run opens the backend too: it asks which keys the store would refuse.
+    with storage.deleting_backend(key_range.ranges) as backend:
+        earlier = cleanup.DeleteReport()
+        if finish_journal:
+            # A re-execution from here: what the failed run left journaled is finished now.
+            earlier = _finish_journal(context, plan, catalog, storage, backend)
+        marked, deleted = cleanup.mark_and_delete(
+            catalog,
+            backend,
+            policy,
+            run_id=context.run_id,
+            marked_at=plan.run_at,
+            batch_size=plan.batch_size,
+            lease=storage.lease(),
+            dry_run=plan.dry_run,
+            after=key_range.after,
+            upper=key_range.upper,
+        )
+    deleted = earlier + deleted
+    verb = "would mark" if plan.dry_run else "marked"
+    context.log.info(
+        f"{key_range.describe()}: "
+        f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
+        f"to an order during the run and kept; {len(marked.errors)} refused keys left live; "
+        f"deleted {deleted.deleted} objects, {deleted.missing} already missing, "
+        f"{len(deleted.errors)} failed and stay pending; {deleted.bytes_reclaimed} bytes"
+    )
+    return CleanReport(marked, deleted, key_range.index)
 
 
 @op
@@ -437,25 +599,42 @@ def record_cleanup_run(
     context: OpExecutionContext,
     plan: CleanupPlan,
     leftovers: cleanup.DeleteReport,
-    cleaned: CleanReport,
+    layout: list[KeyRange],
+    cleaned: list[CleanReport],
     database: SnapshotDatabase,
     storage: SnapshotStorage,
 ) -> dict:
     """Close this run's log row with its status and errors; fail on errors.
+
+    A range of `layout` without a report in `cleaned` is cleaned here first. That happens
+    only in a re-execution from failure: Dagster re-runs the range steps that failed or
+    were cut short, but not those of a run killed before it started them (a known
+    limitation of its dynamic re-execution, dagster-io/dagster#30077), and their
+    candidates must not wait for the next run.
 
     Its deleted, missing and bytes counters were added batch by batch as the run settled
     journal entries (Catalog.settle_pending); they are read back here, not rewritten, so
     they are this run's own even in a re-execution whose inputs come from its parent.
     """
     checkpoints.reached("before_record")
-    marked = cleaned.marked
-    deleted = leftovers + cleaned.deleted
+    reported = {report.range_index for report in cleaned}
     with _catalog(database) as catalog:
         if not plan.dry_run:
             _join_run(context, catalog, plan)
         if not _ran_in_this_run(context, "mark_and_delete_expired"):
             # A re-execution from here: finish whatever is journaled before closing.
-            deleted = deleted + _finish_journal(context, plan, catalog, storage)
+            with storage.deleting_backend() as backend:
+                leftovers = leftovers + _finish_journal(context, plan, catalog, storage, backend)
+        for key_range in layout:
+            if key_range.index not in reported:
+                context.log.warning(f"{key_range.describe()} has no report: cleaned here")
+                cleaned = [
+                    *cleaned,
+                    _clean_range(context, plan, key_range, catalog, storage, finish_journal=False),
+                ]
+        ranges = _combined(cleaned)
+        marked = ranges.marked
+        deleted = leftovers + ranges.deleted
         errors = marked.errors + deleted.errors
         status = FAILED if errors else SUCCEEDED
         counts = catalog.finish_run(
@@ -516,13 +695,14 @@ def _publish(
     context.log.info(summary)
 
 
-@op
+@op(ins={"recorded": In(Nothing)})
 def refresh_storage_assets(
-    context: OpExecutionContext, plan: CleanupPlan, summary: dict, database: SnapshotDatabase
+    context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
 ) -> None:
     """Materialize the run log, the day's storage reclaimed and the 30-day savings view.
 
-    Runs after the run is recorded, so the figures include it; a dry run materializes nothing.
+    Runs after the run is recorded (`recorded`), so the figures include it; a dry run
+    materializes nothing.
     """
     if plan.dry_run:
         context.log.info("dry run: storage assets left as they are")
@@ -559,6 +739,9 @@ def mark_run_failed(context: HookContext) -> None:
 def snapshot_cleanup_job() -> None:
     plan = identify_expired_candidates()
     leftovers = finish_pending_deletes(plan)
-    cleaned = mark_and_delete_expired(plan, leftovers)
-    summary = record_cleanup_run(plan, leftovers, cleaned)
-    refresh_storage_assets(plan, summary)
+    ranges, layout = split_key_ranges(plan)
+    cleaned = ranges.map(
+        lambda key_range: mark_and_delete_expired(plan, key_range, journal_finished=leftovers)
+    )
+    summary = record_cleanup_run(plan, leftovers, layout, cleaned.collect())
+    refresh_storage_assets(plan, recorded=summary)

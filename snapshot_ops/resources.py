@@ -2,16 +2,27 @@
 
 Both are configured from the environment (see definitions.py); nothing secret is written
 in code or YAML, and a storage URL's credentials never reach logs or metadata.
+
+Each holds what it opens for the length of one execution, through Dagster's resource
+lifecycle: `SnapshotDatabase.catalog()` connects and reflects the tables on first use and
+`SnapshotStorage.backend()` opens the store's client on first use; both are closed by
+`teardown_after_execution`. With the in-process executor that is once per run, with the
+multiprocess, Celery or Kubernetes executors once per step process. Opening on first use,
+not in `setup_for_execution`, keeps a bad URL or a missing table a failure of the step
+that met it, with its message, rather than an error starting the resources.
 """
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 
 from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import lease_length
 from snapshot_ops.storage import StorageBackend, open_storage
+from snapshot_ops.storage.ratelimit import RateLimitedBackend, range_rate
 
 
 class SnapshotDatabase(ConfigurableResource):
@@ -48,8 +59,25 @@ class SnapshotDatabase(ConfigurableResource):
         ),
     )
 
+    _catalog: Catalog | None = PrivateAttr(default=None)
+
+    def catalog(self) -> Catalog:
+        """This execution's catalog: opened (see `open_catalog`) on the first call, then
+        the same one; disposed when the execution ends. Raises what `open_catalog` raises;
+        after a failed open the next call tries again."""
+        if self._catalog is None:
+            self._catalog = self.open_catalog()
+        return self._catalog
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._catalog is not None:
+            self._catalog.engine.dispose()
+            self._catalog = None
+
     def open_catalog(self) -> Catalog:
-        """Connect, check the application tables and return the catalog (caller disposes)."""
+        """Connect, check the application tables and return the catalog (caller disposes).
+
+        Raises SnapshotOpsError (ConfigError, SchemaError) naming what to fix."""
         engine = make_engine(self.url)
         try:
             return Catalog(
@@ -123,6 +151,47 @@ class SnapshotStorage(ConfigurableResource):
             "batch that times out on every attempt stay pending for the next run."
         ),
     )
+
+    max_deletes_per_second: int | None = Field(
+        default=None,
+        description=(
+            "Object stores and folders: most objects a run deletes per second, across all "
+            "its ranges and workers (each of a run's n ranges gets floor(limit / n)); unset "
+            "means no limit. Keeps a cleanup from taking the request rate the application "
+            "needs: S3 serves at least 3,500 DELETE requests per second per prefix (S3 User "
+            "Guide, optimizing performance) and Azure 20,000 requests per second per storage "
+            "account (Azure Storage scalability targets); a batch request counts its keys."
+        ),
+    )
+
+    _backend: StorageBackend | None = PrivateAttr(default=None)
+
+    def backend(self) -> StorageBackend:
+        """This execution's backend: opened (see `open_backend`) on the first call, then
+        the same one; closed when the execution ends. Raises what `open_backend` raises."""
+        if self._backend is None:
+            self._backend = self.open_backend()
+        return self._backend
+
+    @contextmanager
+    def deleting_backend(self, ranges: int = 1) -> Iterator[StorageBackend]:
+        """The backend one of a run's `ranges` ranges deletes through: `backend()`, held to
+        its share of `max_deletes_per_second` (storage.ratelimit) when that is set. Raises
+        ConfigError when the limit is below `ranges`, and what `open_backend` raises."""
+        backend = self.backend()
+        if self.max_deletes_per_second is None:
+            yield backend
+            return
+        limited = RateLimitedBackend(backend, range_rate(self.max_deletes_per_second, ranges))
+        try:
+            yield limited
+        finally:
+            limited.close()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
 
     def lease(self) -> dt.timedelta:
         """How long a run holds the journal entries it is deleting (see cleanup.lease_length):

@@ -7,6 +7,8 @@
   SNAPSHOT_OPS_CELERY_BACKEND (default rpc://) and SNAPSHOT_OPS_CELERY_QUEUE (default dagster).
 - SNAPSHOT_OPS_SLACK_TOKEN + SNAPSHOT_OPS_SLACK_CHANNEL, SNAPSHOT_OPS_TEAMS_WEBHOOK_URL,
   SNAPSHOT_OPS_WEBSERVER_URL: where alerts go; see `alert_settings`.
+- SNAPSHOT_OPS_RANGES: how many key ranges a cleanup run splits its candidates into, each
+  marked and deleted by its own step (default 1); see `cleanup_ranges`.
 
 Every process of a deployment (webserver, daemon, run workers, Celery workers) must see the
 same values: the executor is fixed when the job's module is imported.
@@ -161,3 +163,30 @@ def alert_settings(environ: Mapping[str, str] | None = None) -> AlertSettings:
     ):
         raise ConfigError("SNAPSHOT_OPS_TEAMS_WEBHOOK_URL must start with https:// or http://")
     return settings
+
+
+#: Most ranges a run may be split into: each is a step, and steps are not free.
+MAX_RANGES = 64
+
+
+def cleanup_ranges(value: int | str | None = None) -> int:
+    """How many key ranges a cleanup run splits its candidates into: `value` (the run
+    config's `ranges`) if given, else SNAPSHOT_OPS_RANGES, else 1.
+
+    Each range is a step (`mark_and_delete_expired[range_N]`) that another worker can run
+    at the same time; one range is the whole key space in one step, as a run on one
+    machine wants. A run with fewer candidates than ranges uses fewer. Raises ConfigError
+    for anything but a whole number from 1 to MAX_RANGES.
+    """
+    raw = value if value is not None else os.environ.get("SNAPSHOT_OPS_RANGES", "")
+    text = str(raw).strip() or "1"
+    try:
+        ranges = int(text)
+    except ValueError:
+        ranges = 0
+    if not 1 <= ranges <= MAX_RANGES:
+        source = "ranges" if value is not None else "SNAPSHOT_OPS_RANGES"
+        raise ConfigError(
+            f"{source}={raw!r} is not a whole number from 1 to {MAX_RANGES} (unset means 1)"
+        )
+    return ranges

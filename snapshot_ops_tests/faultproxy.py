@@ -1,12 +1,13 @@
 """A fault-injecting HTTP proxy the tests put in front of moto's server and Azurite.
 
-It forwards every request unchanged to the real emulator, records what it saw (so tests can
-count batch requests and check their Content-MD5), and, when a test asks, answers for the
-store: a status such as 503 for the next matching requests (throttling, outages), a request
-held longer than the client waits (timeouts), a connection closed without an answer, the
-store's real answer rewritten (e.g. one key's result left out of it), or, for S3
-DeleteObjects, a per-key `<Error>` for chosen keys while the rest of the batch really goes
-to the store. Only the transport is faked; the SDKs and the stores are real.
+It forwards every request unchanged to the real emulator, records what it saw and when (so
+tests can count batch requests, check their Content-MD5 and count keys per second), and,
+when a test asks, answers for the store: a status such as 503 for the next matching
+requests (throttling, outages), a request held longer than the client waits (timeouts), a
+connection closed without an answer, the store's real answer rewritten (e.g. one key's
+result left out of it), or, for S3 DeleteObjects, a per-key `<Error>` for chosen keys while
+the rest of the batch really goes to the store. Only the transport is faked; the SDKs and
+the stores are real.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Seen:
     query: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # time.monotonic() when the proxy had read the whole request
 
     @property
     def is_s3_delete_objects(self) -> bool:
@@ -162,6 +164,7 @@ class FaultProxy:
             parts.query,
             {k.lower(): v for k, v in handler.headers.items()},
             body,
+            time.monotonic(),
         )
         with self._lock:
             self.seen.append(seen)

@@ -7,11 +7,13 @@ through the default IO manager's files under that home, and pin down that:
 
 - on Celery (two workers started with dagster-celery's own `worker start` command, on the
   RabbitMQ at 127.0.0.1:5672, listening on a queue unique to this test session) and on the
-  multiprocess executor, a run deletes exactly the expired, unlinked snapshots' files and
-  marks exactly their rows, and every step ran in a worker process, not the run's own;
+  multiprocess executor, a run split into three key ranges (three marking steps) deletes
+  exactly the expired, unlinked snapshots' files and marks exactly their rows, and every
+  step ran in a worker process, not the run's own;
 - the failure hook and the resources work there too: a step that fails after the run was
   logged leaves its run-log row closed as failed, by the hook running in the worker;
-- an application attaching random candidates during a Celery run loses no file.
+- an application attaching random candidates during a Celery run over three ranges loses
+  no file.
 
 The workers run in their own process groups, are stopped by process id when the session
 ends, and log to test-artifacts/.
@@ -53,10 +55,14 @@ pytestmark = pytest.mark.e2e
 
 DAY = dt.timedelta(days=1)
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+#: Key ranges of the runs here: each is its own `mark_and_delete_expired[range_N]` step.
+RANGES = 3
+MARKING = "mark_and_delete_expired"
 STEPS = {
     "identify_expired_candidates",
     "finish_pending_deletes",
-    "mark_and_delete_expired",
+    "split_key_ranges",
+    *(f"{MARKING}[range_{n}]" for n in range(RANGES)),
     "record_cleanup_run",
     "refresh_storage_assets",
 }
@@ -186,17 +192,26 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     return Engine("multiprocess", request.getfixturevalue("instance_env"), [], execution)
 
 
-def execute(world: World, engine: Engine, tmp_path: Path, **config: Any) -> tuple[str, str]:
-    """Run the cleanup job with `dagster job execute` on `world`; return (run id, output)."""
+def execute(
+    world: World,
+    engine: Engine,
+    tmp_path: Path,
+    storage: dict[str, Any] | None = None,
+    **config: Any,
+) -> tuple[str, str]:
+    """Run the cleanup job with `dagster job execute` on `world`; return (run id, output).
+
+    `storage`: more config of the storage resource; `config`: the run's cleanup config."""
     env = engine.env
     config.setdefault("reference_time", NOW.isoformat())
+    url = world.store.url if world.store is not None else world.root.as_uri()
     run_config = {
         "ops": {"identify_expired_candidates": {"config": config}},
-        # The application database and folder of this test (a deployment sets them through
+        # The application database and storage of this test (a deployment sets them through
         # SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL in every process instead).
         "resources": {
             "database": {"config": {"url": world.db_url}},
-            "storage": {"config": {"url": world.root.as_uri()}},
+            "storage": {"config": {"url": url, **(storage or {})}},
         },
     }
     if engine.execution:
@@ -252,7 +267,7 @@ def test_whole_job_deletes_exactly_the_expired_unlinked_files(
     fresh = pg_world.add(age=6 * DAY)
     permanent = pg_world.add(age=400 * DAY, snapshot_type=PERMANENT_TYPE)
 
-    run_id, output = execute(pg_world, engine, tmp_path)
+    run_id, output = execute(pg_world, engine, tmp_path, ranges=RANGES)
 
     status, run_pid, steps = step_pids(engine.env, run_id)
     assert status == DagsterRunStatus.SUCCESS, output
@@ -313,10 +328,11 @@ def test_attaches_during_a_celery_run_lose_no_file(
     status, _, steps = step_pids(engine.env, run_id)
     assert status == DagsterRunStatus.SUCCESS, output
     assert {os.getpgid(pid) for pid in steps.values()} <= set(engine.worker_pids)
+    assert set(steps) == STEPS
     assert lost_files(pg_world, attachers) == []
     # The attaches overlapped the marking step: some landed while it ran, and some were
     # refused because it had marked the row first.
-    start, end = step_window(engine.env, run_id, "mark_and_delete_expired")
+    start, end = marking_window(engine.env, run_id)
     during = [t + offset for a in attachers for _, t in a.attached if start < t + offset < end]
     refused = [t for a in attachers for t in a.refused]
     assert during and refused, (len(during), len(refused), end - start)
@@ -336,13 +352,13 @@ def start_when_marking_starts(
     """Launch the run in a thread; start the attachers once its marking step has started."""
     earlier = {r.run_id for r in instance.get_runs()}  # the session's instance is shared
     pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(execute, world, engine, tmp_path, batch_size=50)
+    future = pool.submit(execute, world, engine, tmp_path, batch_size=50, ranges=RANGES)
     pool.shutdown(wait=False)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not future.done():
         runs = [r.run_id for r in instance.get_runs(limit=5) if r.run_id not in earlier]
         if runs and any(
-            e.step_key == "mark_and_delete_expired"
+            (e.step_key or "").startswith(f"{MARKING}[")
             and e.dagster_event_type == DagsterEventType.STEP_START
             for e in instance.all_logs(runs[0])
         ):
@@ -353,15 +369,19 @@ def start_when_marking_starts(
     raise AssertionError(f"the marking step never started: {future.result(timeout=0)}")
 
 
-def step_window(env: dict[str, str], run_id: str, step_key: str) -> tuple[float, float]:
-    """Wall-clock (start, end) of a step, from its STEP_START and STEP_SUCCESS events."""
+def marking_window(env: dict[str, str], run_id: str) -> tuple[float, float]:
+    """Wall-clock (first start, last end) of the run's marking steps, from their STEP_START
+    and STEP_SUCCESS events."""
     instance = production_instance(env)
     try:
-        times = {
-            e.dagster_event_type: e.timestamp
+        events = [
+            e
             for e in instance.all_logs(run_id)
-            if e.step_key == step_key and e.is_dagster_event
-        }
+            if (e.step_key or "").startswith(f"{MARKING}[") and e.is_dagster_event
+        ]
     finally:
         instance.dispose()
-    return times[DagsterEventType.STEP_START], times[DagsterEventType.STEP_SUCCESS]
+    starts = [e.timestamp for e in events if e.dagster_event_type == DagsterEventType.STEP_START]
+    ends = [e.timestamp for e in events if e.dagster_event_type == DagsterEventType.STEP_SUCCESS]
+    assert len(starts) == len(ends) == RANGES
+    return min(starts), max(ends)
