@@ -290,6 +290,7 @@ def _finish_journal(
             run_id=context.run_id,
             lease=storage.lease(),
             batch_size=plan.batch_size,
+            progress=lambda p: context.log.info(f"journal: {p.describe()}"),
         )
     finally:
         backend.close()
@@ -386,6 +387,8 @@ def mark_and_delete_expired(
                 batch_size=plan.batch_size,
                 lease=storage.lease(),
                 dry_run=plan.dry_run,
+                progress=lambda p: context.log.info(f"progress: {p.describe()}"),
+                candidates=plan.summary.candidates,
             )
         finally:
             backend.close()
