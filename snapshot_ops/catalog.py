@@ -525,6 +525,14 @@ class Catalog:
             ).scalars()
         )
 
+    def shared_keys(self, keys: Sequence[str]) -> set[str]:
+        """`keys_in_use` in a read-only connection of its own: asked right before a batch
+        the run leased at marking is deleted (as `claim_pending` asks for the entries it
+        leases), so the window in which a new live row could take such a key stays as
+        short as it was."""
+        with self.reading() as conn:
+            return self.keys_in_use(conn, keys)
+
     def _in(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
         """`column IN values`. On PostgreSQL as `= ANY(array)`: one bound array instead of
         a thousand bound values, which SQLAlchemy would otherwise render one by one (it
@@ -649,6 +657,7 @@ class Catalog:
         dry_run: bool = False,
         refusals: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
         upper: tuple[Any, Any] | None = None,
+        lease: dt.timedelta | None = None,
     ) -> MarkedBatch:
         """Read up to `limit` candidates, leave the refused ones live, lock, re-check and
         mark the rest.
@@ -676,6 +685,10 @@ class Catalog:
 
         Only after this commit are the objects deleted (cleanup.mark_and_delete), so the
         worst a crash can do is leave a marked row whose journal entry the next run finishes.
+        With `lease`, the journal entries are written already leased to `run_id` until now +
+        `lease` (as `claim_pending` would lease them), so the run deletes this batch's
+        objects without a claim of its own; a run that dies holding them gives them back
+        when its lease ends or when a later run closes it (`close_crashed_runs`).
         On SQLite, BEGIN IMMEDIATE (see make_engine) makes the whole batch exclusive instead.
         The cursor moves past every row read, refused ones included, so a walk reads each
         row once. With `upper` (a key from `range_boundaries`) only candidates up to that
@@ -712,8 +725,11 @@ class Catalog:
                 if row.storageKey == passed[row.fileId].storage_key  # the key that was checked
             }
             # Steps 2 and 3: one *new* statement re-checks the linkage and marks.
+            leased_until = None if lease is None else dt.datetime.now(dt.UTC) + lease
             marked_ids = (
-                self._recheck_and_mark(conn, list(safe), run_id, marked_at) if safe else set()
+                self._recheck_and_mark(conn, list(safe), run_id, marked_at, leased_until)
+                if safe
+                else set()
             )
             if marked_ids and not dry_run:  # the run's row counts its marks as they commit
                 r = self.runs.c
@@ -731,7 +747,12 @@ class Catalog:
         return MarkedBatch(marked, attached, refused, next_cursor)
 
     def _recheck_and_mark(
-        self, conn: Connection, ids: list[Any], run_id: str, marked_at: dt.datetime
+        self,
+        conn: Connection,
+        ids: list[Any],
+        run_id: str,
+        marked_at: dt.datetime,
+        leased_until: dt.datetime | None = None,
     ) -> set[Any]:
         """Mark the locked rows that are still unlinked, journal them; return their ids.
 
@@ -747,6 +768,9 @@ class Catalog:
             .returning(f.fileId, f.storageKey, f.sizeBytes)
         )
         journal_columns = ["file_id", "storage_key", "size_bytes", "run_id", "marked_at"]
+        # The lease, when the marking run deletes the batch itself (claimed_by NULL: free).
+        claimed_by = None if leased_until is None else run_id
+        journal_columns += ["claimed_by", "lease_until"]
         if self.is_sqlite:  # no data-modifying CTEs: two statements, same transaction
             rows = conn.execute(marking).all()
             if rows:
@@ -756,7 +780,10 @@ class Catalog:
                         dict(
                             zip(
                                 journal_columns,
-                                (str(r.fileId), r.storageKey, r.sizeBytes, run_id, marked_at),
+                                (
+                                    *(str(r.fileId), r.storageKey, r.sizeBytes),
+                                    *(run_id, marked_at, claimed_by, leased_until),
+                                ),
                                 strict=True,
                             )
                         )
@@ -776,6 +803,8 @@ class Catalog:
                     marked.c.sizeBytes,
                     sa.literal(run_id, sa.Text),
                     sa.literal(marked_at, sa.DateTime(timezone=True)),
+                    sa.literal(claimed_by, sa.Text),
+                    sa.literal(leased_until, sa.DateTime(timezone=True)),
                 ),
             )
             .returning(self.pending.c.file_id)
@@ -842,6 +871,7 @@ class Catalog:
         deleted: dict[str, int],
         missing: Sequence[str],
         failed: dict[str, tuple[int, str]],
+        shared: Sequence[str] = (),
     ) -> Settled:
         """Settle what the store answered for entries `run_id` leased, in one transaction.
 
@@ -850,11 +880,13 @@ class Catalog:
         leased by `run_id` change: gone ones leave the journal and are counted, failed ones
         are released with one more attempt and a backoff (`backoff`). What was counted is
         added to `run_id`'s cleanup_runs row in the same transaction, so a run killed right
-        after still has it in its row, and no other run counts it again.
+        after still has it in its row, and no other run counts it again. `shared` lists
+        entries whose object a live row still names: they leave the journal, object kept,
+        uncounted (their ids are in the result's `file_ids` when they were still held).
         """
         p, r = self.pending.c, self.runs.c
         mine = p.claimed_by == run_id
-        gone = list(deleted) + list(missing)
+        gone = list(deleted) + list(missing) + list(shared)
         with self.engine.begin() as conn:
             settled: set[str] = set()
             if gone:
@@ -865,17 +897,25 @@ class Catalog:
                         .returning(p.file_id)
                     ).scalars()
                 )
-            for file_id, (attempts, error) in failed.items():
+            if failed:  # one statement for all of them (executemany)
                 conn.execute(
                     sa.update(self.pending)
-                    .where(p.file_id == file_id, mine)
+                    .where(p.file_id == sa.bindparam("failed_id"), mine)
                     .values(
                         attempts=p.attempts + 1,
-                        last_error=error[:2000],
+                        last_error=sa.bindparam("error"),
                         claimed_by=None,
                         lease_until=None,
-                        next_attempt_at=now + backoff(attempts + 1),
-                    )
+                        next_attempt_at=sa.bindparam("retry_at"),
+                    ),
+                    [
+                        {
+                            "failed_id": file_id,
+                            "error": error[:2000],
+                            "retry_at": now + backoff(attempts + 1),
+                        }
+                        for file_id, (attempts, error) in failed.items()
+                    ],
                 )
             result = Settled(
                 deleted=sum(1 for i in deleted if i in settled),
@@ -883,7 +923,7 @@ class Catalog:
                 bytes_reclaimed=sum(size for i, size in deleted.items() if i in settled),
                 file_ids=frozenset(settled),
             )
-            if settled:
+            if result.deleted or result.missing:
                 conn.execute(
                     sa.update(self.runs)
                     .where(r.run_id == run_id)

@@ -335,6 +335,7 @@ def _finish_journal(
         run_id=context.run_id,
         lease=storage.lease(),
         batch_size=plan.batch_size,
+        progress=lambda p: context.log.info(f"journal: {p.describe()}"),
     )
 
 
@@ -581,6 +582,9 @@ def _clean_range(
             dry_run=plan.dry_run,
             after=key_range.after,
             upper=key_range.upper,
+            progress=lambda p: context.log.info(f"progress: {p.describe()}"),
+            # ranges split the candidates at every k-th key, k = ceil(candidates / ranges)
+            candidates=-(-plan.summary.candidates // key_range.ranges),
         )
     deleted = earlier + deleted
     verb = "would mark" if plan.dry_run else "marked"

@@ -63,3 +63,55 @@ def test_marked_but_undeleted_objects_are_finished_by_the_next_run(world):
     assert world.pending() == []
     [log] = world.run_log()
     assert (log.deleted_count, log.bytes_reclaimed, log.marked_count) == (3, 150, 0)
+
+
+def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
+    # Each batch takes 4 s by this clock; with a 10 s interval every third batch reports.
+    ids = [world.add(age=(8 + n) * DAY) for n in range(7)]
+    ticks = iter(range(0, 1000, 4))
+    reports = []
+    catalog = catalog_for(world)
+    backend = FilesystemBackend(str(world.root))
+    marked, _ = mark_and_delete(
+        catalog,
+        backend,
+        policy(),
+        run_id="r",
+        marked_at=NOW,
+        batch_size=1,
+        progress=reports.append,
+        candidates=7,
+        progress_interval=10,
+        clock=lambda: next(ticks),
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert marked.marked == 7 and not any(world.has_file(i) for i in ids)
+    # Started at 0; batches end at 4, 8, 12 (reported), 16, 20, 24 (reported), 28, the
+    # walk's empty read at 32 (8 s after the last report: not reported), the end at 36.
+    assert [r.marked for r in reports] == [3, 6, 7]
+    assert [r.elapsed_seconds for r in reports] == [12, 24, 36]
+    final = reports[-1]
+    assert (final.marked, final.deleted, final.total) == (7, 7, 7)
+    assert final.eta_seconds == 0 and final.rate == pytest.approx(7 / 36)
+
+
+def test_a_long_run_logs_growing_progress_in_the_event_log(world, monkeypatch):
+    from dagster import DagsterInstance
+
+    from snapshot_ops import cleanup
+
+    monkeypatch.setattr(cleanup, "PROGRESS_INTERVAL_SECONDS", 0.0)  # every batch reports
+    ids = [world.add(age=(8 + n) * DAY) for n in range(5)]
+    with DagsterInstance.ephemeral() as instance:
+        result = world.run(instance=instance, batch_size=2)
+        assert result.success
+        lines = [
+            e.user_message
+            for e in instance.all_logs(result.run_id)
+            if e.user_message.startswith("progress: ")
+        ]
+    assert not any(world.has_file(i) for i in ids)
+    marked = [int(line.split()[1].replace(",", "")) for line in lines]
+    assert marked == sorted(marked) and marked[0] < 5 and marked[-1] == 5
+    assert lines[-1].startswith("progress: 5 rows marked, 5 objects deleted of 5 in ")

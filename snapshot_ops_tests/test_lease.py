@@ -299,3 +299,46 @@ def test_a_journal_made_by_an_older_version_gets_the_lease_columns(world):
     assert world.run().success
     assert world.pending() == [] and not world.has_file(file_id)
     assert world.run_log()[-1].deleted_count == 1
+
+
+@pytest.mark.integration
+def test_a_batch_leased_at_marking_is_left_to_its_marker(world):
+    # Run a marks a batch (its journal entries leased to it in the marking transaction);
+    # run b's journal sweep, on its own connections, must neither delete nor count them.
+    from snapshot_ops.catalog import PendingDelete
+    from snapshot_ops.cleanup import delete_marked, finish_pending
+    from snapshot_ops.storage.filesystem import FilesystemBackend
+
+    ids = [world.add(age=10 * DAY, size=100) for _ in range(4)]
+    marker = SnapshotDatabase(url=world.db_url).open_catalog()
+    sweeper = SnapshotDatabase(url=world.db_url).open_catalog()
+    backend = FilesystemBackend(str(world.root))
+    try:
+        marker.ensure_own_tables()
+        for run in ("a", "b"):
+            marker.start_run(
+                run_id=run, run_at=NOW, reference_time=NOW, cutoff=NOW, dry_run=False,
+                candidate_count=0,
+            )  # fmt: skip
+        batch = marker.mark_batch(
+            cutoff=NOW - 7 * DAY, cursor=None, limit=10, run_id="a", marked_at=NOW,
+            lease=dt.timedelta(minutes=5),
+        )  # fmt: skip
+        assert sorted(c.file_id for c in batch.marked) == sorted(ids)
+        assert {e.claimed_by for e in world.pending()} == {"a"}
+
+        swept = finish_pending(
+            sweeper, backend, run_id="b", lease=dt.timedelta(minutes=5), batch_size=10
+        )
+        assert swept.deleted_count == 0 and all(world.has_file(i) for i in ids)
+
+        entries = [PendingDelete(c.file_id, c.storage_key, c.size_bytes, 0) for c in batch.marked]
+        report = delete_marked(marker, backend, entries, run_id="a")
+        assert (report.deleted, report.bytes_reclaimed) == (4, 400)
+        assert not any(world.has_file(i) for i in ids) and world.pending() == []
+        counts = {r.run_id: (r.marked_count, r.deleted_count) for r in world.run_log()}
+        assert counts == {"a": (4, 4), "b": (0, 0)}
+    finally:
+        backend.close()
+        marker.engine.dispose()
+        sweeper.engine.dispose()
