@@ -156,7 +156,7 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
             description=(
                 f"the database role lacks a privilege the job needs: {exc.orig}. It needs "
                 'SELECT on "OrderAttachments" and "SnapshotFiles", UPDATE ("deletedAt") on '
-                '"SnapshotFiles", and its own schema (see README, Least privilege)'
+                '"SnapshotFiles", and its own schema (see docs/safety.md, "Least privilege")'
             )
         ) from exc
 

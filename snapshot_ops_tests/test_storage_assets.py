@@ -423,7 +423,7 @@ def test_a_run_for_a_past_day_changes_that_day_only_and_never_moves_the_view_bac
     assert run_job(world, instance, reference_time=tick(yesterday).isoformat()).success
     assert savings_table_rows(world) == (30, 3000, today - 29 * DAY, today)
 
-    # A row that shows up late with an old createdAt; the README's Backfill section says to
+    # A row that shows up late with an old createdAt; docs/operations.md, "Backfill", says to
     # redo a day with a run whose reference_time is that day's 03:00.
     world.add(age=8 * DAY, size=500, now=tick(past))
     redo = run_job(world, instance, reference_time=tick(past).isoformat())

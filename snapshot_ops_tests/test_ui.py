@@ -192,7 +192,7 @@ mutation ($id: String!) {
 
 
 def test_schedule_can_be_enabled_and_ticks_at_three_london_time(dagster_ui):
-    """What the README's 'enable the schedule' does, through the same API the UI calls."""
+    """What 'Enable the schedule' in docs/operations.md does, through the same API the UI calls."""
     selector = {
         "repositoryLocationName": LOCATION,
         "repositoryName": REPOSITORY,
