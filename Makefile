@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the cleanup job on the embedded default (SQLite + a local folder)
-#   make test   run the whole test suite (needs PostgreSQL on 127.0.0.1:5432, see docs/testing.md)
+#   make test   run the whole test suite (PostgreSQL on 127.0.0.1:5432, else a private
+#               cluster from the installed server package; see docs/testing.md)
 #   make mutation     mutation testing of every module that decides what is deleted (long)
 #   make mutation-ci  its fixed, fast subset, which `make test` also runs (docs/testing.md)
 #   make bench  the benchmark (docs/performance.md); e.g. make bench BENCH_ARGS="--rows 1000000"

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from snapshot_ops import migrations
 from snapshot_ops.errors import ConfigError, SchemaError
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops.storage.base import check_key, refused_by
@@ -42,7 +43,8 @@ from snapshot_ops.timeformat import ColumnTimes, TimeFormat, TimeFormatError, ch
 SNAPSHOT_COLUMNS = ("fileId", "snapshotType", "storageKey", "sizeBytes", "createdAt", "deletedAt")
 ATTACHMENT_COLUMNS = ("fileId",)
 
-#: PostgreSQL advisory lock key held while the job creates its own schema and tables.
+#: PostgreSQL advisory lock key held while the job creates its own schema or migrates its
+#: tables (and while it rewrites the savings table).
 SCHEMA_LOCK_KEY = 0x534E4150  # "SNAP"
 
 #: How many error messages a run keeps in its log row; all are counted.
@@ -219,6 +221,7 @@ class Catalog:
         else:
             schema, prefix = ops_schema, ""
         self.ops_schema = None if self.is_sqlite else ops_schema
+        self.own_prefix = prefix
         own = sa.MetaData(schema=schema)
         self.runs = sa.Table(
             f"{prefix}cleanup_runs",
@@ -254,7 +257,6 @@ class Catalog:
             # Backoff after failed deletes: not claimed again before this instant.
             sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
         )
-        self._own = own
 
     # -- advice ---------------------------------------------------------------------------
 
@@ -299,7 +301,12 @@ class Catalog:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
 
     def ensure_own_tables(self) -> None:
-        """Create the job's schema and tables if they do not exist (idempotent)."""
+        """Create the job's schema if it is missing and bring its own tables to the newest
+        revision of `snapshot_ops/migrations` (idempotent; tables an older release made
+        without a version table are adopted: see `migrations.upgrade`).
+
+        Two runs starting at once take turns on the schema lock; the second finds the
+        tables at the newest revision and changes nothing."""
         with self.engine.begin() as conn:
             self.lock_own_schema(conn)
             if self.ops_schema is not None:
@@ -308,15 +315,7 @@ class Catalog:
                 # the schema exists), so only a missing schema is created.
                 if not sa.inspect(conn).has_schema(self.ops_schema):
                     conn.execute(sa.schema.CreateSchema(self.ops_schema))
-            self._own.create_all(conn, checkfirst=True)
-            # Tables made by an older version lack the journal's lease and backoff columns.
-            present = {c["name"] for c in sa.inspect(conn).get_columns(*_name(self.pending))}
-            for column in self.pending.columns:
-                if column.name not in present:
-                    kind = column.type.compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(
-                        f'ALTER TABLE {_quoted(self.pending)} ADD COLUMN "{column.name}" {kind}'
-                    )
+            migrations.upgrade(conn, schema=self.ops_schema, prefix=self.own_prefix)
 
     def reading(self) -> Connection:
         """A connection for reads only: on SQLite its transaction takes no write lock."""
@@ -1057,10 +1056,6 @@ def _has_index_leading_with(inspector: Any, table: sa.Table, column: str) -> boo
     pk = inspector.get_pk_constraint(table.name, schema=table.schema)
     leading = [ix["column_names"][:1] for ix in indexes] + [pk.get("constrained_columns", [])[:1]]
     return [column] in leading
-
-
-def _name(table: sa.Table) -> tuple[str, str | None]:
-    return table.name, table.schema
 
 
 def _quoted(table: sa.Table) -> str:

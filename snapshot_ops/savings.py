@@ -249,13 +249,12 @@ def write_savings(catalog: Catalog, view: SavingsView) -> str:
     and a reader sees either the old 30 days or the new ones, never an empty table.
     """
     table = savings_table(catalog)
-    catalog.ensure_own_tables()  # the schema the table lives in
+    catalog.ensure_own_tables()  # the table is one of the job's own (migrations/)
     rows = view.daily.assign(
         as_of=view.as_of, timezone=view.timezone, refreshed_at=dt.datetime.now(dt.UTC)
     )
     with catalog.engine.begin() as conn:
         catalog.lock_own_schema(conn)  # two runs finishing at once take turns
-        table.create(conn, checkfirst=True)
         conn.execute(sa.delete(table))
         rows.to_sql(table.name, conn, schema=table.schema, if_exists="append", index=False)
     return f"{table.schema}.{table.name}" if table.schema else table.name

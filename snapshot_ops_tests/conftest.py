@@ -2,7 +2,9 @@
 and a `World` that writes application rows and snapshot files the way the application does.
 
 PostgreSQL is the real server on 127.0.0.1:5432 (override with SNAPSHOT_OPS_TEST_PG_URL);
-each test gets its own database, dropped afterwards.
+each test gets its own database, dropped afterwards. When nothing listens there, the session
+starts a private throwaway cluster from the installed server binaries (pytest-postgresql's
+process fixture, `private_postgresql`) and uses that instead.
 
 The object stores (see stores.py) are moto's S3 server and Azurite, started once per session
 on free loopback ports behind fault-injecting proxies; each test gets its own bucket or
@@ -13,14 +15,19 @@ whose objects live in that store.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import os
+import shutil
+import socket
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pytest_postgresql import factories
 
 from snapshot_ops.catalog import make_engine
 from snapshot_ops.demo import app_tables
@@ -46,21 +53,82 @@ pytest_plugins = ["snapshot_ops_tests.ops_fixtures"]
 PG_ADMIN_URL = os.environ.get(
     "SNAPSHOT_OPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+#: Where Debian's server packages (`postgresql-<major>`) put pg_ctl, one folder per major.
+PG_CTL_PATTERN = "/usr/lib/postgresql/*/bin/pg_ctl"
 #: A fixed reference time, so ages in tests are exact.
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
 
 
+def installed_pg_ctl() -> str | None:
+    """pg_ctl of the newest server matching PG_CTL_PATTERN, else the one on PATH, else None."""
+
+    def major(path: str) -> tuple[int, ...]:
+        version = Path(path).parent.parent.name
+        return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+    found = sorted(glob.glob(PG_CTL_PATTERN), key=major)
+    return found[-1] if found else shutil.which("pg_ctl")
+
+
+def pg_listening(url: str) -> bool:
+    """Whether anything accepts TCP connections at the URL's host and port (a URL without
+    a host means libpq's local socket: taken as there)."""
+    parsed = sa.engine.make_url(url)
+    if not parsed.host:
+        return True
+    try:
+        socket.create_connection((parsed.host, parsed.port or 5432), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+# Started only when `pg_admin_url` finds no server (the fixture is requested by name).
+# A throwaway cluster need not survive a crash: no fsync.
+private_postgresql = factories.postgresql_proc(
+    executable=installed_pg_ctl(),
+    port=None,
+    postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(request: pytest.FixtureRequest) -> str:
+    """Superuser URL of the PostgreSQL the tests create their databases on: PG_ADMIN_URL
+    when a server listens there, else a private cluster started for this session (stopped
+    and removed at its end)."""
+    if pg_listening(PG_ADMIN_URL):
+        return PG_ADMIN_URL
+    if installed_pg_ctl() is None:
+        pytest.fail(
+            f"no PostgreSQL listens at {PG_ADMIN_URL} and no server is installed to start a "
+            f"private one ({PG_CTL_PATTERN}): install the PostgreSQL server package (Debian: "
+            "postgresql) or set SNAPSHOT_OPS_TEST_PG_URL"
+        )
+    if os.geteuid() == 0:
+        pytest.fail(
+            f"no PostgreSQL listens at {PG_ADMIN_URL}, and a private one cannot be started "
+            "as root (PostgreSQL refuses): run the tests as an ordinary user or start a server"
+        )
+    server = request.getfixturevalue("private_postgresql")
+    url = f"postgresql://{server.user}@{server.host}:{server.port}/{server.maintenance_dbname}"
+    warnings.warn(
+        f"no PostgreSQL at {PG_ADMIN_URL}: using a private cluster at {url}", stacklevel=1
+    )
+    return url
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(pg_admin_url: str) -> Iterator[str]:
     """URL of a new, empty PostgreSQL database, dropped after the test."""
     name = f"snapshot_ops_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(
-        PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://", 1),
+        pg_admin_url.replace("postgresql://", "postgresql+psycopg2://", 1),
         isolation_level="AUTOCOMMIT",
     )
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
+    url = sa.engine.make_url(pg_admin_url).set(database=name)
     try:
         yield url.render_as_string(hide_password=False)
     finally:

@@ -30,24 +30,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops_tests.conftest import PG_ADMIN_URL, World
+from snapshot_ops_tests.conftest import World
 
 REPO = Path(__file__).resolve().parent.parent
 #: Screenshots and server logs land here (gitignored), so CI can keep them as artifacts.
 ARTIFACTS = REPO / "test-artifacts"
 
 
-def _admin_engine() -> sa.Engine:
-    return sa.create_engine(
-        PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg2://", 1),
+@pytest.fixture(scope="session")
+def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[str], str]]:
+    """Factory: create a fresh PostgreSQL database, return its URL; all dropped at the end."""
+    admin = sa.create_engine(
+        pg_admin_url.replace("postgresql://", "postgresql+psycopg2://", 1),
         isolation_level="AUTOCOMMIT",
     )
-
-
-@pytest.fixture(scope="session")
-def make_pg_database() -> Iterator[Callable[[str], str]]:
-    """Factory: create a fresh PostgreSQL database, return its URL; all dropped at the end."""
-    admin = _admin_engine()
     created: list[str] = []
 
     def make(purpose: str) -> str:
@@ -55,7 +51,7 @@ def make_pg_database() -> Iterator[Callable[[str], str]]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
         created.append(name)
-        url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
+        url = sa.engine.make_url(pg_admin_url).set(database=name)
         return url.render_as_string(hide_password=False)
 
     yield make

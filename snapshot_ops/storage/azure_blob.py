@@ -283,8 +283,8 @@ def container_client(
         from azure.identity import DefaultAzureCredential
     except ImportError as exc:
         raise ConfigError(
-            "az:// storage without a connection string uses DefaultAzureCredential: "
-            "pip install azure-identity"
+            "az:// storage without a connection string uses DefaultAzureCredential, from "
+            "the azure extra: pip install -c constraints.txt -e '.[azure]' (azure-identity)"
         ) from exc
     service = BlobServiceClient(
         account_url, credential=DefaultAzureCredential(), retry_policy=retry, **transport
