@@ -24,7 +24,7 @@ import boto3
 from azure.storage.blob import ContainerClient
 from moto.server import ThreadedMotoServer
 
-from snapshot_ops.storage import open_storage
+from snapshot_ops.storage import DEFAULTS, open_storage
 from snapshot_ops_tests.faultproxy import FaultProxy
 from snapshot_ops_tests.stores import (
     AzureStore,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         for name, make_store, proxy in stores:
-            for parallel in (4, 1):
+            for parallel in (DEFAULTS.parallel_batches, 1):
                 store = filled(make_store, keys)
                 label = f"{name}: backend, {parallel} batch(es) in flight"
                 lines.append(measure(label, proxy, delete_with_backend, store, keys, parallel))

@@ -99,8 +99,8 @@ def lease_length(
     """How long a run leases the journal entries of one batch while the store deletes them.
 
     LEASE_SAFETY_FACTOR x max_attempts x (connect + read timeout + backoff), at least
-    MIN_LEASE: with the storage resource's defaults (5 attempts, 10 s + 60 s, 2 s) that is
-    18 minutes. A live run's store calls for one batch end well within it; only a run that
+    MIN_LEASE: with the storage defaults (snapshot_ops.storage.DEFAULTS) that is 18
+    minutes. A live run's store calls for one batch end well within it; only a run that
     died holding entries makes others wait, and a later run releases those at once when
     Dagster reports that run ended (jobs.close_crashed_runs).
     """

@@ -18,7 +18,7 @@ from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
 from snapshot_ops.sensors import failure_alert_sensors, freshness_sensor
-from snapshot_ops.settings import alert_settings
+from snapshot_ops.settings import alert_settings, storage_s3_resource
 
 # Alerts go to Slack and/or Teams when configured, else to the log. The token and webhook
 # URL are read from the environment when the code location loads and are held by the
@@ -43,6 +43,8 @@ defs = Definitions(
         ),
         "storage": SnapshotStorage(
             url=EnvVar("SNAPSHOT_OPS_STORAGE_URL"),
+            # dagster-aws's S3Resource from SNAPSHOT_OPS_S3_* for an s3:// URL, else None.
+            s3=storage_s3_resource(),
             # Off unless set; read at run time like the URL.
             **(
                 {"max_deletes_per_second": EnvVar.int("SNAPSHOT_OPS_MAX_DELETES_PER_SECOND")}

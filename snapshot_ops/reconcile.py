@@ -1,7 +1,11 @@
 """A read-only reconciliation of the database against the storage: drift is shown, not fixed.
 
-    python -m snapshot_ops.reconcile        (uses SNAPSHOT_OPS_DATABASE_URL and
-                                             SNAPSHOT_OPS_STORAGE_URL, prints JSON)
+    python -m snapshot_ops.reconcile        (prints JSON)
+
+It reads the database and the storage through the job's own `database` and `storage`
+resources (definitions.py): the same tables, schemas, storage URL and S3 settings, from
+the same environment (SNAPSHOT_OPS_DATABASE_URL, SNAPSHOT_OPS_STORAGE_URL,
+SNAPSHOT_OPS_S3_*, ...).
 
 It reports
 - objects in storage that no row points at (orphans: never deleted by the cleanup, which
@@ -25,9 +29,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
+from dagster import build_resources
 
-from snapshot_ops.catalog import Catalog, make_engine
-from snapshot_ops.storage import StorageBackend, open_storage
+from snapshot_ops.catalog import Catalog
+from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.storage import StorageBackend
 
 #: How many example keys or ids each finding lists; all are counted.
 SAMPLE = 100
@@ -109,6 +115,15 @@ def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> Re
     )
 
 
+def reconcile_resources(database: SnapshotDatabase, storage: SnapshotStorage) -> ReconcileReport:
+    """`reconcile` of what the job with these resources sees: the database's tables and
+    schemas, the storage's URL and settings (S3Resource included). EnvVar fields are read
+    now; the catalog and backend are closed before returning. Raises what opening them
+    raises (SnapshotOpsError naming what to fix, Dagster's error for an unset variable)."""
+    with build_resources({"database": database, "storage": storage}) as built:
+        return reconcile(built.database.catalog(), built.storage.backend())
+
+
 def _pending_keys(catalog: Catalog) -> set[str]:
     """Storage keys in the cleanup's journal (none if the job never ran here)."""
     table = catalog.pending
@@ -121,18 +136,14 @@ def _pending_keys(catalog: Catalog) -> set[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the report as JSON; exit 0 without drift, 3 with drift, 2 on bad setup."""
     del argv  # configured by the environment only, like the job
-    database_url = os.environ.get("SNAPSHOT_OPS_DATABASE_URL")
-    storage_url = os.environ.get("SNAPSHOT_OPS_STORAGE_URL")
-    if not database_url or not storage_url:
+    if not os.environ.get("SNAPSHOT_OPS_DATABASE_URL") or not os.environ.get(
+        "SNAPSHOT_OPS_STORAGE_URL"
+    ):
         sys.stderr.write("set SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL\n")
         return 2
-    engine = make_engine(database_url)
-    storage = open_storage(storage_url)
-    try:
-        report = reconcile(Catalog(engine), storage)
-    finally:
-        storage.close()
-        engine.dispose()
+    from snapshot_ops.definitions import defs
+
+    report = reconcile_resources(defs.resources["database"], defs.resources["storage"])
     sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     return 3 if report.drift else 0
 

@@ -15,13 +15,15 @@ that met it, with its message, rather than an error starting the resources.
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import lease_length
-from snapshot_ops.storage import StorageBackend, open_storage
+from snapshot_ops.errors import ConfigError
+from snapshot_ops.storage import DEFAULTS, StorageBackend, open_storage
 from snapshot_ops.storage.ratelimit import RateLimitedBackend, range_rate
 
 
@@ -96,9 +98,11 @@ class SnapshotDatabase(ConfigurableResource):
 class SnapshotStorage(ConfigurableResource):
     """Where snapshot objects live: a folder, an S3 bucket or an Azure Blob container.
 
-    Credentials are never configured here: S3 uses boto3's standard chain (environment,
-    profile, role; `AWS_ENDPOINT_URL` for an S3-compatible store), Azure uses
-    `AZURE_STORAGE_CONNECTION_STRING` or `DefaultAzureCredential`.
+    S3 is configured through dagster-aws's `S3Resource` in `s3` (region, endpoint,
+    profile, credentials); without it, or for what it leaves unset, boto3's standard chain
+    (environment, profile, role; `AWS_ENDPOINT_URL` for an S3-compatible store). Azure uses
+    `AZURE_STORAGE_CONNECTION_STRING` or `DefaultAzureCredential`. The defaults of the
+    fields below are `snapshot_ops.storage.DEFAULTS`.
     """
 
     url: str = Field(
@@ -108,28 +112,29 @@ class SnapshotStorage(ConfigurableResource):
         )
     )
     parallel_batches: int = Field(
-        default=4,
+        default=DEFAULTS.parallel_batches,
         description=(
             "Object stores: how many batch delete requests (S3 DeleteObjects of up to 1,000 "
             "keys, Azure Blob Batch of up to 256) may be in flight at once."
         ),
     )
     max_attempts: int = Field(
-        default=5,
+        default=DEFAULTS.max_attempts,
         description=(
             "Object stores: attempts per request, first included, for the SDKs' own retries "
-            "of throttling and server errors (S3 503 SlowDown, Azure 500/503)."
+            "of throttling and server errors (S3 503 SlowDown, Azure 500/503). For S3 this "
+            "replaces the max_attempts of the s3 resource."
         ),
     )
     retry_backoff_seconds: float = Field(
-        default=2.0,
+        default=DEFAULTS.retry_backoff_seconds,
         description=(
             "Azure: base b of the SDK's exponential retry; retry n waits about b + b**n s. "
             "S3 uses botocore's standard-mode backoff."
         ),
     )
     remove_empty_folders: bool = Field(
-        default=True,
+        default=DEFAULTS.remove_empty_folders,
         description=(
             "Folders (file:// only): after deleting, remove the folders the deletes left "
             "empty, deepest first, with rmdir only: never the storage root, never a folder "
@@ -137,14 +142,14 @@ class SnapshotStorage(ConfigurableResource):
         ),
     )
     connect_timeout_seconds: float = Field(
-        default=10.0,
+        default=DEFAULTS.connect_timeout_seconds,
         description=(
             "Object stores: seconds to wait for a connection to the store before the attempt "
             "counts as failed (and is retried within max_attempts)."
         ),
     )
     read_timeout_seconds: float = Field(
-        default=60.0,
+        default=DEFAULTS.read_timeout_seconds,
         description=(
             "Object stores: seconds to wait for the store's answer to one request (a batch "
             "delete of up to 1,000 keys) before the attempt counts as failed. The keys of a "
@@ -161,6 +166,18 @@ class SnapshotStorage(ConfigurableResource):
             "needs: S3 serves at least 3,500 DELETE requests per second per prefix (S3 User "
             "Guide, optimizing performance) and Azure 20,000 requests per second per storage "
             "account (Azure Storage scalability targets); a batch request counts its keys."
+        ),
+    )
+
+    # Typed as any resource so that loading the definitions does not import dagster-aws
+    # (and boto3) where the store is not S3; open_backend checks it is an S3Resource.
+    s3: ConfigurableResource | None = Field(
+        default=None,
+        description=(
+            "S3 only: dagster-aws's S3Resource giving the client's region, endpoint (for an "
+            "S3-compatible store), profile and credentials; its timeouts, retries and "
+            "connection pool come from the fields above, max_attempts included. Unset: "
+            "boto3's standard chain."
         ),
     )
 
@@ -204,9 +221,17 @@ class SnapshotStorage(ConfigurableResource):
         )
 
     def open_backend(self) -> StorageBackend:
-        """Build the backend for the URL (caller closes it)."""
-        # The S3 client is boto3's own (credential chain, standard retries) rather than
-        # dagster-aws's S3Resource, which has no way to set the timeouts above.
+        """Build the backend for the URL (caller closes it). Raises ConfigError for an
+        unusable URL or setting, or when `s3` is not dagster-aws's S3Resource."""
+        s3 = None
+        if self.s3 is not None and urlsplit(self.url).scheme == "s3":
+            from dagster_aws.s3 import S3Resource
+
+            if not isinstance(self.s3, S3Resource):
+                raise ConfigError(
+                    f"storage s3 must be dagster_aws.s3.S3Resource, got {type(self.s3).__name__}"
+                )
+            s3 = self.s3
         return open_storage(
             self.url,
             parallel_batches=self.parallel_batches,
@@ -215,4 +240,5 @@ class SnapshotStorage(ConfigurableResource):
             connect_timeout_seconds=self.connect_timeout_seconds,
             read_timeout_seconds=self.read_timeout_seconds,
             remove_empty_folders=self.remove_empty_folders,
+            s3=s3,
         )

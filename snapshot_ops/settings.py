@@ -9,6 +9,8 @@
   SNAPSHOT_OPS_WEBSERVER_URL: where alerts go; see `alert_settings`.
 - SNAPSHOT_OPS_RANGES: how many key ranges a cleanup run splits its candidates into, each
   marked and deleted by its own step (default 1); see `cleanup_ranges`.
+- SNAPSHOT_OPS_S3_<FIELD> (e.g. SNAPSHOT_OPS_S3_ENDPOINT_URL): fields of dagster-aws's
+  S3Resource for an s3:// storage URL; see `storage_s3_resource`.
 
 Every process of a deployment (webserver, daemon, run workers, Celery workers) must see the
 same values: the executor is fixed when the job's module is imported.
@@ -20,7 +22,13 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+from dagster import (
+    ConfigurableResource,
+    EnvVar,
+    ExecutorDefinition,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from snapshot_ops.errors import ConfigError
 
@@ -190,3 +198,33 @@ def cleanup_ranges(value: int | str | None = None) -> int:
             f"{source}={raw!r} is not a whole number from 1 to {MAX_RANGES} (unset means 1)"
         )
     return ranges
+
+
+#: The fields of dagster-aws's S3Resource a deployment sets through SNAPSHOT_OPS_S3_<FIELD>.
+S3_RESOURCE_FIELDS = (
+    "region_name",
+    "endpoint_url",
+    "profile_name",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+)
+
+
+def storage_s3_resource(environ: Mapping[str, str] | None = None) -> ConfigurableResource | None:
+    """dagster-aws's S3Resource for the storage, when SNAPSHOT_OPS_STORAGE_URL is s3://;
+    else None.
+
+    Each field of S3_RESOURCE_FIELDS whose SNAPSHOT_OPS_S3_<FIELD> variable is set (e.g.
+    SNAPSHOT_OPS_S3_ENDPOINT_URL, SNAPSHOT_OPS_S3_AWS_ACCESS_KEY_ID) is given as an EnvVar:
+    read when a run starts and shown by its name only, never its value. Fields left unset
+    fall back to boto3's standard chain (AWS_* variables, profile, role). Other stores get
+    None, so loading their definitions does not import dagster-aws and boto3.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("SNAPSHOT_OPS_STORAGE_URL", "").strip().startswith("s3://"):
+        return None
+    from dagster_aws.s3 import S3Resource
+
+    names = {field: f"SNAPSHOT_OPS_S3_{field.upper()}" for field in S3_RESOURCE_FIELDS}
+    return S3Resource(**{field: EnvVar(name) for field, name in names.items() if env.get(name)})

@@ -3,7 +3,8 @@
 Kinds: an object no row names (orphan), an object whose rows are all marked deleted and that
 no journal entry will remove (leftover), a live row whose object is missing (lost), and
 journal entries still pending. Runs on PostgreSQL and SQLite, in process and as the
-`python -m snapshot_ops.reconcile` command.
+`python -m snapshot_ops.reconcile` command. Built from the job's resources, the report reads
+the tables and store their settings name (S3Resource settings: test_s3_resource.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from snapshot_ops.catalog import Catalog, make_engine
-from snapshot_ops.reconcile import reconcile
+from snapshot_ops.demo import app_tables
+from snapshot_ops.reconcile import reconcile, reconcile_resources
+from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.storage import open_storage
+from snapshot_ops_tests.conftest import NOW
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +130,32 @@ def test_command_prints_json_and_exits_3_on_drift(pg_world):
     assert report["missing_objects"] == {"count": 1, "sample": [ids["lost"]]}
     assert report["orphan_objects"]["sample"] == ["zz/orphan.pdf"]
     assert fingerprint(pg_world) == before
+
+
+def test_the_report_reads_the_tables_in_the_schema_the_database_resource_names(
+    postgres_url, storage_root
+):
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA app")
+    files, _ = app_tables(sa.MetaData(), schema="app")
+    files.metadata.create_all(engine)
+    (storage_root / "a").mkdir()
+    (storage_root / "a" / "1.pdf").write_bytes(b"x")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(files),
+            [
+                {"fileId": f, "snapshotType": "t", "storageKey": f"a/{f}.pdf", "createdAt": NOW}
+                for f in ("1", "2")
+            ],
+        )
+    engine.dispose()
+
+    report = reconcile_resources(
+        SnapshotDatabase(url=postgres_url, app_schema="app"),
+        SnapshotStorage(url=storage_root.as_uri()),
+    )
+
+    assert (report.objects, report.rows) == (1, 2)
+    assert report.missing_objects.sample == ["2"]

@@ -3,16 +3,21 @@
 s3:// and az:// name a bucket or container and an optional prefix; a URL carrying
 credentials, a prefix that is not a plain relative path, or an unknown scheme is a
 ConfigError that says what to fix, without echoing a secret.
-The object-store timeouts reach the SDK's client and must be positive.
+The object-store timeouts reach the SDK's client and must be positive. The storage defaults
+are one set (storage.DEFAULTS) that the resource and open_storage share.
 """
 
 from __future__ import annotations
+
+import datetime as dt
+import inspect
+from dataclasses import asdict
 
 import pytest
 
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.resources import SnapshotStorage
-from snapshot_ops.storage import open_storage
+from snapshot_ops.storage import DEFAULTS, open_storage
 from snapshot_ops.storage.azure_blob import AzureBlobBackend
 from snapshot_ops.storage.s3 import S3Backend
 
@@ -102,3 +107,13 @@ def test_timeouts_reach_the_s3_client_and_must_be_positive(no_cloud_env):
         backend.close()
     with pytest.raises(ConfigError, match="read_timeout_seconds"):
         open_storage("s3://bucket/p", read_timeout_seconds=0)
+
+
+def test_the_defaults_are_one_set_and_give_the_documented_lease():
+    resource = SnapshotStorage(url="file:///srv/snapshots")
+    parameters = inspect.signature(open_storage).parameters
+    for name, value in asdict(DEFAULTS).items():
+        assert getattr(resource, name) == value, name
+        assert parameters[name].default == value, name
+    # The figure cleanup.lease_length's docstring gives for the defaults.
+    assert resource.lease() == dt.timedelta(minutes=18)

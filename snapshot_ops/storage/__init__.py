@@ -1,7 +1,8 @@
 """Storage backends, chosen by the URL in SNAPSHOT_OPS_STORAGE_URL.
 
 - `file:///absolute/root`: files under a folder.
-- `s3://BUCKET/PREFIX`: S3 or an S3-compatible store (set `AWS_ENDPOINT_URL` for the latter).
+- `s3://BUCKET/PREFIX`: S3 or an S3-compatible store (its endpoint from `AWS_ENDPOINT_URL`
+  or dagster-aws's `S3Resource`, see `open_storage`).
 - `az://CONTAINER/PREFIX`: Azure Blob Storage.
 
 For the object stores `"storageKey"` is the key below PREFIX. A URL never carries
@@ -10,7 +11,8 @@ credentials: each SDK finds them in its own standard places.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from snapshot_ops.errors import ConfigError
@@ -22,14 +24,43 @@ from snapshot_ops.storage.base import (
     check_key,
 )
 
+if TYPE_CHECKING:
+    from dagster_aws.s3 import S3Resource
+
 __all__ = [
+    "DEFAULTS",
     "DeleteResult",
     "Outcome",
     "RefusedKey",
     "StorageBackend",
+    "StorageSettings",
     "check_key",
     "open_storage",
 ]
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How the job talks to its store; the defaults here are the only place they are set.
+
+    - parallel_batches: batch delete requests in flight at once (object stores).
+    - max_attempts: attempts per request, first included, for the SDKs' own retries.
+    - retry_backoff_seconds: Azure's exponential retry base b (retry n waits about
+      b + b**n s); botocore's standard mode picks its own backoff for S3.
+    - connect_timeout_seconds, read_timeout_seconds: bounds of one attempt (object stores).
+    - remove_empty_folders: file:// only, remove the folders deletes leave empty.
+    """
+
+    parallel_batches: int = 4
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 2.0
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 60.0
+    remove_empty_folders: bool = True
+
+
+#: The defaults every entry point (resource fields, `open_storage`, the lease) refers to.
+DEFAULTS = StorageSettings()
 
 EXPECTED = "file:///absolute/root, s3://BUCKET/PREFIX or az://CONTAINER/PREFIX"
 
@@ -37,13 +68,13 @@ EXPECTED = "file:///absolute/root, s3://BUCKET/PREFIX or az://CONTAINER/PREFIX"
 def open_storage(
     url: str,
     *,
-    parallel_batches: int = 4,
-    max_attempts: int = 5,
-    retry_backoff_seconds: float = 2.0,
-    connect_timeout_seconds: float = 10.0,
-    read_timeout_seconds: float = 60.0,
-    remove_empty_folders: bool = True,
-    s3_client: Any = None,
+    parallel_batches: int = DEFAULTS.parallel_batches,
+    max_attempts: int = DEFAULTS.max_attempts,
+    retry_backoff_seconds: float = DEFAULTS.retry_backoff_seconds,
+    connect_timeout_seconds: float = DEFAULTS.connect_timeout_seconds,
+    read_timeout_seconds: float = DEFAULTS.read_timeout_seconds,
+    remove_empty_folders: bool = DEFAULTS.remove_empty_folders,
+    s3: S3Resource | None = None,
 ) -> StorageBackend:
     """Build the backend a storage URL names (the caller closes it).
 
@@ -51,8 +82,12 @@ def open_storage(
     `retry_backoff_seconds` go to the SDKs' own retry settings (botocore's standard mode
     picks its own backoff). The timeouts bound each request to an object store: one that
     exceeds them counts as a failed attempt. `remove_empty_folders` (file:// only) removes
-    the folders that deletes leave empty. `s3_client` replaces the default boto3 client for
-    s3:// URLs.
+    the folders that deletes leave empty (see StorageSettings for the defaults).
+
+    `s3` (dagster-aws's S3Resource) gives an s3:// URL's region, endpoint, profile and
+    credentials; without it boto3's standard chain finds them. Either way the client gets
+    this function's timeouts, retries and connection pool (see storage.s3.make_client).
+    Raises ConfigError for a setting or URL that cannot work, before any request.
     """
     if parallel_batches < 1:
         raise ConfigError(f"parallel_batches must be 1 or more, got {parallel_batches}")
@@ -97,14 +132,15 @@ def open_storage(
                     f"{_did_you_mean(parts.scheme, location, prefix)}"
                 ) from exc
         if parts.scheme == "s3":
-            from snapshot_ops.storage.s3 import S3Backend, default_client
+            from snapshot_ops.storage.s3 import S3Backend, client_config, make_client
 
-            client = s3_client or default_client(
-                max_attempts,
-                max(10, parallel_batches * 2),
+            config = client_config(
+                max_attempts=max_attempts,
+                max_pool_connections=max(10, parallel_batches * 2),
                 connect_timeout=connect_timeout_seconds,
                 read_timeout=read_timeout_seconds,
             )
+            client = make_client(config, s3)
             return S3Backend(client, location, prefix, parallel_batches=parallel_batches)
         from snapshot_ops.storage.azure_blob import AzureBlobBackend, container_client
 

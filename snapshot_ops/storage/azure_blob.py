@@ -64,7 +64,7 @@ class AzureBlobBackend(StorageBackend):
         container: ContainerClient,
         prefix: str = "",
         *,
-        parallel_batches: int = 4,
+        parallel_batches: int,
         deletes_per_batch: int = MAX_DELETES_PER_BATCH,
     ) -> None:
         if not 1 <= deletes_per_batch <= MAX_DELETES_PER_BATCH:
@@ -242,8 +242,8 @@ def container_client(
     *,
     max_attempts: int,
     retry_backoff_seconds: float,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
+    connect_timeout: float,
+    read_timeout: float,
     environ: dict[str, str] | None = None,
 ) -> ContainerClient:
     """A client for `container` from the SDK's standard credential sources.
