@@ -10,8 +10,14 @@ DATABASE ... TEMPLATE`) and a fresh copy of the objects in a local folder, then 
 `cleanup.mark_and_delete` directly, with no Dagster around it, and checks the outcome
 (every expected row marked and object gone, nothing else). It prints wall time, this
 process's user and system CPU over the call, rows marked per second, and the process CPU
-per marked row (the Python cost of the job plus its syscalls), then the median and min-max
-over the repeats. With --sqlite the rows are copied into a SQLite file instead.
+per marked row (the Python cost of the job plus its syscalls), the CPU of the PostgreSQL
+backends that served it (read from /proc before its connections close), then the median
+and min-max over the repeats. With --sqlite the rows are copied into a SQLite file instead.
+
+After each repeat of the job, the machine's limit runs on fresh copies of the same database
+and objects (`bench.baselines`: 32 threads unlinking exactly the expected files, then one
+set-based UPDATE), so both see the same machine load; the summary prints both and the ratio
+of their medians (the job's time over the limit's). --no-limit leaves it out.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import data
+from bench import baselines, data
+from bench.pgurls import libpq_url
 from snapshot_ops import cleanup
 from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.demo import app_tables
@@ -92,6 +99,40 @@ def _expected(src_url: str) -> set[str]:
         engine.dispose()
 
 
+def _backend_cpu(engine: sa.Engine) -> float:
+    """CPU seconds (user + system) the PostgreSQL backends of `engine`'s database used so far.
+
+    Read from /proc, so only for a server on this machine (0.0 when it is not readable).
+    Every backend of the database counts: each repeat's database is fresh and used only by
+    this process, so they are the run's own (plus the few set-up statements).
+    """
+    with engine.connect() as conn:
+        pids = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        ).scalars()
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return 0.0
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run_limit(db_url: str, root: Path, rows: list[data.Row], cutoff: dt.datetime) -> float:
+    """The machine's limit on fresh objects: `bench.baselines`' 32-thread unlink of exactly
+    the expected files plus its one set-based UPDATE on `db_url`; return the seconds."""
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    data.write_files(str(root), [r for r in rows if r.has_object])
+    keys = [r.key for r in rows if r.kind == "candidate"]
+    deleting = baselines.parallel_unlink(str(root), keys)
+    updating, _ = baselines.set_based_update(libpq_url(db_url), cutoff)
+    return deleting + updating
+
+
 def run_once(
     db_url: str,
     root: Path,
@@ -137,6 +178,7 @@ def run_once(
             threading.setprofile(None)  # type: ignore[arg-type]
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF)
+        backend = _backend_cpu(catalog.engine) if not catalog.is_sqlite else 0.0
     finally:
         storage.close()
         catalog.engine.dispose()
@@ -144,6 +186,7 @@ def run_once(
         "wall": wall,
         "user": after.ru_utime - before.ru_utime,
         "sys": after.ru_stime - before.ru_stime,
+        "backend": backend,
         "marked": marked.marked,
         "deleted": deleted.deleted_count,
         "errors": len(marked.errors) + len(deleted.errors),
@@ -194,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite", action="store_true", help="run on a SQLite copy")
     parser.add_argument("--pg-url", default=DEFAULT_PG, help="PostgreSQL admin URL")
     parser.add_argument("--workdir", default=None, help="where the objects are written")
+    parser.add_argument("--no-limit", action="store_true", help="skip the machine's limit")
     args = parser.parse_args(argv)
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
@@ -204,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     src = f"{tag}_src"
     made: list[str] = []
     results: list[dict[str, Any]] = []
+    limits: list[float] = []  # the machine's limit, one per repeat
+    cutoff = now - data.RETENTION  # the job's cutoff (Policy.cutoff)
     profiler = cProfile.Profile(time.thread_time) if args.cprofile else None
     try:
         src_url = data.create_database(args.pg_url, src)
@@ -233,8 +279,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"run {n + 1}: {result['marked']} marked, {result['deleted']} deleted in "
                 f"{result['wall']:.2f} s wall ({result['marked'] / result['wall']:,.0f} rows/s); "
                 f"CPU user {result['user']:.2f} s + sys {result['sys']:.2f} s "
-                f"= {cpu / result['marked'] * 1e6:.0f} us/row"
+                f"= {cpu / result['marked'] * 1e6:.0f} us/row; "
+                f"PostgreSQL backends {result['backend']:.2f} s"
             )
+            if not args.no_limit and not args.sqlite:
+                made.append(f"{tag}_limit")
+                limit_url = data.create_database(args.pg_url, made[-1], template=src)
+                limits.append(run_limit(limit_url, work / "objects", rows, cutoff))
+                verify(limit_url, work / "objects", expected, survivors)
+                data.drop_database(args.pg_url, made.pop())
+                _out(f"       limit: {limits[-1]:.2f} s ({result['wall'] / limits[-1]:.2f}x)")
     finally:
         for name in made:
             data.drop_database(args.pg_url, name)
@@ -245,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     _out(_line("rows/s", [r["marked"] / r["wall"] for r in results], "rows/s", 0))
     _out(_line("user CPU/row", [r["user"] / r["marked"] * 1e6 for r in results], "us", 1))
     _out(_line("sys CPU/row", [r["sys"] / r["marked"] * 1e6 for r in results], "us", 1))
+    _out(_line("PG CPU/row", [r["backend"] / r["marked"] * 1e6 for r in results], "us", 1))
+    if limits:
+        _out(_line("limit wall", limits, "s"))
+        ratio = statistics.median(r["wall"] for r in results) / statistics.median(limits)
+        _out(f"{'job/limit':>14}: {ratio:.2f}x (ratio of the medians)")
     if profiler is not None:
         out = io.StringIO()
         for profile in _thread_profiles:

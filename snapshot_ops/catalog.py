@@ -146,6 +146,15 @@ class MarkedBatch:
 
 
 @dataclass(frozen=True)
+class ReadBatch:
+    """Candidates read for one batch, not yet locked (`Catalog.read_batch`)."""
+
+    passed: dict[Any, Candidate]  # raw "fileId" -> candidate, in keyset order; not refused
+    refused: list[tuple[Candidate, str]]  # unsafe keys: left live, reported
+    cursor: tuple[Any, Any] | None  # keyset position after the rows read; None: none left
+
+
+@dataclass(frozen=True)
 class PendingDelete:
     file_id: str
     storage_key: str
@@ -693,11 +702,32 @@ class Catalog:
         row once. With `upper` (a key from `range_boundaries`) only candidates up to that
         key, itself included, are read: a range's walk never marks a row of the next range.
         """
+        read = self.read_batch(
+            cutoff=cutoff, cursor=cursor, limit=limit, refusals=refusals, upper=upper
+        )
+        return self.lock_and_mark(
+            read, cutoff=cutoff, run_id=run_id, marked_at=marked_at, dry_run=dry_run, lease=lease
+        )
+
+    def read_batch(
+        self,
+        *,
+        cutoff: dt.datetime,
+        cursor: tuple[Any, Any] | None,
+        limit: int,
+        refusals: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
+        upper: tuple[Any, Any] | None = None,
+    ) -> ReadBatch:
+        """The first half of `mark_batch`: read up to `limit` candidates after `cursor`
+        (up to `upper`) without a lock and outside any transaction, and ask `refusals`
+        which of their keys the store would refuse. Nothing is written; `lock_and_mark`
+        re-checks every row under its lock, so the read may happen any time before it
+        (cleanup.mark_and_delete reads the next batch while the current one is marked)."""
         self.times  # noqa: B018 -- checked before the transaction (on SQLite it is exclusive)
         with self.engine.connect() as conn:
             rows = conn.execute(self._candidate_query(cutoff, cursor, limit, upper=upper)).all()
         if not rows:
-            return MarkedBatch([], [], [], None)
+            return ReadBatch({}, [], None)
         # The last row in the query's own order (the database's collation, not Python's).
         next_cursor = (rows[-1].createdAt, rows[-1].fileId)
         read = {row.fileId: _candidate(row) for row in rows}
@@ -706,6 +736,23 @@ class Catalog:
         # Refused rows are never marked: they stay live and are reported.
         refused = [(c, reasons[c.storage_key]) for c in read.values() if c.storage_key in reasons]
         passed = {i: c for i, c in read.items() if c.storage_key not in reasons}
+        return ReadBatch(passed, refused, next_cursor)
+
+    def lock_and_mark(
+        self,
+        read: ReadBatch,
+        *,
+        cutoff: dt.datetime,
+        run_id: str,
+        marked_at: dt.datetime,
+        dry_run: bool = False,
+        lease: dt.timedelta | None = None,
+    ) -> MarkedBatch:
+        """The second half of `mark_batch`: lock, re-check and mark the rows `read_batch`
+        read and the store did not refuse (steps 1 to 3 there), in one transaction."""
+        passed, refused, next_cursor = read.passed, read.refused, read.cursor
+        if next_cursor is None:
+            return MarkedBatch([], [], [], None)
         if not passed:
             return MarkedBatch([], [], refused, next_cursor)
         with self.engine.connect() as conn, conn.begin() as transaction:

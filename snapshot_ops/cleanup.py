@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_ops import checkpoints
-from snapshot_ops.catalog import Catalog, PendingDelete
+from snapshot_ops.catalog import Catalog, PendingDelete, ReadBatch
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.base import Outcome, StorageBackend
 
@@ -453,18 +453,36 @@ def mark_and_delete(
             on_done=lambda report: meter.add(deleted=report.deleted_count),
         )
     )
-    cursor = after
+    refusals = storage.refusals if storage is not None else None
+
+    def read(cursor: tuple[Any, Any] | None, limit: int) -> ReadBatch:
+        return catalog.read_batch(
+            cutoff=policy.cutoff, cursor=cursor, limit=limit, refusals=refusals, upper=upper
+        )
+
+    # The next batch is read (and its keys checked by the store) on this thread while the
+    # current one is locked and marked: the read takes no lock and `lock_and_mark` checks
+    # every row again under its lock. Measured with `python -m bench.profile --rows 50000`:
+    # the read and the check were a third of the marking loop's time, which is the step's
+    # critical path (the deleting threads wait for it).
+    reader = ThreadPoolExecutor(1, thread_name_prefix="snapshot-reader")
     try:
-        while marked < policy.max_deletions:
-            batch = catalog.mark_batch(
+        upcoming: Future[ReadBatch] | None = reader.submit(
+            read, after, min(batch_size, policy.max_deletions)
+        )
+        while upcoming is not None:
+            current = upcoming.result()
+            upcoming = None
+            # At most what this batch can mark is still to be read next.
+            room = policy.max_deletions - marked - len(current.passed)
+            if current.cursor is not None and room > 0:
+                upcoming = reader.submit(read, current.cursor, min(batch_size, room))
+            batch = catalog.lock_and_mark(
+                current,
                 cutoff=policy.cutoff,
-                cursor=cursor,
-                limit=min(batch_size, policy.max_deletions - marked),
                 run_id=run_id,
                 marked_at=marked_at,
                 dry_run=dry_run,
-                refusals=storage.refusals if storage is not None else None,
-                upper=upper,
                 # Leased at marking to this run when it deletes them itself: no claim.
                 lease=lease if deleter is not None else None,
             )
@@ -479,10 +497,14 @@ def mark_and_delete(
             errors.extend(f"refused {c.file_id}: {reason}" for c, reason in batch.refused)
             checkpoints.reached("after_mark_batch")
             meter.tick()
-            if batch.cursor is None:
+            if batch.cursor is None or marked >= policy.max_deletions:
                 break
-            cursor = batch.cursor
+            if upcoming is None:  # fewer marked than read (attached meanwhile): read on
+                upcoming = reader.submit(
+                    read, batch.cursor, min(batch_size, policy.max_deletions - marked)
+                )
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         deleted = deleter.close() if deleter is not None else DeleteReport()
     meter.tick(final=True)
     log.info(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 
 from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
@@ -115,3 +116,34 @@ def test_a_long_run_logs_growing_progress_in_the_event_log(world, monkeypatch):
     marked = [int(line.split()[1].replace(",", "")) for line in lines]
     assert marked == sorted(marked) and marked[0] < 5 and marked[-1] == 5
     assert lines[-1].startswith("progress: 5 rows marked, 5 objects deleted of 5 in ")
+
+
+def test_a_batch_short_of_the_cap_reads_on(world):
+    # The next batch is read while the current one is marked, but only as many rows as the
+    # cap leaves if every row read is marked. A row that changes between the read and the
+    # lock is not marked: the loop must read on to reach the cap.
+    ids = [world.add(age=(10 - n) * DAY) for n in range(3)]  # oldest first
+    catalog = catalog_for(world)
+    changed: list[str] = []
+
+    class ChangingStore(FilesystemBackend):
+        def refusals(self, keys):
+            if not changed:  # the application re-keys the second row meanwhile
+                changed.append(ids[1])
+                with world.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(world.files)
+                        .where(world.files.c.fileId == ids[1])
+                        .values(storageKey=f"{ids[1][:2]}/{ids[1]}.other")
+                    )
+            return super().refusals(keys)
+
+    backend = ChangingStore(str(world.root))
+    marked, _ = mark_and_delete(
+        catalog, backend, policy(max_deletions=2), run_id="r", marked_at=NOW, batch_size=2
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert changed == [ids[1]]
+    assert marked.marked == 2
+    assert [world.is_deleted(i) for i in ids] == [True, False, True]
