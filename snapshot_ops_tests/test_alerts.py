@@ -41,8 +41,6 @@ from snapshot_ops.alerts import (
 )
 from snapshot_ops.assets import CLEANUP_RUNS
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.sensors import (
     FAILURE_SENSOR,
     SLACK_FAILURE_SENSOR,
@@ -52,7 +50,6 @@ from snapshot_ops.sensors import (
     freshness_sensor,
 )
 from snapshot_ops.settings import AlertSettings, alert_settings
-from snapshot_ops_tests.conftest import NOW
 
 DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
@@ -113,21 +110,7 @@ def test_alert_settings_name_the_destinations_and_refuse_half_configurations():
 
 
 def _run(world, instance, raise_on_error=False, **config):
-    return snapshot_cleanup_job.execute_in_process(
-        run_config={
-            "ops": {
-                "identify_expired_candidates": {
-                    "config": {"reference_time": NOW.isoformat(), **config}
-                }
-            }
-        },
-        resources={
-            "database": SnapshotDatabase(url=world.db_url),
-            "storage": SnapshotStorage(url=world.root.as_uri()),
-        },
-        instance=instance,
-        raise_on_error=raise_on_error,
-    )
+    return world.run(raise_on_error=raise_on_error, instance=instance, **config)
 
 
 def _evaluate_failure_sensor(sensor, instance, result) -> None:

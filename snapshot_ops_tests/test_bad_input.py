@@ -17,9 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.scenarios import DAY, state
-from snapshot_ops_tests.test_job_rules import step_metadata
+from snapshot_ops_tests.support.jobs import step_metadata
+from snapshot_ops_tests.support.scenarios import DAY, state
+from snapshot_ops_tests.support.world import NOW, World
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from snapshot_ops_tests.support import REPO
+
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
+
 PHASES = {"identify", "mark", "delete", "record"}
 
 

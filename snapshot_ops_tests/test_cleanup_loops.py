@@ -11,7 +11,7 @@ from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
 from snapshot_ops.rules import make_policy
 from snapshot_ops.storage.filesystem import FilesystemBackend
-from snapshot_ops_tests.conftest import NOW
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.integration
 

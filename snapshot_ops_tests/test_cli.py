@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from snapshot_ops.rules import PERMANENT_TYPE
+from snapshot_ops_tests.support import REPO
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
+
 DAY = dt.timedelta(days=1)
 
 

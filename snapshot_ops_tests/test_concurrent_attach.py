@@ -12,7 +12,6 @@ random ones, and show that the same check catches a check-then-delete cleanup.
 from __future__ import annotations
 
 import datetime as dt
-import random
 import threading
 import time
 
@@ -22,8 +21,9 @@ import sqlalchemy as sa
 from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
 from snapshot_ops.rules import make_policy
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.scenarios import bulk_add, state
+from snapshot_ops_tests.support.scenarios import Attacher, bulk_add, lost_files, state
+from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +32,24 @@ DAY = dt.timedelta(days=1)
 
 def wait_for_lock_wait(engine: sa.Engine, timeout: float = 20.0) -> None:
     """Block until some session of this database is waiting on a row lock."""
-    deadline = time.monotonic() + timeout
     with engine.connect() as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
+
+        def waiting() -> int:
+            count = conn.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                     "AND wait_event_type = 'Lock'"
                 )
             ).scalar_one()
             conn.rollback()
-            if waiting:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the cleanup never waited for the attaching transaction's lock")
+            return count
+
+        wait_until(
+            waiting,
+            timeout=timeout,
+            interval=0.02,
+            what="the cleanup to wait for the attaching transaction's lock",
+        )
 
 
 def mark_in_thread(url: str, out: list) -> threading.Thread:
@@ -105,26 +109,6 @@ def test_attach_after_the_mark_finds_the_row_deleted(pg_world):
 CANDIDATES = 2000
 
 
-class Attacher(threading.Thread):
-    """The application attaching random candidates, as fast as it can, until stopped."""
-
-    def __init__(self, world, ids: list[str], seed: int) -> None:
-        super().__init__(daemon=True)
-        self.world, self.ids, self.rng = world, ids, random.Random(seed)
-        self.stop = threading.Event()
-        self.attached: list[tuple[str, float]] = []  # (fileId, when)
-        self.refused: list[float] = []  # found the row already marked deleted
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            file_id = self.rng.choice(self.ids)
-            if self.world.attach(file_id, order_id=f"o-{self.name}"):
-                self.attached.append((file_id, time.monotonic()))
-            else:
-                self.refused.append(time.monotonic())
-            time.sleep(0.002)  # an application's pace, and it leaves the run some CPU
-
-
 def race(world, clean) -> tuple[list[Attacher], float, float]:
     """Run `clean()` while two attachers work on the same candidates."""
     ids = bulk_add(world, CANDIDATES)
@@ -140,13 +124,6 @@ def race(world, clean) -> tuple[list[Attacher], float, float]:
         a.stop.set()
         a.join(timeout=30)
     return attachers, started, ended
-
-
-def lost_files(world, attachers: list[Attacher]) -> list[str]:
-    """Attached fileIds whose row is marked deleted or whose object is gone."""
-    now = state(world)
-    attached = {file_id for a in attachers for file_id, _ in a.attached}
-    return sorted(i for i in attached if now[i] != (False, True))
 
 
 def check_then_delete(world) -> None:

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.resources import SnapshotDatabase
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.scenarios import bulk_add, start_job, state, wait_paused
+from snapshot_ops_tests.support.scenarios import bulk_add, start_job, state, wait_paused
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from dagster import DagsterInstance
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.scenarios import DAY, bulk_add, start_job, state
+from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job, state
+from snapshot_ops_tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -136,10 +137,14 @@ def test_kills_at_random_instants_inside_transactions(pg_world, tmp_path):
     for _attempt in range(3):
         before = progress(pg_world)
         process = start_job(pg_world, tmp_path / "home", batch_size=BATCH)
-        deadline = time.monotonic() + 120
-        while progress(pg_world) == before and process.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(
+            lambda before=before, process=process: (
+                progress(pg_world) != before or process.poll() is not None
+            ),
+            timeout=120,
+            interval=0.01,
+            what="the run to commit its first work",
+        )
         time.sleep(rng.uniform(0.0, 0.3))
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)

@@ -38,18 +38,19 @@ import pytest
 import yaml
 from dagster import DagsterEventType, DagsterRunStatus
 
-from snapshot_ops.demo import job_command
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.ops_fixtures import (
+from snapshot_ops_tests.support.operations import (
     ARTIFACTS,
     REPO,
-    _stop,
+    Engine,
+    execute,
     production_home,
     production_instance,
+    stop_servers,
 )
-from snapshot_ops_tests.scenarios import bulk_add, state
-from snapshot_ops_tests.test_concurrent_attach import Attacher, lost_files
+from snapshot_ops_tests.support.scenarios import Attacher, bulk_add, lost_files, state
+from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.world import World
 
 pytestmark = pytest.mark.e2e
 
@@ -83,15 +84,17 @@ class CeleryWorkers:
 def _wait_until_ready(
     processes: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 120
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         for process, log in zip(processes, logs, strict=True):
             assert process.poll() is None, f"a Celery worker exited early:\n{_tail(log)}"
-        if all(" ready." in log.read_text(errors="replace") for log in logs):
-            return
-        time.sleep(0.5)
-    tails = "\n".join(_tail(log) for log in logs)
-    raise AssertionError(f"the Celery workers were not ready in {timeout} s:\n{tails}")
+        return all(" ready." in log.read_text(errors="replace") for log in logs)
+
+    wait_until(
+        ready,
+        timeout=timeout,
+        interval=0.5,
+        what=lambda: "the Celery workers to be ready:\n" + "\n".join(_tail(log) for log in logs),
+    )
 
 
 def _tail(log: Path, size: int = 3000) -> str:
@@ -154,7 +157,7 @@ def celery_workers(
         _wait_until_ready(processes, logs)
         yield CeleryWorkers(pids=[p.pid for p in processes], env=env, logs=logs)
     finally:
-        _stop(processes)
+        stop_servers(processes)
         with kombu.Connection(BROKER) as broker:  # the workers declared it; it would stay
             broker.default_channel.queue_delete(queue)
 
@@ -169,17 +172,6 @@ def instance_env(make_pg_database: Callable[[str], str], tmp_path: Path) -> dict
     return env
 
 
-@dataclass
-class Engine:
-    """Where a run's steps go: the run's environment and the process groups of its workers
-    (none: the run's own child processes)."""
-
-    name: str
-    env: dict[str, str]
-    worker_pids: list[int]
-    execution: dict[str, Any]  # the run config's `execution` section
-
-
 @pytest.fixture(params=["celery", "multiprocess"])
 def engine(request: pytest.FixtureRequest) -> Engine:
     """Each test using this runs once per executor (Celery workers started for the session)."""
@@ -190,51 +182,6 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     # starting a new interpreter per step
     execution = {"config": {"start_method": {"forkserver": {}}}}
     return Engine("multiprocess", request.getfixturevalue("instance_env"), [], execution)
-
-
-def execute(
-    world: World,
-    engine: Engine,
-    tmp_path: Path,
-    storage: dict[str, Any] | None = None,
-    **config: Any,
-) -> tuple[str, str]:
-    """Run the cleanup job with `dagster job execute` on `world`; return (run id, output).
-
-    `storage`: more config of the storage resource; `config`: the run's cleanup config."""
-    env = engine.env
-    config.setdefault("reference_time", NOW.isoformat())
-    url = world.store.url if world.store is not None else world.root.as_uri()
-    run_config = {
-        "ops": {"identify_expired_candidates": {"config": config}},
-        # The application database and storage of this test (a deployment sets them through
-        # SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL in every process instead).
-        "resources": {
-            "database": {"config": {"url": world.db_url}},
-            "storage": {"config": {"url": url, **(storage or {})}},
-        },
-    }
-    if engine.execution:
-        run_config["execution"] = engine.execution
-    path = tmp_path / f"run-{uuid.uuid4().hex[:8]}.yaml"
-    path.write_text(yaml.safe_dump(run_config))
-    done = subprocess.run(
-        job_command("-c", str(path)),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    output = done.stdout[-4000:] + done.stderr[-4000:]
-    instance = production_instance(env)
-    try:
-        runs = [r for r in instance.get_runs() if r.run_config == run_config]
-        assert len(runs) == 1, output
-        return runs[0].run_id, output
-    finally:
-        instance.dispose()
 
 
 def step_pids(env: dict[str, str], run_id: str) -> tuple[DagsterRunStatus, int, dict[str, int]]:
@@ -354,19 +301,21 @@ def start_when_marking_starts(
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(execute, world, engine, tmp_path, batch_size=50, ranges=RANGES)
     pool.shutdown(wait=False)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not future.done():
+
+    def marking_started() -> bool:
+        if future.done():
+            raise AssertionError(f"the marking step never started: {future.result(timeout=0)}")
         runs = [r.run_id for r in instance.get_runs(limit=5) if r.run_id not in earlier]
-        if runs and any(
+        return bool(runs) and any(
             (e.step_key or "").startswith(f"{MARKING}[")
             and e.dagster_event_type == DagsterEventType.STEP_START
             for e in instance.all_logs(runs[0])
-        ):
-            for a in attachers:
-                a.start()
-            return future
-        time.sleep(0.05)
-    raise AssertionError(f"the marking step never started: {future.result(timeout=0)}")
+        )
+
+    wait_until(marking_started, timeout=240, interval=0.05, what="the marking step to start")
+    for a in attachers:
+        a.start()
+    return future
 
 
 def marking_window(env: dict[str, str], run_id: str) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
-from snapshot_ops_tests.conftest import NOW, World
+from snapshot_ops_tests.support.world import NOW, World
 
 DAY = dt.timedelta(days=1)
 

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import checkpoints
-from snapshot_ops_tests.scenarios import bulk_add, state, wait_paused
+from snapshot_ops_tests.support.scenarios import bulk_add, state, wait_paused
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,7 @@ import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from snapshot_ops.housekeeping import prune_dagster_history_job
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.ops_fixtures import production_home, production_instance
+from snapshot_ops_tests.support.operations import production_home, production_instance
 
 pytestmark = pytest.mark.integration
 
@@ -32,23 +29,7 @@ def test_prune_deletes_old_finished_runs_and_their_logs(pg_world, make_pg_databa
     env = production_home(Path(tmp_path) / "home", make_pg_database("prune"))
     instance = production_instance(env)
     try:
-        runs = [
-            snapshot_cleanup_job.execute_in_process(
-                run_config={
-                    "ops": {
-                        "identify_expired_candidates": {
-                            "config": {"reference_time": NOW.isoformat()}
-                        }
-                    }
-                },
-                resources={
-                    "database": SnapshotDatabase(url=pg_world.db_url),
-                    "storage": SnapshotStorage(url=pg_world.root.as_uri()),
-                },
-                instance=instance,
-            ).run_id
-            for _ in range(2)
-        ]
+        runs = [pg_world.run(raise_on_error=True, instance=instance).run_id for _ in range(2)]
         # Runs updated in the last day are kept.
         assert _prune(instance, keep_days=1) == 0
         assert all(instance.has_run(r) for r in runs)

@@ -23,8 +23,8 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from snapshot_ops.demo import job_command
 from snapshot_ops.jobs import CONCURRENCY_TAG
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.ops_fixtures import REPO, production_home, production_instance
+from snapshot_ops_tests.support.operations import REPO, production_home, production_instance
+from snapshot_ops_tests.support.world import NOW, World
 
 DAY = dt.timedelta(days=1)
 

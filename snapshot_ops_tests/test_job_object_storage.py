@@ -18,8 +18,8 @@ import sys
 import pytest
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.conftest import NOW, TEST_AWS_SECRET, World
-from snapshot_ops_tests.stores import AZURITE_KEY
+from snapshot_ops_tests.support.stores import AZURITE_KEY, TEST_AWS_SECRET
+from snapshot_ops_tests.support.world import NOW, World
 
 pytestmark = pytest.mark.e2e
 

@@ -13,17 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.conftest import World
+from snapshot_ops_tests.support.jobs import step_metadata
+from snapshot_ops_tests.support.world import World
 
 pytestmark = pytest.mark.e2e
 
 DAY = dt.timedelta(days=1)
 SECOND = dt.timedelta(seconds=1)
-
-
-def step_metadata(result, step: str) -> dict:
-    [output] = [e for e in result.events_for_node(step) if e.event_type_value == "STEP_OUTPUT"]
-    return {k: v.value for k, v in output.step_output_data.metadata.items()}
 
 
 def test_expired_unlinked_goes_everything_else_stays(world):

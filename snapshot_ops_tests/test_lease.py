@@ -24,9 +24,9 @@ import sqlalchemy as sa
 
 from snapshot_ops.catalog import BACKOFF_BASE, backoff
 from snapshot_ops.resources import SnapshotDatabase
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.faultproxy import Fault, Seen
-from snapshot_ops_tests.scenarios import DAY, bulk_add, start_job
+from snapshot_ops_tests.support.faultproxy import Fault, Seen
+from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job
+from snapshot_ops_tests.support.world import NOW, World
 
 HELD_SECONDS = 8.0
 #: SQLite's default busy timeout (sqlite3.connect's and most drivers').

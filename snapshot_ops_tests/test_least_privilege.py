@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.conftest import World
-from snapshot_ops_tests.scenarios import DAY, state
+from snapshot_ops_tests.support.scenarios import DAY, state
+from snapshot_ops_tests.support.world import World
 
 pytestmark = pytest.mark.integration
 

@@ -28,13 +28,13 @@ from snapshot_ops.assets import OVERDUE_CHECK
 from snapshot_ops.catalog import database_url
 from snapshot_ops.demo import app_tables
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.resources import SnapshotDatabase
 from snapshot_ops.rules import TEMPORARY_TYPE, make_policy, parse_reference_time
 from snapshot_ops.settings import schedule_timezone
 from snapshot_ops.storage import open_storage
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.scenarios import DAY, bulk_add, state
+from snapshot_ops_tests.support.jobs import failure_message, run_cleanup, step_metadata
+from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state
+from snapshot_ops_tests.support.world import NOW, World
 
 #: An instant with its offset, as the messages write them.
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?[+-]\d{2}:\d{2}")
@@ -42,16 +42,6 @@ INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?[+-]\d{2}:\d
 SUGGESTED_INSTANT = re.compile(rf"(?:e\.g\.|write) ({INSTANT.pattern})")
 #: What a message suggests writing instead: "write X" or "did you mean X".
 SUGGESTED = re.compile(r"(?:write|did you mean) (\S+)")
-
-
-def failure_message(result) -> str:
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return failure.step_failure_data.error.message
-
-
-def step_metadata(result, step: str) -> dict:
-    [output] = [e for e in result.events_for_node(step) if e.event_type_value == "STEP_OUTPUT"]
-    return {k: v.value for k, v in output.step_output_data.metadata.items()}
 
 
 # -- reference_time --------------------------------------------------------------------------
@@ -265,18 +255,7 @@ def test_a_table_called_otherwise_is_found_with_the_setting_the_message_names(db
     (storage_root / "f1.pdf").write_bytes(b"abc")
 
     def run(**database):
-        return snapshot_cleanup_job.execute_in_process(
-            run_config={
-                "ops": {
-                    "identify_expired_candidates": {"config": {"reference_time": NOW.isoformat()}}
-                }
-            },
-            resources={
-                "database": SnapshotDatabase(url=db_url, **database),
-                "storage": SnapshotStorage(url=storage_root.as_uri()),
-            },
-            raise_on_error=False,
-        )
+        return run_cleanup(SnapshotDatabase(url=db_url, **database), storage_root.as_uri())
 
     refused = run()
     [setting] = re.findall(r"set (\w+) \(and app_schema", failure_message(refused))
@@ -312,18 +291,7 @@ def test_a_row_without_created_at_is_kept_and_reported(nullable_world):
         )
 
     with DagsterInstance.ephemeral() as instance:
-        result = snapshot_cleanup_job.execute_in_process(
-            run_config={
-                "ops": {
-                    "identify_expired_candidates": {"config": {"reference_time": NOW.isoformat()}}
-                }
-            },
-            resources={
-                "database": SnapshotDatabase(url=world.db_url),
-                "storage": SnapshotStorage(url=world.root.as_uri()),
-            },
-            instance=instance,
-        )
+        result = world.run(raise_on_error=True, instance=instance)
         warnings = [
             entry.user_message
             for entry in instance.all_logs(result.run_id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,9 @@ import sqlalchemy as sa
 from snapshot_ops import migrations
 from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.savings import savings_table
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.scenarios import DAY, REPO, state
+from snapshot_ops_tests.support.scenarios import DAY, REPO, state
+from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.integration
 
@@ -229,9 +229,12 @@ def migrate_at_once(url: str, gate: Path, runs: int = 2) -> tuple[list[str], lis
         )
         for n in range(runs)
     ]
-    while len(list(gate.parent.glob(f"{gate.stem}.ready*"))) < runs:
+
+    def all_ready() -> bool:
         assert all(p.poll() is None for p in processes), [p.communicate() for p in processes]
-        time.sleep(0.01)
+        return len(list(gate.parent.glob(f"{gate.stem}.ready*"))) >= runs
+
+    wait_until(all_ready, timeout=300, interval=0.01, what=f"{runs} migrating processes to start")
     gate.unlink()  # all go at once
     errors = [p.communicate(timeout=120)[1] for p in processes]
     failed = [  # the exception's line of each traceback

@@ -11,9 +11,8 @@ from __future__ import annotations
 import pytest
 
 from snapshot_ops.storage import Outcome
-from snapshot_ops_tests.conftest import TEST_AWS_SECRET
-from snapshot_ops_tests.faultproxy import Fault, Seen
-from snapshot_ops_tests.stores import AZURITE_KEY
+from snapshot_ops_tests.support.faultproxy import Fault, Seen
+from snapshot_ops_tests.support.stores import AZURITE_KEY, TEST_AWS_SECRET
 
 pytestmark = pytest.mark.integration
 

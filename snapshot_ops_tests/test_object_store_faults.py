@@ -27,21 +27,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 
 import pytest
 
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.faultproxy import (
+from snapshot_ops.resources import SnapshotStorage
+from snapshot_ops_tests.support.faultproxy import (
     Fault,
     Seen,
     s3_error,
     without_blob_subresponse,
     without_s3_result,
 )
-from snapshot_ops_tests.stores import TEST_RETRY, Store
+from snapshot_ops_tests.support.jobs import run_cleanup
+from snapshot_ops_tests.support.stores import TEST_RETRY, Store
+from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.world import World
 
 pytestmark = pytest.mark.e2e
 
@@ -78,19 +78,8 @@ def seed(world: World) -> tuple[list[str], list[str]]:
 def run(world: World, **storage: float) -> object:
     """Run the job in process as of NOW against the world's store."""
     options = {**TEST_RETRY, **storage}
-    return snapshot_cleanup_job.execute_in_process(
-        run_config={
-            "ops": {
-                "identify_expired_candidates": {
-                    "config": {"reference_time": NOW.isoformat(), "batch_size": BATCH}
-                }
-            }
-        },
-        resources={
-            "database": SnapshotDatabase(url=world.db_url),
-            "storage": SnapshotStorage(url=world.store.url, **options),
-        },
-        raise_on_error=False,
+    return run_cleanup(
+        world.db_url, SnapshotStorage(url=world.store.url, **options), batch_size=BATCH
     )
 
 
@@ -120,10 +109,11 @@ def assert_finished(world: World, expired: list[str], keep: list[str]) -> None:
 
 def wait_idle(store: Store, timeout: float = 15) -> None:
     """Wait until the proxy answered every request (a held one may outlive its client)."""
-    deadline = time.monotonic() + timeout
-    while store.proxy.in_flight and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert store.proxy.in_flight == 0
+    wait_until(
+        lambda: store.proxy.in_flight == 0,
+        timeout=timeout,
+        what=lambda: f"the proxy to answer its {store.proxy.in_flight} requests in flight",
+    )
 
 
 def test_deletes_the_store_refuses_stay_pending_and_the_next_run_finishes(object_world):

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from snapshot_ops_tests.conftest import installed_pg_ctl, pg_listening
-from snapshot_ops_tests.scenarios import REPO
-from snapshot_ops_tests.stores import free_port
+from snapshot_ops_tests.support.databases import installed_pg_ctl, pg_listening
+from snapshot_ops_tests.support.scenarios import REPO
+from snapshot_ops_tests.support.stores import free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -30,12 +30,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapshot_ops.rules import PERMANENT_TYPE, TEMPORARY_TYPE
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.time_representations import (
+from snapshot_ops_tests.support.time_representations import (
     REPRESENTATIONS,
     RepWorld,
     set_database_timezone,
 )
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.integration
 

@@ -18,10 +18,15 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterRunStatus
 
-from snapshot_ops_tests.conftest import World
-from snapshot_ops_tests.ops_fixtures import REPO, production_home, production_instance
-from snapshot_ops_tests.stores import TEST_RETRY, S3Store
-from snapshot_ops_tests.test_distributed_executors import Engine, execute
+from snapshot_ops_tests.support.operations import (
+    REPO,
+    Engine,
+    execute,
+    production_home,
+    production_instance,
+)
+from snapshot_ops_tests.support.stores import TEST_RETRY, S3Store
+from snapshot_ops_tests.support.world import World
 
 pytestmark = pytest.mark.e2e
 

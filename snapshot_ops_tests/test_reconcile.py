@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -25,12 +24,12 @@ from snapshot_ops.demo import app_tables
 from snapshot_ops.reconcile import reconcile, reconcile_resources
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.storage import open_storage
-from snapshot_ops_tests.conftest import NOW
+from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.integration
 
 DAY = dt.timedelta(days=1)
-REPO = Path(__file__).resolve().parent.parent
 
 
 def fingerprint(world) -> tuple:

@@ -20,8 +20,8 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from snapshot_ops import savings
 from snapshot_ops.resources import SnapshotDatabase
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.scenarios import bulk_add, start_job, state
+from snapshot_ops_tests.support.scenarios import bulk_add, start_job, state
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.e2e
 

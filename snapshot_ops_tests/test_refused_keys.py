@@ -30,21 +30,18 @@ import sqlalchemy as sa
 
 from snapshot_ops import checkpoints
 from snapshot_ops.catalog import Catalog, make_engine
-from snapshot_ops_tests.conftest import NOW, World
-from snapshot_ops_tests.scenarios import wait_paused
-from snapshot_ops_tests.stores import FolderStore, S3Store
+from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.jobs import step_metadata
+from snapshot_ops_tests.support.scenarios import wait_paused
+from snapshot_ops_tests.support.stores import FolderStore, S3Store
+from snapshot_ops_tests.support.world import NOW, World
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
+
 DAY = dt.timedelta(days=1)
 #: A name longer than NAME_MAX: the filesystem fails its delete (ENAMETOOLONG) every time.
 TOO_LONG = "n" * 300 + ".pdf"
-
-
-def step_metadata(result, step: str) -> dict:
-    [output] = [e for e in result.events_for_node(step) if e.event_type_value == "STEP_OUTPUT"]
-    return {k: v.value for k, v in output.step_output_data.metadata.items()}
 
 
 def last_errors(world: World) -> list[str]:

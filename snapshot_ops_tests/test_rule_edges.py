@@ -30,8 +30,8 @@ from snapshot_ops.rules import (
     parse_reference_time,
 )
 from snapshot_ops.storage.filesystem import FilesystemBackend
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.scenarios import DAY, bulk_add, state
+from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state
+from snapshot_ops_tests.support.world import NOW
 
 SECOND = dt.timedelta(seconds=1)
 MINUTES_5 = dt.timedelta(minutes=5)

@@ -14,23 +14,23 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from botocore.config import Config
 from dagster import EnvVar
 from dagster_aws.s3 import S3Resource
 
-from snapshot_ops.jobs import snapshot_cleanup_job
 from snapshot_ops.reconcile import reconcile_resources
 from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.settings import storage_s3_resource
 from snapshot_ops.storage import Outcome
-from snapshot_ops_tests.conftest import NOW, TEST_AWS_SECRET, World
-from snapshot_ops_tests.faultproxy import Fault, Seen
+from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.faultproxy import Fault, Seen
+from snapshot_ops_tests.support.jobs import run_cleanup
+from snapshot_ops_tests.support.stores import TEST_AWS_SECRET
+from snapshot_ops_tests.support.world import World
 
 DAY = dt.timedelta(days=1)
-REPO = Path(__file__).resolve().parent.parent
 
 
 def s3_deletes(seen: Seen) -> bool:
@@ -135,15 +135,7 @@ def test_a_job_configured_only_through_s3resource_deletes_exactly_the_expired(
             ),
         }
 
-        result = snapshot_cleanup_job.execute_in_process(
-            run_config={
-                "ops": {
-                    "identify_expired_candidates": {"config": {"reference_time": NOW.isoformat()}}
-                }
-            },
-            resources=resources,
-            raise_on_error=False,
-        )
+        result = run_cleanup(resources["database"], resources["storage"])
 
         assert result.success
         kept = {s3_store.full_key(world.row(rows[k]).storageKey) for k in ("fresh", "linked")}

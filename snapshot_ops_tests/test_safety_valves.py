@@ -15,14 +15,10 @@ import pytest
 from snapshot_ops.catalog import Catalog
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.rules import check_clocks
-from snapshot_ops_tests.scenarios import DAY, bulk_add, state
+from snapshot_ops_tests.support.jobs import failure_message
+from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state
 
 pytestmark = pytest.mark.e2e
-
-
-def failure_message(result) -> str:
-    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return failure.step_failure_data.error.message
 
 
 @pytest.mark.parametrize(

@@ -33,8 +33,7 @@ from snapshot_ops.assets import (
     build_storage_assets,
 )
 from snapshot_ops.catalog import SNAPSHOT_COLUMNS, Catalog, make_engine
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.resources import SnapshotDatabase
 
 LONDON = "Europe/London"
 TZ = zoneinfo.ZoneInfo(LONDON)
@@ -68,15 +67,9 @@ def instance(tmp_path: Path):
 
 
 def run_job(world, instance=None, **config):
-    return snapshot_cleanup_job.execute_in_process(
-        run_config={"ops": {"identify_expired_candidates": {"config": config}}},
-        resources={
-            "database": SnapshotDatabase(url=world.db_url),
-            "storage": SnapshotStorage(url=world.root.as_uri()),
-        },
-        instance=instance,
-        raise_on_error=False,
-    )
+    """Run the job on `world`, as of the wall clock unless `reference_time` is given."""
+    config.setdefault("reference_time", None)
+    return world.run(instance=instance, **config)
 
 
 def run_checks(world):

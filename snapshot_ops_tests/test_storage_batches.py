@@ -23,8 +23,8 @@ import pytest
 
 from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
-from snapshot_ops_tests.faultproxy import Fault, Seen, azure_error, s3_error
-from snapshot_ops_tests.stores import Store
+from snapshot_ops_tests.support.faultproxy import Fault, Seen, azure_error, s3_error
+from snapshot_ops_tests.support.stores import Store
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from snapshot_ops.storage import Outcome
-from snapshot_ops_tests.stores import AzureStore, S3Store
+from snapshot_ops_tests.support.stores import AzureStore, S3Store
 
 pytestmark = pytest.mark.integration
 

@@ -26,34 +26,26 @@ import sqlalchemy as sa
 from snapshot_ops import reconcile as reconcile_module
 from snapshot_ops.assets import check_overdue
 from snapshot_ops.catalog import Catalog, make_engine
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.resources import SnapshotDatabase
 from snapshot_ops.storage import open_storage
 from snapshot_ops.timeformat import TimeFormat, TimeFormatError
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.scenarios import DAY
-from snapshot_ops_tests.test_job_rules import step_metadata
-from snapshot_ops_tests.time_representations import (
+from snapshot_ops_tests.support.jobs import run_cleanup, step_metadata
+from snapshot_ops_tests.support.scenarios import DAY
+from snapshot_ops_tests.support.time_representations import (
     BY_NAME,
     REPRESENTATIONS,
     RepWorld,
     set_database_timezone,
 )
+from snapshot_ops_tests.support.world import NOW
 
 HOUR = dt.timedelta(hours=1)
 US = dt.timedelta(microseconds=1)
 
 
 def run(world: RepWorld, time_format: str = "auto", **config):
-    config.setdefault("reference_time", NOW.isoformat())
-    return snapshot_cleanup_job.execute_in_process(
-        run_config={"ops": {"identify_expired_candidates": {"config": config}}},
-        resources={
-            "database": SnapshotDatabase(url=world.db_url, time_format=time_format),
-            "storage": SnapshotStorage(url=world.root.as_uri()),
-        },
-        raise_on_error=False,
-    )
+    database = SnapshotDatabase(url=world.db_url, time_format=time_format)
+    return run_cleanup(database, world.root.as_uri(), **config)
 
 
 def failure_message(result) -> str:

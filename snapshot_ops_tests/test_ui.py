@@ -28,8 +28,9 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from snapshot_ops.jobs import CONCURRENCY_TAG
-from snapshot_ops_tests.conftest import NOW
-from snapshot_ops_tests.ops_fixtures import ARTIFACTS
+from snapshot_ops_tests.support.operations import ARTIFACTS
+from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.e2e
 
@@ -157,14 +158,16 @@ DAEMON_HEALTH = """
 
 
 def test_daemon_runs_the_scheduler_sensors_and_run_queue(dagster_ui):
-    deadline = time.monotonic() + 60
-    while True:
-        statuses = dagster_ui.graphql(DAEMON_HEALTH)["instance"]["daemonHealth"]
-        healthy = {d["daemonType"] for d in statuses["allDaemonStatuses"] if d["healthy"]}
-        if {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"} <= healthy:
-            return
-        assert time.monotonic() < deadline, statuses
-        time.sleep(2)
+    statuses: list[object] = [None]
+
+    def healthy() -> bool:
+        statuses[0] = dagster_ui.graphql(DAEMON_HEALTH)["instance"]["daemonHealth"]
+        up = {d["daemonType"] for d in statuses[0]["allDaemonStatuses"] if d["healthy"]}
+        return {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"} <= up
+
+    wait_until(
+        healthy, timeout=60, interval=2, what=lambda: f"the daemons to be healthy: {statuses[0]}"
+    )
 
 
 SCHEDULE_STATE = """
@@ -228,17 +231,13 @@ def _launch(client: DagsterGraphQLClient, reference_time: dt.datetime = NOW) -> 
 
 
 def _wait(client: DagsterGraphQLClient, run_id: str, timeout: float = 240) -> DagsterRunStatus:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.get_run_status(run_id)
-        if status in (
-            DagsterRunStatus.SUCCESS,
-            DagsterRunStatus.FAILURE,
-            DagsterRunStatus.CANCELED,
-        ):
-            return status
-        time.sleep(1)
-    raise AssertionError(f"run {run_id} still {status} after {timeout}s")
+    return _wait_status(
+        client,
+        run_id,
+        {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED},
+        timeout=timeout,
+        interval=1,
+    )
 
 
 RUN_TIMES = """
@@ -248,12 +247,22 @@ query ($runId: ID!) {
 """
 
 
-def _wait_status(client, run_id: str, wanted: set[DagsterRunStatus], timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while (status := client.get_run_status(run_id)) not in wanted:
-        assert time.monotonic() < deadline, f"run {run_id} still {status}"
-        time.sleep(0.5)
-    return status
+def _wait_status(
+    client, run_id: str, wanted: set[DagsterRunStatus], timeout: float = 120, interval=0.5
+) -> DagsterRunStatus:
+    """Wait until the run's status is one of `wanted`; return it."""
+    seen: list[DagsterRunStatus | None] = [None]
+
+    def reached() -> DagsterRunStatus | None:
+        seen[0] = client.get_run_status(run_id)
+        return seen[0] if seen[0] in wanted else None
+
+    return wait_until(
+        reached,
+        timeout=timeout,
+        interval=interval,
+        what=lambda: f"run {run_id} to reach {sorted(s.value for s in wanted)}: still {seen[0]}",
+    )
 
 
 def test_graphql_client_launches_runs_that_delete_one_at_a_time(dagster_ui):
@@ -434,16 +443,18 @@ def backfill(dagster_ui, daily_runs) -> Backfill:
     }
     launched = dagster_ui.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    deadline = time.monotonic() + 240
-    while True:
+    seen: list[dict] = [{}]
+
+    def done() -> bool:
         found = dagster_ui.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
-        state = found["partitionBackfillOrError"]
-        if state["status"] in BACKFILL_DONE and all(
-            r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in state["runs"]
-        ):
-            return Backfill(launched["backfillId"], state["status"], state["runs"], before)
-        assert time.monotonic() < deadline, f"backfill still {state}"
-        time.sleep(1)
+        seen[0] = found["partitionBackfillOrError"]
+        return seen[0]["status"] in BACKFILL_DONE and all(
+            r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in seen[0]["runs"]
+        )
+
+    wait_until(done, timeout=240, interval=1, what=lambda: f"the backfill to end: {seen[0]}")
+    state = seen[0]
+    return Backfill(launched["backfillId"], state["status"], state["runs"], before)
 
 
 def test_backfill_reproduces_the_days_and_deletes_nothing(dagster_ui, daily_runs, backfill):
@@ -627,10 +638,12 @@ def test_failed_run_alerts_through_the_daemon_to_the_webhook(dagster_ui):
         ]
         return [t for t in texts if f"run: {run_id}" in t]
 
-    deadline = time.monotonic() + 150  # the sensor is evaluated every 30 s
-    while not cards():
-        assert time.monotonic() < deadline, f"no alert for {run_id}: {dagster_ui.alerts.bodies}"
-        time.sleep(1)
+    wait_until(  # the sensor is evaluated every 30 s
+        cards,
+        timeout=150,
+        interval=1,
+        what=lambda: f"an alert for {run_id}: {dagster_ui.alerts.bodies}",
+    )
     [text] = cards()
     assert text.startswith("snapshot_cleanup_job failed\n")
     assert "errors (1):" in text and "batch_size must be at least 1" in text

@@ -1,11 +1,14 @@
-"""Shared pieces of the safety tests: bulk application data, the job as a real process, and the
-checkpoint pause handshake (see snapshot_ops.checkpoints)."""
+"""Shared pieces of the safety tests: bulk application data, the job as a real process, the
+checkpoint pause handshake (see snapshot_ops.checkpoints), and an application attaching
+candidates while a run goes on."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,9 +17,10 @@ import sqlalchemy as sa
 
 from snapshot_ops.demo import job_command
 from snapshot_ops.rules import TEMPORARY_TYPE
-from snapshot_ops_tests.conftest import NOW, World
+from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.world import NOW, World
 
-REPO = Path(__file__).resolve().parent.parent
 DAY = dt.timedelta(days=1)
 
 
@@ -102,10 +106,39 @@ def start_job(world: World, home: Path, *, batch_size: int, **extra: str) -> sub
 
 def wait_paused(folder: Path, process: subprocess.Popen | None = None, timeout: float = 120):
     """Block until a run paused at its checkpoint created `folder/paused`."""
-    deadline = time.monotonic() + timeout
-    while not (folder / "paused").exists():
+
+    def paused() -> bool:
+        if (folder / "paused").exists():
+            return True
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the run ended before pausing:\n{process.stdout.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("the run never reached its checkpoint")
-        time.sleep(0.02)
+        return False
+
+    wait_until(paused, timeout=timeout, interval=0.02, what="the run to reach its checkpoint")
+
+
+class Attacher(threading.Thread):
+    """The application attaching random candidates, as fast as it can, until stopped."""
+
+    def __init__(self, world: World, ids: list[str], seed: int) -> None:
+        super().__init__(daemon=True)
+        self.world, self.ids, self.rng = world, ids, random.Random(seed)
+        self.stop = threading.Event()
+        self.attached: list[tuple[str, float]] = []  # (fileId, when)
+        self.refused: list[float] = []  # found the row already marked deleted
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            file_id = self.rng.choice(self.ids)
+            if self.world.attach(file_id, order_id=f"o-{self.name}"):
+                self.attached.append((file_id, time.monotonic()))
+            else:
+                self.refused.append(time.monotonic())
+            time.sleep(0.002)  # an application's pace, and it leaves the run some CPU
+
+
+def lost_files(world: World, attachers: list[Attacher]) -> list[str]:
+    """Attached fileIds whose row is marked deleted or whose object is gone."""
+    now = state(world)
+    attached = {file_id for a in attachers for file_id, _ in a.attached}
+    return sorted(i for i in attached if now[i] != (False, True))

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from snapshot_ops.rules import TEMPORARY_TYPE
-from snapshot_ops_tests.conftest import NOW, World
+from snapshot_ops_tests.support.world import NOW, World
 
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

@@ -5,28 +5,34 @@ names the storage URL the job is pointed at. The object stores are real HTTP ser
 started once per test session on free loopback ports: moto's server for S3 and Azurite
 (installed from npm by `make test`) for Azure Blob, each behind a `FaultProxy` through
 which the backend under test talks.
+
+The fixtures (registered by the top conftest.py): `moto_server` and `azurite_server` for the
+session, `s3_proxy` and `azure_proxy` in front of them (with the SDKs' environment pointing
+at the proxy), a fresh `filesystem_store`, `s3_store` or `azure_store` per test, and `store`,
+which runs a test once per backend.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import socket
 import subprocess
-import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 from botocore.config import Config
 
 from snapshot_ops.storage import StorageBackend, open_storage
-from snapshot_ops_tests.faultproxy import FaultProxy
+from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.faultproxy import FaultProxy
+from snapshot_ops_tests.support.waiting import free_port, wait_for_port
 
-REPO = Path(__file__).resolve().parents[1]
 AZURITE = REPO / "node_modules" / ".bin" / "azurite-blob"
 #: Azurite's documented development account (public, the same for every installation).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -35,25 +41,6 @@ AZURITE_KEY = (
 )
 #: Retries stay on but short, so a test of throttling takes a fraction of a second.
 TEST_RETRY = {"max_attempts": 3, "retry_backoff_seconds": 0.05}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen[Any] | None, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"service on port {port} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 def start_azurite(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -275,3 +262,85 @@ class AzureStore(Store):
     def remove(self) -> None:
         self.container.delete_container()
         self.container.close()
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+#: Dummy credentials for the emulators; distinctive so tests can check they are never shown.
+TEST_AWS_SECRET = "test-secret-3f9c2a7be1d54c06"
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[tuple[str, int]]:
+    """moto's S3 server, a real HTTP endpoint on a free loopback port, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield "127.0.0.1", port
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """Azurite's blob service (in memory) on a free loopback port, for the session."""
+    process, port = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield "127.0.0.1", port
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(moto_server: tuple[str, int]) -> Iterator[FaultProxy]:
+    """A proxy in front of moto, and boto3's standard variables pointing at it."""
+    proxy = FaultProxy(moto_server)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_ACCESS_KEY_ID", "test-key-id")
+        env.setenv("AWS_SECRET_ACCESS_KEY", TEST_AWS_SECRET)
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_ENDPOINT_URL", proxy.url)
+        yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def azure_proxy(azurite_server: tuple[str, int]) -> Iterator[FaultProxy]:
+    """A proxy in front of Azurite, and the SDK's connection string variable pointing at it."""
+    proxy = FaultProxy(azurite_server)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite_connection_string(proxy.port))
+        yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def filesystem_store(tmp_path: Path) -> FolderStore:
+    return FolderStore(tmp_path / "fs")
+
+
+@pytest.fixture
+def s3_store(s3_proxy: FaultProxy, moto_server: tuple[str, int]) -> Iterator[S3Store]:
+    proxy = s3_proxy
+    proxy.reset()
+    store = S3Store(f"http://{moto_server[0]}:{moto_server[1]}", proxy)
+    yield store
+    proxy.reset()
+    store.remove()
+
+
+@pytest.fixture
+def azure_store(azure_proxy: FaultProxy, azurite_server: tuple[str, int]) -> Iterator[AzureStore]:
+    proxy = azure_proxy
+    proxy.reset()
+    store = AzureStore(azurite_connection_string(azurite_server[1]), proxy)
+    yield store
+    proxy.reset()
+    store.remove()
+
+
+@pytest.fixture(params=["filesystem", "s3", "azure"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """Each test using this runs once per storage backend."""
+    return request.getfixturevalue(f"{request.param}_store")

@@ -1,9 +1,11 @@
 """Fixtures for operating the project the Dagster way: a production instance home on a fresh
 PostgreSQL database, a local HTTP server that receives alerts (a Microsoft Teams webhook, or
 the Slack Web API's chat.postMessage), and the real
-dagster-webserver + dagster-daemon on loopback (session-scoped, stopped by process id).
+dagster-webserver + dagster-daemon on loopback (session-scoped, stopped by process id); and
+`execute`, the cleanup job run by `dagster job execute` on an `Engine` (the environment of a
+persistent instance and the executor its steps go to).
 
-Loaded from conftest.py through `pytest_plugins`.
+Registered by the top conftest.py through `pytest_plugins`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -29,36 +29,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
-from snapshot_ops_tests.conftest import World
+from snapshot_ops.demo import job_command
+from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.waiting import free_port, still_running, wait_until
+from snapshot_ops_tests.support.world import NOW, World
 
-REPO = Path(__file__).resolve().parent.parent
 #: Screenshots and server logs land here (gitignored), so CI can keep them as artifacts.
 ARTIFACTS = REPO / "test-artifacts"
-
-
-@pytest.fixture(scope="session")
-def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[str], str]]:
-    """Factory: create a fresh PostgreSQL database, return its URL; all dropped at the end."""
-    admin = sa.create_engine(
-        pg_admin_url.replace("postgresql://", "postgresql+psycopg2://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    created: list[str] = []
-
-    def make(purpose: str) -> str:
-        name = f"snapshot_ops_{purpose}_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        url = sa.engine.make_url(pg_admin_url).set(database=name)
-        return url.render_as_string(hide_password=False)
-
-    yield make
-    with admin.connect() as conn:
-        for name in created:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def production_home(home: Path, dagster_db_url: str) -> dict[str, str]:
@@ -140,13 +119,7 @@ def webhook() -> Iterator[WebhookReceiver]:
         yield receiver
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
     """Stop servers and everything they spawned (each its own process group, led by its
     pid): ask all at once, then force any that do not exit in time."""
     running = [p for p in processes if p.poll() is None]
@@ -189,22 +162,26 @@ class DagsterUI:
 def _wait_for_location(ui: DagsterUI, servers: list[subprocess.Popen[bytes]]) -> None:
     query = "{ workspaceOrError { ... on Workspace { locationEntries { name "
     query += "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
-    deadline = time.monotonic() + 180
-    last: object = None
-    while time.monotonic() < deadline:
+    last: list[object] = [None]
+
+    def loaded() -> bool:
         for server in servers:
-            assert server.poll() is None, f"a Dagster server exited early: {server.args}"
+            still_running(server, f"the Dagster server {server.args}")
         try:
             entries = ui.graphql(query)["workspaceOrError"]["locationEntries"]
-            last = entries
-            if entries and entries[0]["locationOrLoadError"]:
-                loaded = entries[0]["locationOrLoadError"]
-                assert loaded["__typename"] == "RepositoryLocation", loaded
-                return
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            last = exc
-        time.sleep(1)
-    raise AssertionError(f"the code location did not load in time: {last}")
+            last[0] = exc
+            return False
+        last[0] = entries
+        if not (entries and entries[0]["locationOrLoadError"]):
+            return False
+        location = entries[0]["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        return True
+
+    wait_until(
+        loaded, timeout=180, interval=1, what=lambda: f"the code location to load: {last[0]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -264,5 +241,64 @@ def dagster_ui(
         _wait_for_location(ui, servers)
         yield ui
     finally:
-        _stop(servers)
+        stop_servers(servers)
         stack.close()
+
+
+# -- the job run by `dagster job execute` ----------------------------------------------------------
+
+
+@dataclass
+class Engine:
+    """Where a run's steps go: the run's environment and the process groups of its workers
+    (none: the run's own child processes)."""
+
+    name: str
+    env: dict[str, str]
+    worker_pids: list[int]
+    execution: dict[str, Any]  # the run config's `execution` section
+
+
+def execute(
+    world: World,
+    engine: Engine,
+    tmp_path: Path,
+    storage: dict[str, Any] | None = None,
+    **config: Any,
+) -> tuple[str, str]:
+    """Run the cleanup job with `dagster job execute` on `world`; return (run id, output).
+
+    `storage`: more config of the storage resource; `config`: the run's cleanup config."""
+    env = engine.env
+    config.setdefault("reference_time", NOW.isoformat())
+    url = world.store.url if world.store is not None else world.root.as_uri()
+    run_config = {
+        "ops": {"identify_expired_candidates": {"config": config}},
+        # The application database and storage of this test (a deployment sets them through
+        # SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL in every process instead).
+        "resources": {
+            "database": {"config": {"url": world.db_url}},
+            "storage": {"config": {"url": url, **(storage or {})}},
+        },
+    }
+    if engine.execution:
+        run_config["execution"] = engine.execution
+    path = tmp_path / f"run-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(run_config))
+    done = subprocess.run(
+        job_command("-c", str(path)),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = done.stdout[-4000:] + done.stderr[-4000:]
+    instance = production_instance(env)
+    try:
+        runs = [r for r in instance.get_runs() if r.run_config == run_config]
+        assert len(runs) == 1, output
+        return runs[0].run_id, output
+    finally:
+        instance.dispose()
