@@ -1,5 +1,6 @@
-"""Every bound in the rules, tested exactly at its edge: the value on the bound is treated as
-the rule says, and one step past it is treated the other way.
+"""What a run does at every bound of the rules: with the value on the bound it goes as the
+rule says, one step past it the other way. (The bounds as pure functions, one second either
+side, are in unit/test_rules_bounds.py.)
 
 - a reference time may be at most FUTURE_TOLERANCE (5 minutes) ahead of the worker's clock;
 - the worker's and the database's clocks may differ by at most CLOCK_SKEW_TOLERANCE, either way;
@@ -21,13 +22,8 @@ import pytest
 
 from snapshot_ops.catalog import MAX_STORED_ERRORS, Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
-from snapshot_ops.errors import ConfigError
 from snapshot_ops.rules import (
-    CLOCK_SKEW_TOLERANCE,
-    FUTURE_TOLERANCE,
-    check_clocks,
     make_policy,
-    parse_reference_time,
 )
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state
@@ -51,26 +47,6 @@ def step_metadata(result, step: str) -> dict:
 # -- the clocks ------------------------------------------------------------------------------
 
 
-@pytest.mark.unit
-def test_the_tolerances_are_five_minutes():
-    assert FUTURE_TOLERANCE == MINUTES_5 and CLOCK_SKEW_TOLERANCE == MINUTES_5
-
-
-@pytest.mark.unit
-def test_a_reference_time_exactly_five_minutes_ahead_is_accepted_one_second_more_refused():
-    assert parse_reference_time((NOW + MINUTES_5).isoformat(), NOW) == NOW + MINUTES_5
-    with pytest.raises(ConfigError, match="in the future"):
-        parse_reference_time((NOW + MINUTES_5 + SECOND).isoformat(), NOW)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("sign", [1, -1])
-def test_clocks_exactly_five_minutes_apart_pass_one_second_more_stops(sign):
-    check_clocks(NOW, NOW + sign * MINUTES_5)
-    with pytest.raises(ConfigError, match="differ by"):
-        check_clocks(NOW, NOW + sign * (MINUTES_5 + SECOND))
-
-
 @pytest.mark.e2e
 def test_a_run_just_inside_the_future_edge_runs_and_just_past_it_touches_nothing(world):
     # Through the job: the wall clock is the worker's; a few seconds of test time are
@@ -88,17 +64,6 @@ def test_a_run_just_inside_the_future_edge_runs_and_just_past_it_touches_nothing
 
 
 # -- the config bounds -----------------------------------------------------------------------
-
-
-@pytest.mark.unit
-def test_the_smallest_bounds_are_accepted_and_one_step_below_refused():
-    one_second = 1 / 86400
-    policy = make_policy(reference_time=None, retention_days=one_second, max_deletions=0, now=NOW)
-    assert policy.cutoff == NOW - SECOND and policy.max_deletions == 0
-    with pytest.raises(ConfigError, match="retention_days must be greater than 0"):
-        make_policy(reference_time=None, retention_days=0, max_deletions=0, now=NOW)
-    with pytest.raises(ConfigError, match="max_deletions must be 0 or more"):
-        make_policy(reference_time=None, retention_days=7, max_deletions=-1, now=NOW)
 
 
 @pytest.mark.e2e

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.unit
 
 NOW = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
 TICK = dt.timedelta(microseconds=1)
+SECOND = dt.timedelta(seconds=1)
+MINUTES_5 = dt.timedelta(minutes=5)
 
 
 @pytest.fixture
@@ -180,3 +182,33 @@ def test_the_clock_refusal_says_which_clock_is_ahead_and_by_how_much(sign, ahead
     assert f"({ahead})" in message
     assert f"differ by {skew}" in message
     assert f"more than {CLOCK_SKEW_TOLERANCE}" in message
+
+
+# -- one second either side of each bound (through the job: e2e/test_run_outcomes_at_bounds.py)
+
+
+def test_the_tolerances_are_five_minutes():
+    assert FUTURE_TOLERANCE == MINUTES_5 and CLOCK_SKEW_TOLERANCE == MINUTES_5
+
+
+def test_a_reference_time_exactly_five_minutes_ahead_is_accepted_one_second_more_refused():
+    assert parse_reference_time((NOW + MINUTES_5).isoformat(), NOW) == NOW + MINUTES_5
+    with pytest.raises(ConfigError, match="in the future"):
+        parse_reference_time((NOW + MINUTES_5 + SECOND).isoformat(), NOW)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_clocks_exactly_five_minutes_apart_pass_one_second_more_stops(sign):
+    check_clocks(NOW, NOW + sign * MINUTES_5)
+    with pytest.raises(ConfigError, match="differ by"):
+        check_clocks(NOW, NOW + sign * (MINUTES_5 + SECOND))
+
+
+def test_the_smallest_bounds_are_accepted_and_one_step_below_refused():
+    one_second = 1 / 86400
+    policy = make_policy(reference_time=None, retention_days=one_second, max_deletions=0, now=NOW)
+    assert policy.cutoff == NOW - SECOND and policy.max_deletions == 0
+    with pytest.raises(ConfigError, match="retention_days must be greater than 0"):
+        make_policy(reference_time=None, retention_days=0, max_deletions=0, now=NOW)
+    with pytest.raises(ConfigError, match="max_deletions must be 0 or more"):
+        make_policy(reference_time=None, retention_days=7, max_deletions=-1, now=NOW)
