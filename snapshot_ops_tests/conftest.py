@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+# In this order: each imports the ones before it (so pytest can rewrite their asserts).
 pytest_plugins = [
-    "snapshot_ops_tests.support.databases",
     "snapshot_ops_tests.support.stores",
+    "snapshot_ops_tests.support.databases",
     "snapshot_ops_tests.support.operations",
 ]
 

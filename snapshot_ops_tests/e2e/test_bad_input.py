@@ -21,8 +21,6 @@ from snapshot_ops_tests.support.jobs import step_metadata
 from snapshot_ops_tests.support.scenarios import DAY, state
 from snapshot_ops_tests.support.world import NOW, World
 
-pytestmark = pytest.mark.e2e
-
 HOUR = dt.timedelta(hours=1)
 
 

@@ -13,12 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from snapshot_ops_tests.support import REPO
-
-pytestmark = pytest.mark.e2e
-
 
 PHASES = {"identify", "mark", "delete", "record"}
 

@@ -15,9 +15,6 @@ import pytest
 from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support import REPO
 
-pytestmark = pytest.mark.e2e
-
-
 DAY = dt.timedelta(days=1)
 
 

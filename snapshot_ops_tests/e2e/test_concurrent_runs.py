@@ -14,14 +14,11 @@ give each entry to exactly one of them.
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.resources import SnapshotDatabase
 from snapshot_ops_tests.support.scenarios import bulk_add, start_job, state, wait_paused
 from snapshot_ops_tests.support.world import NOW
-
-pytestmark = pytest.mark.e2e
 
 CANDIDATES = 1500
 

@@ -29,8 +29,6 @@ from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job, state
 from snapshot_ops_tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.e2e
-
 BATCH = 10
 
 

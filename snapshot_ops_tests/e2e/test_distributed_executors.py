@@ -52,8 +52,6 @@ from snapshot_ops_tests.support.scenarios import Attacher, bulk_add, lost_files,
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import World
 
-pytestmark = pytest.mark.e2e
-
 DAY = dt.timedelta(days=1)
 BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 #: Key ranges of the runs here: each is its own `mark_and_delete_expired[range_N]` step.

@@ -29,7 +29,6 @@ from snapshot_ops_tests.support.world import NOW, World
 DAY = dt.timedelta(days=1)
 
 
-@pytest.mark.e2e
 def test_cli_run_through_production_instance_on_postgres(
     pg_world, make_pg_database, tmp_path: Path
 ):
@@ -123,7 +122,6 @@ def test_one_code_location_everywhere():
     assert names == {"snapshot_ops"}
 
 
-@pytest.mark.e2e
 def test_dg_checks_lists_and_launches_the_project(sqlite_url, storage_root, tmp_path: Path):
     """`dg` (dagster-dg-cli, pinned to the dagster version) finds the project from
     [tool.dg], loads its definitions and launches a cleanup run that deletes."""
@@ -168,7 +166,6 @@ def test_dg_checks_lists_and_launches_the_project(sqlite_url, storage_root, tmp_
     assert not world.is_deleted(kept) and world.has_file(kept)
 
 
-@pytest.mark.e2e
 def test_embedded_default_needs_no_service(tmp_path: Path):
     """`make demo` runs on its own SQLite instance even with no PostgreSQL settings at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SNAPSHOT_OPS_"))}

@@ -21,8 +21,6 @@ from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.stores import AZURITE_KEY, TEST_AWS_SECRET
 from snapshot_ops_tests.support.world import NOW, World
 
-pytestmark = pytest.mark.e2e
-
 DAY = dt.timedelta(days=1)
 BULK = 25  # plain expired rows, so deletes span several batches
 

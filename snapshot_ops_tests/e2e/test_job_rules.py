@@ -16,8 +16,6 @@ from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.jobs import step_metadata
 from snapshot_ops_tests.support.world import World
 
-pytestmark = pytest.mark.e2e
-
 DAY = dt.timedelta(days=1)
 SECOND = dt.timedelta(seconds=1)
 

@@ -84,7 +84,6 @@ def test_a_date_alone_is_suggested_as_that_midnight_in_utc():
     )
 
 
-@pytest.mark.e2e
 def test_the_job_refuses_a_date_alone_and_runs_with_the_time_it_suggests(world):
     old = world.add(age=10 * DAY, now=dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
     refused = world.run(reference_time="2026-11-25")
@@ -105,7 +104,6 @@ def test_the_defaults_a_bound_message_names_are_accepted():
 # -- the cap ---------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_the_cap_message_suggests_a_max_deletions_and_a_dry_run_that_both_run(world):
     ids = bulk_add(world, 5)
     refused = world.run(max_deletions=3)
@@ -119,7 +117,6 @@ def test_the_cap_message_suggests_a_max_deletions_and_a_dry_run_that_both_run(wo
     assert all(state(world)[i] == (True, False) for i in ids)
 
 
-@pytest.mark.e2e
 def test_batch_size_zero_names_the_default_which_runs(world):
     ids = bulk_add(world, 3)
     refused = world.run(batch_size=0)
@@ -131,7 +128,6 @@ def test_batch_size_zero_names_the_default_which_runs(world):
 # -- the storage check -----------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_oldest_objects_removed_by_hand_are_told_apart_from_a_wrong_url(world, monkeypatch):
     removed = bulk_add(world, 20, age=20 * DAY, label="removed")  # the whole sample
     expired = bulk_add(world, 3, age=10 * DAY, label="expired")
@@ -233,7 +229,6 @@ def test_the_database_urls_and_timezone_a_message_suggests_are_accepted():
     assert schedule_timezone(zone) == zone
 
 
-@pytest.mark.e2e
 def test_a_table_called_otherwise_is_found_with_the_setting_the_message_names(db_url, storage_root):
     files, attachments = app_tables(sa.MetaData())
     tables = sa.MetaData()
@@ -277,7 +272,6 @@ def nullable_world(db_url, storage_root):
     world.engine.dispose()
 
 
-@pytest.mark.e2e
 def test_a_row_without_created_at_is_kept_and_reported(nullable_world):
     world = nullable_world
     expired = world.add(age=10 * DAY)

@@ -43,8 +43,6 @@ from snapshot_ops_tests.support.stores import TEST_RETRY, Store
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import World
 
-pytestmark = pytest.mark.e2e
-
 DAY = dt.timedelta(days=1)
 EXPIRED = 12
 BATCH = 4  # three delete batches of four keys each

@@ -28,8 +28,6 @@ from snapshot_ops_tests.support.operations import (
 from snapshot_ops_tests.support.stores import TEST_RETRY, S3Store
 from snapshot_ops_tests.support.world import World
 
-pytestmark = pytest.mark.e2e
-
 DAY = dt.timedelta(days=1)
 LIMIT = 20  # keys per second for the run
 RANGES = 2  # so 10 per second for each range

@@ -36,9 +36,6 @@ from snapshot_ops_tests.support.scenarios import wait_paused
 from snapshot_ops_tests.support.stores import FolderStore, S3Store
 from snapshot_ops_tests.support.world import NOW, World
 
-pytestmark = pytest.mark.e2e
-
-
 DAY = dt.timedelta(days=1)
 #: A name longer than NAME_MAX: the filesystem fails its delete (ENAMETOOLONG) every time.
 TOO_LONG = "n" * 300 + ".pdf"

@@ -47,7 +47,6 @@ def step_metadata(result, step: str) -> dict:
 # -- the clocks ------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_a_run_just_inside_the_future_edge_runs_and_just_past_it_touches_nothing(world):
     # Through the job: the wall clock is the worker's; a few seconds of test time are
     # allowed for inside the tolerance, so "past the edge" is checked with room to spare.
@@ -66,7 +65,6 @@ def test_a_run_just_inside_the_future_edge_runs_and_just_past_it_touches_nothing
 # -- the config bounds -----------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_batch_size_one_deletes_every_candidate_and_zero_is_refused(world):
     ids = bulk_add(world, 5)
     young = world.add(age=DAY)
@@ -83,7 +81,6 @@ def test_batch_size_one_deletes_every_candidate_and_zero_is_refused(world):
 # -- the cap ---------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_exactly_max_deletions_expired_runs_one_more_stops_everything(world):
     ids = bulk_add(world, 6)
     assert not world.run(max_deletions=5).success
@@ -92,7 +89,6 @@ def test_exactly_max_deletions_expired_runs_one_more_stops_everything(world):
     assert all(state(world)[i] == (True, False) for i in ids)
 
 
-@pytest.mark.e2e
 def test_max_deletions_zero_with_nothing_expired_succeeds_and_with_one_stops(world):
     young = world.add(age=DAY)
     assert world.run(max_deletions=0).success
@@ -127,7 +123,6 @@ def test_the_marking_loop_stops_exactly_at_the_cap(world, cap, batch_size):
 # -- errors: all counted, a bounded number kept ----------------------------------------------
 
 
-@pytest.mark.e2e
 def test_more_errors_than_are_stored_are_all_counted(world):
     good = bulk_add(world, 12, age=20 * DAY)  # the oldest: the storage check finds them
     count = MAX_STORED_ERRORS + 1

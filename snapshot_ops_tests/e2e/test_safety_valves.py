@@ -18,8 +18,6 @@ from snapshot_ops.rules import check_clocks
 from snapshot_ops_tests.support.jobs import failure_message
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.mark.parametrize(
     ("config", "message"),

@@ -198,7 +198,6 @@ def test_assets_carry_owners_freshness_and_the_columns_of_their_real_tables(worl
     assert policy.fail_window.to_timedelta() == dt.timedelta(hours=36)
 
 
-@pytest.mark.e2e
 def test_a_week_of_runs_then_a_backfill_reproduces_the_numbers_and_deletes_nothing(
     pg_world, instance, tmp_path
 ):
@@ -285,7 +284,6 @@ def test_a_week_of_runs_then_a_backfill_reproduces_the_numbers_and_deletes_nothi
     assert backfilled[0]["2026-10-23"]["runAt"] is None
 
 
-@pytest.mark.e2e
 def test_dry_run_materializes_nothing(pg_world):
     pg_world.add(age=8 * DAY)
     result = run_job(pg_world, dry_run=True)
@@ -299,7 +297,6 @@ def test_dry_run_materializes_nothing(pg_world):
         assert rows.scalar_one() == 0
 
 
-@pytest.mark.e2e
 def test_failed_run_still_reports_what_it_reclaimed_and_fails_the_backlog_check(pg_world, instance):
     reclaimed = pg_world.add(age=8 * DAY, size=700)
     refused = pg_world.add(age=8 * DAY, key="../outside.pdf", with_file=False)
@@ -322,7 +319,6 @@ def test_failed_run_still_reports_what_it_reclaimed_and_fails_the_backlog_check(
     assert checks[TOTAL_CHECK].passed
 
 
-@pytest.mark.e2e
 def test_backlog_check_fails_when_the_job_falls_behind(pg_world):
     now = dt.datetime.now(dt.UTC)
     pg_world.add(age=9 * DAY, now=now, size=1234)  # retention 7 + 1 day grace: overdue
@@ -338,7 +334,6 @@ def test_backlog_check_fails_when_the_job_falls_behind(pg_world):
     assert run_checks(pg_world)[OVERDUE_CHECK].passed
 
 
-@pytest.mark.e2e
 def test_total_check_fails_when_the_view_disagrees_with_the_run_log(pg_world):
     pg_world.add(age=8 * DAY, size=500)
     assert run_checks(pg_world)[TOTAL_CHECK].passed is False  # never written yet
@@ -407,7 +402,6 @@ def table_day(world, day: dt.date) -> tuple[int, int]:
         ).one()
 
 
-@pytest.mark.e2e
 def test_a_run_for_a_past_day_changes_that_day_only_and_never_moves_the_view_back(
     pg_world, instance
 ):
@@ -450,7 +444,6 @@ def test_a_run_for_a_past_day_changes_that_day_only_and_never_moves_the_view_bac
     assert not checks[OVERDUE_CHECK].passed
 
 
-@pytest.mark.e2e
 def test_the_savings_asset_refuses_a_past_as_of_and_its_hint_is_accepted(pg_world):
     world = pg_world
     world.add(age=8 * DAY, size=400)
@@ -478,7 +471,6 @@ def test_the_savings_asset_refuses_a_past_as_of_and_its_hint_is_accepted(pg_worl
     assert savings_table_rows(world) == (30, 400, today - 29 * DAY, today)
 
 
-@pytest.mark.e2e
 def test_total_check_fails_when_the_view_ends_before_the_latest_run(pg_world):
     world = pg_world
     world.add(age=8 * DAY, size=400)
@@ -495,7 +487,6 @@ def test_total_check_fails_when_the_view_ends_before_the_latest_run(pg_world):
     assert "materialize snapshot_storage_savings_30d" in stale.description
 
 
-@pytest.mark.e2e
 def test_a_run_at_half_past_midnight_summer_time_counts_on_the_london_day(pg_world, instance):
     # 00:30 BST on 15 July is 23:30 UTC on 14 July: the run's day is London's, the 15th.
     reference = dt.datetime(2026, 7, 15, 0, 30, tzinfo=TZ)

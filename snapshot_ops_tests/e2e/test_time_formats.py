@@ -60,7 +60,6 @@ def prisma_sqlite(sqlite_url, storage_root):
     world.engine.dispose()
 
 
-@pytest.mark.e2e
 def test_prisma_epoch_milliseconds_on_sqlite_deletes_only_the_expired_row(prisma_sqlite):
     world = prisma_sqlite
     old = world.add(age=10 * DAY)
@@ -116,7 +115,6 @@ def test_summary_storage_sample_overdue_check_and_reconcile_read_epoch_milliseco
     assert report.orphan_objects.count == 0
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Tokyo"])
 @pytest.mark.parametrize("column_type", ["pg_timestamp_utc", "pg_timestamptz"])
 def test_deleted_at_is_the_run_time_in_utc_whatever_the_database_zone(
@@ -141,7 +139,6 @@ def test_deleted_at_is_the_run_time_in_utc_whatever_the_database_zone(
     world.engine.dispose()
 
 
-@pytest.mark.e2e
 def test_text_on_postgresql_is_compared_in_byte_order(postgres_url, storage_root):
     # Under the column's ICU collation "03:00:00+00:00" sorts after "03:00:00.5+00:00",
     # so a row stored at a whole second just before the cutoff would be kept forever.
@@ -157,7 +154,6 @@ def test_text_on_postgresql_is_compared_in_byte_order(postgres_url, storage_root
     world.engine.dispose()
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     "name", ["sqlite_text_js_iso", "sqlite_text_plus_two", "sqlite_epoch_seconds"]
 )
@@ -204,7 +200,6 @@ UNREADABLE = {
 }
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("case", sorted(UNREADABLE))
 def test_a_created_at_that_cannot_be_read_for_sure_stops_the_run_untouched(
     sqlite_url, storage_root, case
@@ -228,7 +223,6 @@ def test_a_created_at_that_cannot_be_read_for_sure_stops_the_run_untouched(
     world.engine.dispose()
 
 
-@pytest.mark.e2e
 def test_time_format_settles_numbers_the_data_cannot(sqlite_url, storage_root):
     # Epoch seconds of 1990: neither unit is plausible, so auto refuses; the setting reads
     # them as seconds, and the retention is measured against a 1990 reference time.
@@ -249,7 +243,6 @@ def test_time_format_settles_numbers_the_data_cannot(sqlite_url, storage_root):
     world.engine.dispose()
 
 
-@pytest.mark.e2e
 def test_a_time_format_the_data_contradicts_stops_the_run(prisma_sqlite):
     old = prisma_sqlite.add(age=10 * DAY)
     result = run(prisma_sqlite, time_format="iso_text")

@@ -32,8 +32,6 @@ from snapshot_ops_tests.support.operations import ARTIFACTS
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import NOW
 
-pytestmark = pytest.mark.e2e
-
 DAY = dt.timedelta(days=1)
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -136,7 +136,6 @@ def _refused_keys_run(world, instance):
     return result
 
 
-@pytest.mark.integration
 def test_failed_cleanup_posts_its_errors_to_slack(pg_world, webhook, monkeypatch):
     """dagster-slack's sensor, with slack_sdk's real WebClient pointed at the local server
     (its base_url, the one thing changed), posts chat.postMessage carrying each error."""
@@ -159,7 +158,6 @@ def test_failed_cleanup_posts_its_errors_to_slack(pg_world, webhook, monkeypatch
     assert any(text == block.get("text", {}).get("text") for block in body["blocks"])
 
 
-@pytest.mark.integration
 def test_failed_cleanup_posts_its_errors_to_teams(pg_world, webhook):
     """dagster-msteams' sensor posts an adaptive card whose text is the errors summary, one
     line per error (not just the run's one-line failure description)."""
@@ -182,7 +180,6 @@ def test_failed_cleanup_posts_its_errors_to_teams(pg_world, webhook):
     assert f"(https://dagster.example/runs/{result.run_id})" in lines[-1]
 
 
-@pytest.mark.integration
 def test_failure_alert_goes_to_the_log_without_a_destination(pg_world, caplog):
     pg_world.add(age=8 * DAY, key="/etc/absolute.pdf", with_file=False)
     [sensor] = failure_alert_sensors(AlertSettings())
@@ -195,7 +192,6 @@ def test_failure_alert_goes_to_the_log_without_a_destination(pg_world, caplog):
     assert "/etc/absolute.pdf" in record.getMessage()
 
 
-@pytest.mark.integration
 def test_crash_before_any_cleanup_reports_the_step_error(pg_world, webhook):
     """A failure with no errors list (here: a config the job refuses) still says why."""
     [sensor] = failure_alert_sensors(AlertSettings(teams_webhook_url=webhook.url))
@@ -229,7 +225,6 @@ def _sensor_tick(sensor, instance, cursor):
     return context.cursor
 
 
-@pytest.mark.integration
 def test_freshness_policy_fails_after_36_hours_and_alerts_once_per_spell(pg_world, webhook):
     assert CLEANUP_RUNS.freshness_policy.fail_window.to_timedelta() == FRESHNESS_LIMIT
     sensor = freshness_sensor([TeamsNotifier(TeamsClient(hook_url=webhook.url))])
@@ -267,7 +262,6 @@ def test_freshness_policy_fails_after_36_hours_and_alerts_once_per_spell(pg_worl
         assert len(webhook.bodies) == 2
 
 
-@pytest.mark.integration
 def test_freshness_never_materialized_counts_from_when_watching_began():
     with instance_for_test() as instance:
         start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)

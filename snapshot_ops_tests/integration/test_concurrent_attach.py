@@ -15,7 +15,6 @@ import datetime as dt
 import threading
 import time
 
-import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import Catalog, make_engine
@@ -24,8 +23,6 @@ from snapshot_ops.rules import make_policy
 from snapshot_ops_tests.support.scenarios import Attacher, bulk_add, lost_files, state
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import NOW
-
-pytestmark = pytest.mark.integration
 
 DAY = dt.timedelta(days=1)
 

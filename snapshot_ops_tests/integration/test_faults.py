@@ -23,8 +23,6 @@ import sqlalchemy as sa
 from snapshot_ops import checkpoints
 from snapshot_ops_tests.support.scenarios import bulk_add, state, wait_paused
 
-pytestmark = pytest.mark.integration
-
 
 def chattr(flag: str, *paths) -> subprocess.CompletedProcess:
     return subprocess.run(

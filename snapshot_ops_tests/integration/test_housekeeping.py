@@ -7,13 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from snapshot_ops.housekeeping import prune_dagster_history_job
 from snapshot_ops_tests.support.operations import production_home, production_instance
-
-pytestmark = pytest.mark.integration
 
 
 def _prune(instance: DagsterInstance, keep_days: float) -> int:

@@ -15,8 +15,6 @@ from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.scenarios import DAY, state
 from snapshot_ops_tests.support.world import World
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def cleanup_role(postgres_url, storage_root):

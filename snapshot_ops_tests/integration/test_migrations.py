@@ -26,8 +26,6 @@ from snapshot_ops_tests.support.scenarios import DAY, REPO, state
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import NOW
 
-pytestmark = pytest.mark.integration
-
 #: The own tables as `Catalog.ensure_own_tables` created them before the migration history
 #: (SQLAlchemy's DDL for its `create_all`, on PostgreSQL in schema snapshot_ops, on SQLite
 #: prefixed). `{ns}`: "snapshot_ops." or "snapshot_ops_"; `{ts}`: the timestamp type.

@@ -14,8 +14,6 @@ from snapshot_ops.storage import Outcome
 from snapshot_ops_tests.support.faultproxy import Fault, Seen
 from snapshot_ops_tests.support.stores import AZURITE_KEY, TEST_AWS_SECRET
 
-pytestmark = pytest.mark.integration
-
 
 def s3_deletes(seen: Seen) -> bool:
     return seen.is_s3_delete_objects

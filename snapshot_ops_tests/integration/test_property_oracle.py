@@ -37,8 +37,6 @@ from snapshot_ops_tests.support.time_representations import (
 )
 from snapshot_ops_tests.support.world import NOW
 
-pytestmark = pytest.mark.integration
-
 DAY = 86_400
 ORACLE = sa.text(
     """

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import Catalog, make_engine
@@ -26,8 +25,6 @@ from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.storage import open_storage
 from snapshot_ops_tests.support import REPO
 from snapshot_ops_tests.support.world import NOW
-
-pytestmark = pytest.mark.integration
 
 DAY = dt.timedelta(days=1)
 

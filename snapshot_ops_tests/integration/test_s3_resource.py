@@ -95,7 +95,6 @@ def test_s3_must_be_an_s3resource():
         storage.open_backend()
 
 
-@pytest.mark.integration
 def test_retries_are_the_storage_max_attempts(s3_store, no_aws_env):
     """Two attempts, not the S3Resource's five: botocore really retries as configured."""
     keys = ["o/1.pdf", "o/2.pdf"]
@@ -152,7 +151,6 @@ def test_a_job_configured_only_through_s3resource_deletes_exactly_the_expired(
         world.engine.dispose()
 
 
-@pytest.mark.integration
 def test_the_report_command_uses_the_s3_settings_of_the_definitions(
     s3_store, sqlite_url, tmp_path, no_aws_env
 ):

@@ -108,7 +108,6 @@ def test_local_days_last_23_24_or_25_hours():
     )
 
 
-@pytest.mark.integration
 def test_each_day_counts_real_runs_in_the_schedule_timezone(catalog):
     by_day = {
         d: savings.day_figures(catalog, d, LONDON)
@@ -138,7 +137,6 @@ def test_each_day_counts_real_runs_in_the_schedule_timezone(catalog):
     )
 
 
-@pytest.mark.integration
 def test_thirty_day_view_has_every_day_and_compares_with_the_thirty_before(catalog):
     view = savings.compute_savings(catalog, AS_OF, LONDON)
 
@@ -160,7 +158,6 @@ def test_thirty_day_view_has_every_day_and_compares_with_the_thirty_before(catal
     assert int(view.daily["runs"].sum()) == 5
 
 
-@pytest.mark.integration
 def test_a_log_with_no_real_run_gives_thirty_zero_days(world):
     cat = Catalog(make_engine(world.db_url))
     cat.ensure_own_tables()
@@ -175,7 +172,6 @@ def test_a_log_with_no_real_run_gives_thirty_zero_days(world):
     assert "0 B" in savings.markdown_view(only_dry)
 
 
-@pytest.mark.integration
 def test_view_is_written_to_a_table_a_dashboard_can_read(catalog, world):
     name = savings.write_savings(catalog, savings.compute_savings(catalog, AS_OF, LONDON))
     # Rewritten, not appended: still 30 rows after a second refresh with another end day.
@@ -200,7 +196,6 @@ def test_view_is_written_to_a_table_a_dashboard_can_read(catalog, world):
     assert int(stored["files_reclaimed"].sum()) == 17 + 7
 
 
-@pytest.mark.integration
 def test_chart_is_an_inline_image_and_the_days_a_metadata_table(catalog):
     view = savings.compute_savings(catalog, AS_OF, LONDON)
     metadata = savings_metadata(view, "storage_savings_30d")

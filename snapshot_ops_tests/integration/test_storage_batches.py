@@ -26,8 +26,6 @@ from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.faultproxy import Fault, Seen, azure_error, s3_error
 from snapshot_ops_tests.support.stores import Store
 
-pytestmark = pytest.mark.integration
-
 BACKENDS = ["s3", "azure"]
 KEYS = [f"s/{n}.pdf" for n in range(8)]
 BAD = KEYS[5]
@@ -265,6 +263,7 @@ def test_an_unreadable_azure_batch_answer_fails_each_key(azure_store):
 
 
 @pytest.mark.unit
+@pytest.mark.integration  # also run with the rest of this file's tier
 @pytest.mark.parametrize("bad", ["a/2\ud800.pdf", "a\ud800/2.pdf"], ids=["file", "folder"])
 def test_a_file_name_the_os_cannot_encode_never_stops_the_slice(tmp_path, bad):
     root = tmp_path / "root"

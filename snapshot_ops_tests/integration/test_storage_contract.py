@@ -8,12 +8,8 @@ sizes are read from the store, and listing stays under the prefix.
 
 from __future__ import annotations
 
-import pytest
-
 from snapshot_ops.storage import Outcome
 from snapshot_ops_tests.support.stores import AzureStore, S3Store
-
-pytestmark = pytest.mark.integration
 
 UNSAFE_KEYS = ["", "/etc/passwd", "../outside.pdf", "a/../../outside.pdf", "a//b.pdf", "./a.pdf"]
 

@@ -4,11 +4,7 @@ naming another checkpoint or a later arrival, `reached` returns and the process 
 
 from __future__ import annotations
 
-import pytest
-
 from snapshot_ops import checkpoints
-
-pytestmark = pytest.mark.unit
 
 
 def test_unset_does_nothing(monkeypatch):

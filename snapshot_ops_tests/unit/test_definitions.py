@@ -15,8 +15,6 @@ from snapshot_ops import defs
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
 
-pytestmark = pytest.mark.unit
-
 
 def test_job_steps_run_in_protocol_order():
     job = defs.resolve_job_def("snapshot_cleanup_job")

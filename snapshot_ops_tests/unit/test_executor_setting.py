@@ -14,8 +14,6 @@ from dagster import in_process_executor, multiprocess_executor
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.settings import EXECUTORS, job_executor
 
-pytestmark = pytest.mark.unit
-
 
 def test_default_is_in_process(monkeypatch):
     monkeypatch.delenv("SNAPSHOT_OPS_EXECUTOR", raising=False)

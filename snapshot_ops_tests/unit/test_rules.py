@@ -15,8 +15,6 @@ from snapshot_ops.rules import (
     parse_reference_time,
 )
 
-pytestmark = pytest.mark.unit
-
 NOW = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
 
 

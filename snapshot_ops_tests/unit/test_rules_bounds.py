@@ -24,8 +24,6 @@ from snapshot_ops.rules import (
     parse_reference_time,
 )
 
-pytestmark = pytest.mark.unit
-
 NOW = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
 TICK = dt.timedelta(microseconds=1)
 SECOND = dt.timedelta(seconds=1)

@@ -29,8 +29,6 @@ from snapshot_ops.storage.base import (
 )
 from snapshot_ops.storage.filesystem import FilesystemBackend
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("key", "reason"),

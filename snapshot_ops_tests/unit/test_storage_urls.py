@@ -21,8 +21,6 @@ from snapshot_ops.storage import DEFAULTS, open_storage
 from snapshot_ops.storage.azure_blob import AzureBlobBackend
 from snapshot_ops.storage.s3 import S3Backend
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture
 def no_cloud_env(monkeypatch):
