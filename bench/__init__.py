@@ -6,7 +6,8 @@
   `bench.data` (rows and objects), `bench.contenders` (how each contender runs),
   `bench.measure` (wall time and memory), `bench.eventlog` (a run's steps from its event
   log), `bench.checks` (the outcome check), `bench.figures` (ratios and targets),
-  `bench.report` (the page), `bench.moto_server`, `bench.pgurls`, `bench.baselines`.
+  `bench.report` (the page), `bench.moto_server`, `bench.azurite`, `bench.pgurls`,
+  `bench.baselines`.
 - `bench.plan`: the simulation that checks the plan for 100 million snapshots a day.
 - `bench.object_store_deletes`: the S3 and Azure backends' batched deletes against one
   request per key, on the emulators.

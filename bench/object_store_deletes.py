@@ -5,7 +5,8 @@
 Starts moto's S3 server and Azurite (from node_modules, see package.json) on free loopback
 ports, uploads N objects, and times deleting them three ways: the backend with its default
 parallel bound, the backend with one batch in flight, and the naive baseline of one delete
-request per key. Prints wall time and request counts (seen by a counting proxy). These are
+request per key. Prints wall time and the DELETE/POST requests sent (counted by the SDKs' own
+request hooks: botocore's `before-send` event, azure-storage's `raw_request_hook`). These are
 emulator figures: they show the request arithmetic and relative cost, not cloud latency.
 """
 
@@ -16,38 +17,117 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
+from typing import Any
 
-import boto3
 from azure.storage.blob import ContainerClient
-from moto.server import ThreadedMotoServer
 
-from snapshot_ops.storage import DEFAULTS, open_storage
-from snapshot_ops_tests.faultproxy import FaultProxy
-from snapshot_ops_tests.stores import (
-    AzureStore,
-    S3Store,
-    Store,
-    azurite_connection_string,
-    free_port,
-    start_azurite,
-    stop_process,
-)
+from bench.azurite import Azurite
+from bench.moto_server import MOTO_ENV, MotoServer
+from snapshot_ops.storage import DEFAULTS, StorageBackend, open_storage
+from snapshot_ops.storage.azure_blob import AzureBlobBackend
+
+PREFIX = "snapshots"
 
 
-def measure(label: str, proxy: FaultProxy, run: Callable[..., object], *args: object) -> str:
-    proxy.reset()
+class RequestCount:
+    """DELETE and POST requests seen by the hooks it is registered as (thread-safe enough:
+    one list append per request)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def botocore(self, request: Any, **_: Any) -> None:
+        if request.method in ("POST", "DELETE"):
+            self.seen.append(request.method)
+
+    def azure(self, request: Any) -> None:
+        if request.http_request.method in ("POST", "DELETE"):
+            self.seen.append(request.http_request.method)
+
+
+class S3Bucket:
+    """A fresh bucket in moto; the backend and the baseline count their requests."""
+
+    name = "S3 (moto)"
+
+    def __init__(self, moto: MotoServer) -> None:
+        self.moto = moto
+        self.client = moto.client()
+        self.bucket = f"bench-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}", Body=data)
+
+    def left(self) -> int:
+        return self.client.list_objects_v2(Bucket=self.bucket).get("KeyCount", 0)
+
+    def backend(self, parallel: int, count: RequestCount) -> StorageBackend:
+        backend = open_storage(f"s3://{self.bucket}/{PREFIX}", parallel_batches=parallel)
+        backend.client.meta.events.register("before-send.s3", count.botocore)
+        return backend
+
+    def one_by_one(self, keys: list[str], count: RequestCount) -> None:
+        client = self.moto.client()
+        client.meta.events.register("before-send.s3", count.botocore)
+        for key in keys:
+            client.delete_object(Bucket=self.bucket, Key=f"{PREFIX}/{key}")
+
+    def remove(self) -> None:
+        self.client.delete_bucket(Bucket=self.bucket)
+
+
+class AzureContainer:
+    """A fresh container in Azurite; the backend and the baseline count their requests."""
+
+    name = "Azure (Azurite)"
+
+    def __init__(self, azurite: Azurite) -> None:
+        self.connection_string = azurite.connection_string
+        self.container_name = f"bench-{uuid.uuid4().hex[:12]}"
+        self.container = ContainerClient.from_connection_string(
+            self.connection_string, self.container_name
+        )
+        self.container.create_container()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.container.upload_blob(f"{PREFIX}/{key}", data, overwrite=True)
+
+    def left(self) -> int:
+        return sum(1 for _ in self.container.list_blob_names())
+
+    def counted_client(self, count: RequestCount) -> ContainerClient:
+        return ContainerClient.from_connection_string(
+            self.connection_string, self.container_name, raw_request_hook=count.azure
+        )
+
+    def backend(self, parallel: int, count: RequestCount) -> StorageBackend:
+        # The backend open_storage builds, on a client whose requests are counted.
+        return AzureBlobBackend(self.counted_client(count), PREFIX, parallel_batches=parallel)
+
+    def one_by_one(self, keys: list[str], count: RequestCount) -> None:
+        container = self.counted_client(count)
+        for key in keys:
+            container.delete_blob(f"{PREFIX}/{key}")
+
+    def remove(self) -> None:
+        self.container.delete_container()
+        self.container.close()
+
+
+def measure(label: str, run: Callable[[RequestCount], object]) -> str:
+    count = RequestCount()
     start = time.perf_counter()
-    run(*args)
+    run(count)
     seconds = time.perf_counter() - start
-    requests = len(proxy.requests(lambda s: s.method in ("POST", "DELETE")))
-    return f"{label:<48} {seconds:8.2f} s  {requests:6d} requests"
+    return f"{label:<48} {seconds:8.2f} s  {len(count.seen):6d} requests"
 
 
-def delete_with_backend(store: Store, keys: list[str], parallel: int) -> None:
-    backend = open_storage(store.url, parallel_batches=parallel)
+def delete_with_backend(store: Any, keys: list[str], parallel: int, count: RequestCount) -> None:
+    backend = store.backend(parallel, count)
     try:
         results = backend.delete_many(keys)
     finally:
@@ -55,22 +135,7 @@ def delete_with_backend(store: Store, keys: list[str], parallel: int) -> None:
     assert all(r.gone for r in results), "benchmark deletes failed"
 
 
-def delete_one_by_one(store: Store, keys: list[str]) -> None:
-    """The naive baseline: one delete request per key, through the same proxy."""
-    if isinstance(store, S3Store):
-        client = boto3.client("s3")
-        for key in keys:
-            client.delete_object(Bucket=store.bucket, Key=store.full_key(key))
-    else:
-        assert isinstance(store, AzureStore)
-        container = ContainerClient.from_connection_string(
-            os.environ["AZURE_STORAGE_CONNECTION_STRING"], store.name
-        )
-        for key in keys:
-            container.delete_blob(store.full_key(key))
-
-
-def filled(make_store: Callable[[], Store], keys: list[str]) -> Store:
+def filled(make_store: Callable[[], Any], keys: list[str]) -> Any:
     store = make_store()
     for key in keys:
         store.put(key, b"x" * 1024)
@@ -84,44 +149,35 @@ def main(argv: list[str] | None = None) -> int:
     keys = [f"{i % 97:02d}/{i:07d}.pdf" for i in range(args.objects)]
     lines: list[str] = [f"{args.objects} objects of 1 KiB each"]
 
-    moto_port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
-    moto.start()
-    s3_proxy = FaultProxy(("127.0.0.1", moto_port))
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=s3_proxy.url,
-    )
-    azurite, azurite_port = start_azurite(Path(tempfile.mkdtemp(prefix="bench-azurite-")))
-    az_proxy = FaultProxy(("127.0.0.1", azurite_port))
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = azurite_connection_string(az_proxy.port)
-    stores: list[tuple[str, Callable[[], Store], FaultProxy]] = [
-        ("S3 (moto)", partial(S3Store, f"http://127.0.0.1:{moto_port}", s3_proxy), s3_proxy),
-        (
-            "Azure (Azurite)",
-            partial(AzureStore, azurite_connection_string(azurite_port), az_proxy),
-            az_proxy,
-        ),
-    ]
+    work = Path(tempfile.mkdtemp(prefix="bench-object-stores-"))
+    moto = MotoServer(work / "moto.log")
+    os.environ.update(MOTO_ENV, AWS_ENDPOINT_URL=moto.endpoint)
     try:
-        for name, make_store, proxy in stores:
+        azurite = Azurite(work)
+    except BaseException:
+        moto.stop()
+        raise
+    makers: list[Callable[[], Any]] = [lambda: S3Bucket(moto), lambda: AzureContainer(azurite)]
+    try:
+        for make_store in makers:
             for parallel in (DEFAULTS.parallel_batches, 1):
                 store = filled(make_store, keys)
-                label = f"{name}: backend, {parallel} batch(es) in flight"
-                lines.append(measure(label, proxy, delete_with_backend, store, keys, parallel))
-                assert store.all_keys() == set(), "benchmark left objects behind"
+                label = f"{store.name}: backend, {parallel} batch(es) in flight"
+                lines.append(
+                    measure(
+                        label,
+                        lambda count, s=store, p=parallel: delete_with_backend(s, keys, p, count),
+                    )
+                )
+                assert store.left() == 0, "benchmark left objects behind"
                 store.remove()
             store = filled(make_store, keys)
-            label = f"{name}: one request per key (baseline)"
-            lines.append(measure(label, proxy, delete_one_by_one, store, keys))
+            label = f"{store.name}: one request per key (baseline)"
+            lines.append(measure(label, lambda count, s=store: s.one_by_one(keys, count)))
             store.remove()
     finally:
-        s3_proxy.close()
-        az_proxy.close()
         moto.stop()
-        stop_process(azurite)
+        azurite.stop()
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -61,10 +61,10 @@ SETS = {
     "ci": MutationSet(
         modules=("snapshot_ops/rules.py", "snapshot_ops/storage/base.py"),
         tests=(
-            "snapshot_ops_tests/test_rules.py",
-            "snapshot_ops_tests/test_rules_edges.py",
-            "snapshot_ops_tests/test_storage_filesystem.py",
-            "snapshot_ops_tests/test_storage_keys_and_batches.py",
+            "snapshot_ops_tests/unit/test_rules.py",
+            "snapshot_ops_tests/unit/test_rules_bounds.py",
+            "snapshot_ops_tests/unit/test_storage_filesystem.py",
+            "snapshot_ops_tests/unit/test_storage_keys_and_batches.py",
         ),
     ),
     # Everything that decides what is deleted: the rules, the SQL of the protocol and the

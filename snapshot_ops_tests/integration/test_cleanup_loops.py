@@ -1,0 +1,149 @@
+"""The two loops below the ops: the cap holds inside the marking loop, and objects of rows
+marked by a run that stopped before deleting are finished by the next run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.cleanup import mark_and_delete
+from snapshot_ops.rules import make_policy
+from snapshot_ops.storage.filesystem import FilesystemBackend
+from snapshot_ops_tests.support.world import NOW
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.timedelta(days=1)
+
+
+def catalog_for(world) -> Catalog:
+    catalog = Catalog(make_engine(world.db_url))
+    catalog.ensure_own_tables()
+    return catalog
+
+
+def policy(max_deletions: int = 1000):
+    return make_policy(
+        reference_time=NOW.isoformat(), retention_days=7, max_deletions=max_deletions, now=NOW
+    )
+
+
+def test_marking_never_goes_past_the_cap(world):
+    # Candidates can appear after the up-front count; the loop itself stops at the cap.
+    ids = [world.add(age=(8 + n) * DAY) for n in range(5)]
+    catalog = catalog_for(world)
+    backend = FilesystemBackend(str(world.root))
+    marked, deleted = mark_and_delete(
+        catalog, backend, policy(max_deletions=3), run_id="r", marked_at=NOW, batch_size=2
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert marked.marked == 3 and deleted.deleted == 3
+    assert sum(world.is_deleted(i) for i in ids) == 3
+    assert sum(world.has_file(i) for i in ids) == 2
+    # Oldest first: the keyset order is "createdAt".
+    assert [world.is_deleted(i) for i in ids] == [False, False, True, True, True]
+
+
+def test_marked_but_undeleted_objects_are_finished_by_the_next_run(world):
+    ids = [world.add(age=10 * DAY, size=50) for _ in range(3)]
+    catalog = catalog_for(world)
+    # A run that marked, then stopped before any delete (no storage to delete with).
+    mark_and_delete(catalog, None, policy(), run_id="crashed", marked_at=NOW, batch_size=2)
+    catalog.engine.dispose()
+    assert all(world.is_deleted(i) and world.has_file(i) for i in ids)
+    assert len(world.pending()) == 3
+
+    result = world.run()
+
+    assert result.success
+    assert all(world.is_deleted(i) and not world.has_file(i) for i in ids)
+    assert world.pending() == []
+    [log] = world.run_log()
+    assert (log.deleted_count, log.bytes_reclaimed, log.marked_count) == (3, 150, 0)
+
+
+def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
+    # Each batch takes 4 s by this clock; with a 10 s interval every third batch reports.
+    ids = [world.add(age=(8 + n) * DAY) for n in range(7)]
+    ticks = iter(range(0, 1000, 4))
+    reports = []
+    catalog = catalog_for(world)
+    backend = FilesystemBackend(str(world.root))
+    marked, _ = mark_and_delete(
+        catalog,
+        backend,
+        policy(),
+        run_id="r",
+        marked_at=NOW,
+        batch_size=1,
+        progress=reports.append,
+        candidates=7,
+        progress_interval=10,
+        clock=lambda: next(ticks),
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert marked.marked == 7 and not any(world.has_file(i) for i in ids)
+    # Started at 0; batches end at 4, 8, 12 (reported), 16, 20, 24 (reported), 28, the
+    # walk's empty read at 32 (8 s after the last report: not reported), the end at 36.
+    assert [r.marked for r in reports] == [3, 6, 7]
+    assert [r.elapsed_seconds for r in reports] == [12, 24, 36]
+    final = reports[-1]
+    assert (final.marked, final.deleted, final.total) == (7, 7, 7)
+    assert final.eta_seconds == 0 and final.rate == pytest.approx(7 / 36)
+
+
+def test_a_long_run_logs_growing_progress_in_the_event_log(world, monkeypatch):
+    from dagster import DagsterInstance
+
+    from snapshot_ops import cleanup
+
+    monkeypatch.setattr(cleanup, "PROGRESS_INTERVAL_SECONDS", 0.0)  # every batch reports
+    ids = [world.add(age=(8 + n) * DAY) for n in range(5)]
+    with DagsterInstance.ephemeral() as instance:
+        result = world.run(instance=instance, batch_size=2)
+        assert result.success
+        lines = [
+            e.user_message
+            for e in instance.all_logs(result.run_id)
+            if e.user_message.startswith("progress: ")
+        ]
+    assert not any(world.has_file(i) for i in ids)
+    marked = [int(line.split()[1].replace(",", "")) for line in lines]
+    assert marked == sorted(marked) and marked[0] < 5 and marked[-1] == 5
+    assert lines[-1].startswith("progress: 5 rows marked, 5 objects deleted of 5 in ")
+
+
+def test_a_batch_short_of_the_cap_reads_on(world):
+    # The next batch is read while the current one is marked, but only as many rows as the
+    # cap leaves if every row read is marked. A row that changes between the read and the
+    # lock is not marked: the loop must read on to reach the cap.
+    ids = [world.add(age=(10 - n) * DAY) for n in range(3)]  # oldest first
+    catalog = catalog_for(world)
+    changed: list[str] = []
+
+    class ChangingStore(FilesystemBackend):
+        def refusals(self, keys):
+            if not changed:  # the application re-keys the second row meanwhile
+                changed.append(ids[1])
+                with world.engine.begin() as conn:
+                    conn.execute(
+                        sa.update(world.files)
+                        .where(world.files.c.fileId == ids[1])
+                        .values(storageKey=f"{ids[1][:2]}/{ids[1]}.other")
+                    )
+            return super().refusals(keys)
+
+    backend = ChangingStore(str(world.root))
+    marked, _ = mark_and_delete(
+        catalog, backend, policy(max_deletions=2), run_id="r", marked_at=NOW, batch_size=2
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert changed == [ids[1]]
+    assert marked.marked == 2
+    assert [world.is_deleted(i) for i in ids] == [True, False, True]

@@ -1,0 +1,344 @@
+"""The journal is worked as committed leases: no transaction on the application's database
+stays open while the store works, two runs never settle or count one entry twice, and an
+entry whose delete keeps failing backs off without holding up the others.
+
+- A DeleteObjects request held 8 s by the fault proxy: meanwhile the application inserts a
+  row into its SQLite database with SQLite's default 5 s busy timeout and succeeds; on
+  PostgreSQL no backend of the job sits "idle in transaction" and the application updates
+  the rows being deleted at once.
+- Two runs holding leases on the same entries (one lease ran out): only the holder's settle
+  counts, on both databases.
+- A key whose delete keeps failing: the others go in the same run; after its second failure
+  it is retried only after a delay that doubles, and reported by name in every run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from snapshot_ops.catalog import BACKOFF_BASE, backoff
+from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops_tests.support.faultproxy import Fault, Seen
+from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job
+from snapshot_ops_tests.support.world import NOW, World
+
+HELD_SECONDS = 8.0
+#: SQLite's default busy timeout (sqlite3.connect's and most drivers').
+APP_BUSY_TIMEOUT = 5.0
+
+
+def is_delete_objects(seen: Seen) -> bool:
+    return seen.is_s3_delete_objects
+
+
+def held_delete_run(world: World, s3_store, home) -> tuple[object, list[str]]:
+    """Start a job process whose one DeleteObjects the proxy holds HELD_SECONDS; return it
+    once the request is being held, with the fileIds it is deleting."""
+    expired = [world.add(age=10 * DAY) for _ in range(3)]
+    proxy = s3_store.proxy
+    proxy.add_fault(Fault(is_delete_objects, None, delay=HELD_SECONDS))
+    process = start_job(world, home, batch_size=100, SNAPSHOT_OPS_STORAGE_URL=s3_store.url)
+    deadline = time.monotonic() + 120
+    while not proxy.requests(is_delete_objects):
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the run never sent its DeleteObjects"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the request is in the proxy's hold now
+    return process, expired
+
+
+def finish(process, world: World, expired: list[str]) -> None:
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output[-3000:]
+    assert all(world.is_deleted(i) and not world.has_file(i) for i in expired)
+    [log] = world.run_log()
+    assert (log.status, log.deleted_count) == ("succeeded", 3)
+
+
+@pytest.mark.e2e
+def test_sqlite_application_writes_while_a_delete_request_is_held(
+    sqlite_url, storage_root, s3_store, tmp_path
+):
+    world = World(sqlite_url, storage_root, s3_store)
+    try:
+        process, expired = held_delete_run(world, s3_store, tmp_path / "home")
+        app = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=APP_BUSY_TIMEOUT)
+        try:
+            started = time.monotonic()
+            app.execute(
+                'INSERT INTO "SnapshotFiles" ("fileId", "snapshotType", "storageKey", '
+                '"createdAt") VALUES (?, ?, ?, ?)',
+                ("new-one", "ParseSessionSnapshot", "ne/new-one.pdf", NOW.isoformat()),
+            )
+            app.commit()  # raises "database is locked" if the job holds the write lock
+            waited = time.monotonic() - started
+        finally:
+            app.close()
+        assert s3_store.proxy.in_flight >= 1, "the delete was no longer held: test too slow"
+        assert waited < 2.0
+        finish(process, world, expired)
+    finally:
+        world.engine.dispose()
+
+
+@pytest.mark.e2e
+def test_postgres_holds_no_transaction_while_a_delete_request_is_held(
+    postgres_url, storage_root, s3_store, tmp_path
+):
+    world = World(postgres_url, storage_root, s3_store)
+    try:
+        process, expired = held_delete_run(world, s3_store, tmp_path / "home")
+        with world.engine.connect() as conn:
+            database = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+            idle_in_transaction = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
+                    "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+                ),
+                {"db": database},
+            ).scalar_one()
+        with world.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            conn.execute(
+                sa.update(world.files)
+                .where(world.files.c.fileId.in_(expired))
+                .values(parseSessionId="touched")
+            )
+            journal = conn.exec_driver_sql(
+                "UPDATE snapshot_ops.pending_deletes SET last_error = NULL"
+            ).rowcount
+        assert s3_store.proxy.in_flight >= 1, "the delete was no longer held: test too slow"
+        assert idle_in_transaction == 0
+        assert journal == 3  # the job's own journal rows are not locked either
+        finish(process, world, expired)
+    finally:
+        world.engine.dispose()
+
+
+def journal(world: World, catalog, count: int) -> list[str]:
+    """`count` rows marked deleted with journal entries, as a killed run leaves them."""
+    ids = bulk_add(world, count)
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.update(world.files).where(world.files.c.fileId.in_(ids)).values(deletedAt=NOW)
+        )
+        conn.execute(
+            sa.insert(catalog.pending),
+            [
+                {
+                    "file_id": i,
+                    "storage_key": f"bulk/{i[-2:]}/{i}.pdf",
+                    "size_bytes": 100,
+                    "run_id": "killed",
+                    "marked_at": NOW,
+                }
+                for i in ids
+            ],
+        )
+    return ids
+
+
+@pytest.mark.integration
+def test_only_the_lease_holder_settles_and_counts(world):
+    catalog = SnapshotDatabase(url=world.db_url).open_catalog()
+    try:
+        catalog.ensure_own_tables()
+        for run in ("a", "b"):
+            catalog.start_run(
+                run_id=run, run_at=NOW, reference_time=NOW, cutoff=NOW, dry_run=False,
+                candidate_count=0,
+            )  # fmt: skip
+        ids = journal(world, catalog, 5)
+        now = dt.datetime.now(dt.UTC)
+        lease = dt.timedelta(minutes=5)
+        held, _ = catalog.claim_pending(run_id="a", now=now, lease=lease)
+        assert sorted(e.file_id for e in held) == sorted(ids)
+        # While a's lease runs, b gets nothing; once it has run out, b takes the entries.
+        assert catalog.claim_pending(run_id="b", now=now, lease=lease) == ([], [])
+        later = now + lease + dt.timedelta(seconds=1)
+        taken, _ = catalog.claim_pending(run_id="b", now=later, lease=lease)
+        assert len(taken) == 5
+        # a, whose lease ran out, answers first: it must change and count nothing, not
+        # even release b's entries through a failure.
+        by_a = catalog.settle_pending(
+            run_id="a",
+            now=later,
+            deleted={i: 100 for i in ids[:4]},
+            missing=[],
+            failed={ids[4]: (0, "late answer")},
+        )
+        assert (by_a.deleted, by_a.missing, by_a.bytes_reclaimed) == (0, 0, 0)
+        assert [(e.claimed_by, e.attempts) for e in world.pending()] == [("b", 0)] * 5
+        by_b = catalog.settle_pending(
+            run_id="b", now=later, deleted={i: 100 for i in ids[:4]}, missing=ids[4:], failed={}
+        )
+        assert (by_b.deleted, by_b.missing, by_b.bytes_reclaimed) == (4, 1, 400)
+        counts = {r.run_id: (r.deleted_count, r.missing_count, r.bytes_reclaimed) for r in
+                  world.run_log()}  # fmt: skip
+        assert counts == {"a": (0, 0, 0), "b": (5, 1, 400)}
+        assert world.pending() == []
+    finally:
+        catalog.engine.dispose()
+
+
+def pending_entry(world: World, file_id: str):
+    return next(p for p in world.pending() if p.file_id == file_id)
+
+
+def aware(value) -> dt.datetime:
+    value = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@pytest.mark.integration
+def test_a_key_that_keeps_failing_backs_off_and_is_reported_every_run(world):
+    # A name longer than the file system allows: every delete of it fails.
+    (world.root / "st").mkdir()
+    stuck = world.add(age=10 * DAY, with_file=False, key="st/" + "n" * 300 + ".pdf")
+    first = world.add(age=10 * DAY)
+
+    # First failure: the others go, and the next run tries it again (a passing outage).
+    assert not world.run().success
+    assert pending_entry(world, stuck).attempts == 1
+    assert not world.has_file(first)
+    before = dt.datetime.now(dt.UTC)
+    assert not world.run().success
+    entry = pending_entry(world, stuck)
+    assert entry.attempts == 2
+    assert aware(entry.next_attempt_at) - before >= BACKOFF_BASE - dt.timedelta(seconds=1)
+    log = world.run_log()[-1]
+    assert stuck in log.errors
+
+    # Next run: the stuck key is not sent again, yet named; a new key goes at once.
+    second = world.add(age=10 * DAY)
+    assert not world.run().success
+    assert pending_entry(world, stuck).attempts == 2
+    assert not world.has_file(second)
+    log = world.run_log()[-1]
+    assert stuck in log.errors and "backed off" in log.errors
+    assert (log.deleted_count, log.error_count) == (1, 1)
+
+    # Once its delay is over it is tried again, and the next delay doubles.
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE {pending_table(world)} SET next_attempt_at = :past"),
+            {"past": before - DAY},
+        )
+    again = dt.datetime.now(dt.UTC)
+    assert not world.run().success
+    entry = pending_entry(world, stuck)
+    assert entry.attempts == 3
+    delay = aware(entry.next_attempt_at) - again
+    assert backoff(3) - dt.timedelta(minutes=1) <= delay <= backoff(3) + dt.timedelta(minutes=1)
+    assert backoff(3) == 2 * BACKOFF_BASE
+
+
+def pending_table(world: World) -> str:
+    sqlite = world.db_url.startswith("sqlite")
+    return "snapshot_ops_pending_deletes" if sqlite else "snapshot_ops.pending_deletes"
+
+
+@pytest.mark.integration
+def test_the_jobs_reads_take_no_write_lock_on_sqlite(sqlite_url, storage_root):
+    # SQLAlchemy begins a transaction for a plain read too. Begun IMMEDIATE, a read would ask
+    # for SQLite's database-wide write lock: it would queue behind every application write
+    # and, once granted, hold off the application's other writers until it ends.
+    world = World(sqlite_url, storage_root)
+    catalog = SnapshotDatabase(url=sqlite_url).open_catalog()
+    world.add(age=10 * DAY)
+    app = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    try:
+        app.execute("BEGIN IMMEDIATE")  # an application write in progress
+        app.execute('UPDATE "SnapshotFiles" SET "parseSessionId" = ?', ("writing",))
+        commit_later = threading.Timer(3.0, app.execute, ("COMMIT",))
+        commit_later.start()
+        started = time.monotonic()
+        with catalog.reading() as conn:
+            rows = conn.execute(sa.select(sa.func.count()).select_from(catalog.files)).scalar()
+        waited = time.monotonic() - started
+        commit_later.join()
+        assert rows == 1
+        assert waited < 1.5, f"the read waited {waited:.1f} s for the application's write"
+    finally:
+        app.close()
+        catalog.engine.dispose()
+        world.engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_journal_made_by_an_older_version_gets_the_lease_columns(world):
+    # The journal as versions without leases created it, holding one entry.
+    sqlite = world.db_url.startswith("sqlite")
+    with world.engine.begin() as conn:
+        if not sqlite:
+            conn.exec_driver_sql("CREATE SCHEMA snapshot_ops")
+        stamp = "DATETIME" if sqlite else "TIMESTAMP WITH TIME ZONE"
+        conn.exec_driver_sql(
+            f"CREATE TABLE {pending_table(world)} (file_id TEXT PRIMARY KEY, "
+            "storage_key TEXT NOT NULL, size_bytes BIGINT, run_id TEXT NOT NULL, "
+            f"marked_at {stamp} NOT NULL, attempts INTEGER DEFAULT 0 NOT NULL, last_error TEXT)"
+        )
+    file_id = world.add(age=10 * DAY, deleted=True)
+    key = world.row(file_id).storageKey
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {pending_table(world)} (file_id, storage_key, size_bytes, "
+                "run_id, marked_at) VALUES (:id, :key, 100, 'old', :at)"
+            ),
+            {"id": file_id, "key": key, "at": NOW},
+        )
+    assert world.run().success
+    assert world.pending() == [] and not world.has_file(file_id)
+    assert world.run_log()[-1].deleted_count == 1
+
+
+@pytest.mark.integration
+def test_a_batch_leased_at_marking_is_left_to_its_marker(world):
+    # Run a marks a batch (its journal entries leased to it in the marking transaction);
+    # run b's journal sweep, on its own connections, must neither delete nor count them.
+    from snapshot_ops.catalog import PendingDelete
+    from snapshot_ops.cleanup import delete_marked, finish_pending
+    from snapshot_ops.storage.filesystem import FilesystemBackend
+
+    ids = [world.add(age=10 * DAY, size=100) for _ in range(4)]
+    marker = SnapshotDatabase(url=world.db_url).open_catalog()
+    sweeper = SnapshotDatabase(url=world.db_url).open_catalog()
+    backend = FilesystemBackend(str(world.root))
+    try:
+        marker.ensure_own_tables()
+        for run in ("a", "b"):
+            marker.start_run(
+                run_id=run, run_at=NOW, reference_time=NOW, cutoff=NOW, dry_run=False,
+                candidate_count=0,
+            )  # fmt: skip
+        batch = marker.mark_batch(
+            cutoff=NOW - 7 * DAY, cursor=None, limit=10, run_id="a", marked_at=NOW,
+            lease=dt.timedelta(minutes=5),
+        )  # fmt: skip
+        assert sorted(c.file_id for c in batch.marked) == sorted(ids)
+        assert {e.claimed_by for e in world.pending()} == {"a"}
+
+        swept = finish_pending(
+            sweeper, backend, run_id="b", lease=dt.timedelta(minutes=5), batch_size=10
+        )
+        assert swept.deleted_count == 0 and all(world.has_file(i) for i in ids)
+
+        entries = [PendingDelete(c.file_id, c.storage_key, c.size_bytes, 0) for c in batch.marked]
+        report = delete_marked(marker, backend, entries, run_id="a")
+        assert (report.deleted, report.bytes_reclaimed) == (4, 400)
+        assert not any(world.has_file(i) for i in ids) and world.pending() == []
+        counts = {r.run_id: (r.marked_count, r.deleted_count) for r in world.run_log()}
+        assert counts == {"a": (4, 4), "b": (0, 0)}
+    finally:
+        backend.close()
+        marker.engine.dispose()
+        sweeper.engine.dispose()

@@ -1,0 +1,121 @@
+"""What the object-store backends send: batch sizes, checksums, parallelism, retries.
+
+Seen at the fault-injecting proxy in front of moto's S3 server and Azurite: DeleteObjects
+carries at most 1,000 keys and a correct Content-MD5, a Blob Batch at most 256 deletes, no
+more batches run at once than configured, throttling is retried by the SDK, and a batch
+the store keeps failing leaves every key in it failed (to stay pending) with its object.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from snapshot_ops.storage import Outcome
+from snapshot_ops_tests.support.faultproxy import Fault, Seen
+from snapshot_ops_tests.support.stores import AZURITE_KEY, TEST_AWS_SECRET
+
+
+def s3_deletes(seen: Seen) -> bool:
+    return seen.is_s3_delete_objects
+
+
+def blob_batches(seen: Seen) -> bool:
+    return seen.is_blob_batch
+
+
+def test_s3_batches_hold_at_most_1000_keys_with_content_md5(s3_store):
+    keys = [f"k/{i:05d}.pdf" for i in range(2_500)]
+    for key in keys[:3]:
+        store_key = key
+        s3_store.put(store_key, b"x")
+    backend = s3_store.open(parallel_batches=2)
+    try:
+        results = backend.delete_many(keys)
+    finally:
+        backend.close()
+
+    assert all(r.gone for r in results) and len(results) == len(keys)
+    requests = s3_store.proxy.requests(s3_deletes)
+    assert sorted(len(r.s3_delete_keys()) for r in requests) == [500, 1000, 1000]
+    assert all(r.content_md5_matches() for r in requests)
+    assert sorted(k for r in requests for k in r.s3_delete_keys()) == [
+        s3_store.full_key(k) for k in keys
+    ]
+    assert 1 <= s3_store.proxy.max_in_flight <= 2
+    assert s3_store.all_keys() == set()
+
+
+def test_azure_batches_hold_at_most_256_deletes(azure_store):
+    keys = [f"k/{i:04d}.pdf" for i in range(600)]
+    for key in keys[:3]:
+        azure_store.put(key, b"x")
+    backend = azure_store.open(parallel_batches=2)
+    try:
+        results = backend.delete_many(keys)
+    finally:
+        backend.close()
+
+    assert [r.outcome for r in results[:3]] == [Outcome.DELETED] * 3
+    assert {r.outcome for r in results[3:]} == {Outcome.MISSING}
+    requests = azure_store.proxy.requests(blob_batches)
+    assert sorted(r.blob_batch_deletes() for r in requests) == [88, 256, 256]
+    assert 1 <= azure_store.proxy.max_in_flight <= 2
+    assert azure_store.all_keys() == set()
+
+
+def test_s3_slowdown_is_retried_by_the_sdk(s3_store):
+    s3_store.put("t/1.pdf", b"x")
+    s3_store.proxy.add_fault(
+        Fault(
+            s3_deletes,
+            503,
+            b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
+            b"</Error>",
+            {"Content-Type": "application/xml"},
+        )
+    )
+    backend = s3_store.open()
+    try:
+        [result] = backend.delete_many(["t/1.pdf"])
+    finally:
+        backend.close()
+
+    assert result.outcome is Outcome.DELETED
+    assert len(s3_store.proxy.requests(s3_deletes)) == 2
+    assert not s3_store.exists("t/1.pdf")
+
+
+def test_azure_server_busy_is_retried_by_the_sdk(azure_store):
+    azure_store.put("t/1.pdf", b"x")
+    azure_store.proxy.add_fault(Fault(blob_batches, 503, b"", {"x-ms-error-code": "ServerBusy"}))
+    backend = azure_store.open()
+    try:
+        [result] = backend.delete_many(["t/1.pdf"])
+    finally:
+        backend.close()
+
+    assert result.outcome is Outcome.DELETED
+    assert len(azure_store.proxy.requests(blob_batches)) == 2
+    assert not azure_store.exists("t/1.pdf")
+
+
+@pytest.mark.parametrize("backend_name", ["s3", "azure"])
+def test_a_batch_that_keeps_failing_fails_each_key(request, backend_name):
+    store = request.getfixturevalue(f"{backend_name}_store")
+    keys = ["o/1.pdf", "o/2.pdf"]
+    for key in keys:
+        store.put(key, b"x")
+    match = s3_deletes if backend_name == "s3" else blob_batches
+    store.proxy.add_fault(Fault(match, 500, b"", times=100))
+    backend = store.open(max_attempts=2)
+    try:
+        results = backend.delete_many(keys)
+    finally:
+        backend.close()
+
+    assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.FAILED]
+    assert all(key in (r.error or "") for key, r in zip(keys, results, strict=True))
+    assert len(store.proxy.requests(match)) == 2  # max_attempts, first one included
+    assert all(store.exists(key) for key in keys)
+    for r in results:  # the SDK's error text must not carry a secret
+        assert TEST_AWS_SECRET not in (r.error or "") and AZURITE_KEY not in (r.error or "")

@@ -1,0 +1,228 @@
+"""The key checks and the batch shape every object store shares (storage/base.py).
+
+`check_key` refuses each kind of unsafe key with a reason that names the kind. The shared
+`delete_in_batches` is driven here over real files (a filesystem backend plays the store that
+answers per name) and a real thread pool: each key gets one result in the order given,
+duplicates are sent once, no batch exceeds its size, and a refused key is reported with its
+reason and never sent. A batch the store rejects as a whole is halved down to the one name it
+cannot carry, which goes by the single-object delete; names `batchable` excludes go alone
+from the start. `refused_by` and the default `StorageBackend.refusals` report exactly the
+keys check_key refuses, each with its reason. The object stores' own use of it is covered
+against moto's S3 server and Azurite in test_storage_contract.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from snapshot_ops.storage import Outcome, RefusedKey, check_key
+from snapshot_ops.storage.base import (
+    BatchRejected,
+    StorageBackend,
+    chunked,
+    delete_in_batches,
+    refused_by,
+)
+from snapshot_ops.storage.filesystem import FilesystemBackend
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "^empty storage key$"),
+        (None, "^empty storage key$"),
+        ("a/x.pdf\x00", "NUL byte"),
+        ("a\\x.pdf", "backslash"),
+        ("/etc/passwd", "absolute"),
+        ("/", "absolute"),
+        (".", "empty, '.' or '..' segment"),
+        ("..", "empty, '.' or '..' segment"),
+        ("a//x.pdf", "empty, '.' or '..' segment"),
+        ("a/../x.pdf", "empty, '.' or '..' segment"),
+        ("a/", "empty, '.' or '..' segment"),
+    ],
+)
+def test_each_kind_of_unsafe_key_is_refused_with_its_reason(key, reason):
+    with pytest.raises(RefusedKey, match=reason):
+        check_key(key)
+
+
+def test_chunked_splits_into_full_batches_and_a_remainder():
+    assert list(chunked(["a", "b", "c", "d", "e"], 2)) == [["a", "b"], ["c", "d"], ["e"]]
+    assert list(chunked(["a", "b"], 2)) == [["a", "b"]]
+    assert list(chunked([], 2)) == []
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A folder of objects under the prefix `p`, and a backend deleting in it."""
+    for name in ("1.pdf", "2.pdf", "3.pdf", "4.pdf", "5.pdf", "keep.pdf"):
+        (tmp_path / "p").mkdir(exist_ok=True)
+        (tmp_path / "p" / name).write_bytes(b"data")
+    (tmp_path / "p" / "folder.pdf").mkdir()  # the store refuses it, with a reason
+    backend = FilesystemBackend(str(tmp_path))
+    yield tmp_path, backend
+    backend.close()
+
+
+def test_delete_in_batches_answers_each_key_in_order_sending_each_name_once(store):
+    root, backend = store
+    sent: list[list[str]] = []
+
+    def delete_batch(names: list[str]):
+        sent.append(list(names))
+        return {result.key: result for result in backend.delete_many(names)}
+
+    def delete_one(name: str):
+        raise AssertionError(f"{name} was sent alone, though every name fits in a batch")
+
+    keys = [
+        "5.pdf",
+        "1.pdf",
+        "../escape.pdf",
+        "2.pdf",
+        "1.pdf",
+        "3.pdf",
+        "gone.pdf",
+        "4.pdf",
+        "folder.pdf",
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = delete_in_batches(
+            keys,
+            name_of=lambda key: f"p/{check_key(key)}",
+            batch_size=2,
+            pool=pool,
+            delete_batch=delete_batch,
+            delete_one=delete_one,
+        )
+
+    assert [r.key for r in results] == keys
+    assert [r.outcome for r in results] == [
+        Outcome.DELETED,
+        Outcome.DELETED,
+        Outcome.REFUSED,
+        Outcome.DELETED,
+        Outcome.DELETED,
+        Outcome.DELETED,
+        Outcome.MISSING,
+        Outcome.DELETED,
+        Outcome.REFUSED,
+    ]
+    # A key refused before sending keeps check_key's reason; the store's answer keeps its own.
+    assert "empty, '.' or '..' segment" in results[2].error
+    assert "not a regular file" in results[8].error
+    assert all(r.error is None for r in results if r.outcome is not Outcome.REFUSED)
+    assert all(len(batch) <= 2 for batch in sent)
+    names = sorted(name for batch in sent for name in batch)
+    assert names == sorted(
+        f"p/{n}" for n in ("1.pdf", "2.pdf", "3.pdf", "4.pdf", "5.pdf", "gone.pdf", "folder.pdf")
+    )
+    assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
+
+
+REJECTED = "MalformedXML: the request carried p/6.pdf"
+
+
+def recording(backend, poison: str = ""):
+    """`delete_batch` and `delete_one` over the backend's real files, each recording what it
+    was sent; a batch request carrying `poison` (even alone) is rejected as a whole."""
+    batches: list[list[str]] = []
+    alone: list[str] = []
+
+    def delete_batch(names: list[str]):
+        batches.append(list(names))
+        if poison in names:
+            raise BatchRejected(REJECTED)
+        return {result.key: result for result in backend.delete_many(names)}
+
+    def delete_one(name: str):
+        alone.append(name)
+        return backend.delete_many([name])[0]
+
+    return batches, alone, delete_batch, delete_one
+
+
+def test_a_rejected_batch_is_halved_down_to_the_one_name_which_goes_alone(store, caplog):
+    root, backend = store
+    for n in (6, 7, 8):
+        (root / "p" / f"{n}.pdf").write_bytes(b"data")
+    batches, alone, delete_batch, delete_one = recording(backend, poison="p/6.pdf")
+    keys = [f"{n}.pdf" for n in range(1, 9)]
+    with caplog.at_level(logging.WARNING), ThreadPoolExecutor(max_workers=1) as pool:
+        results = delete_in_batches(
+            keys,
+            name_of=lambda key: f"p/{check_key(key)}",
+            batch_size=8,
+            pool=pool,
+            delete_batch=delete_batch,
+            delete_one=delete_one,
+        )
+
+    assert [(r.key, r.outcome) for r in results] == [(k, Outcome.DELETED) for k in keys]
+    assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
+    # Each rejected batch is split in two equal halves, the first half first; only the name
+    # rejected even alone goes by the single-object delete.
+    p = [f"p/{n}.pdf" for n in range(1, 9)]
+    assert batches == [p, p[:4], p[4:], p[4:6], p[4:5], p[5:6], p[6:]]
+    assert alone == ["p/6.pdf"]
+    # The warnings say what was rejected and why, naming the one name that went alone.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4
+    assert all(REJECTED in w for w in warnings)
+    assert [re.search(r"batch of (\d+)", w).group(1) for w in warnings[:3]] == ["8", "4", "2"]
+    assert "batch of one" in warnings[3]
+    assert "'p/6.pdf'" in warnings[3]
+
+
+def test_names_a_batch_cannot_carry_go_alone_and_never_in_a_batch(store):
+    root, backend = store
+    unbatchable = {"p/2.pdf", "p/4.pdf"}
+    batches, alone, delete_batch, delete_one = recording(backend)
+    keys = ["1.pdf", "2.pdf", "3.pdf", "4.pdf", "5.pdf", "2.pdf"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = delete_in_batches(
+            keys,
+            name_of=lambda key: f"p/{check_key(key)}",
+            batch_size=2,
+            pool=pool,
+            delete_batch=delete_batch,
+            delete_one=delete_one,
+            batchable=lambda name: name not in unbatchable,
+        )
+
+    assert [(r.key, r.outcome) for r in results] == [(k, Outcome.DELETED) for k in keys]
+    assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
+    assert sorted(map(sorted, batches)) == [["p/1.pdf", "p/3.pdf"], ["p/5.pdf"]]
+    assert sorted(alone) == ["p/2.pdf", "p/4.pdf"]  # each once, though 2.pdf is listed twice
+
+
+def test_refused_by_maps_only_the_refused_keys_to_their_reasons():
+    keys = ["a/1.pdf", "/abs.pdf", "b/2.pdf", "a/../x.pdf"]
+    seen: list[str] = []
+
+    def check(key: str):
+        seen.append(key)
+        return check_key(key)
+
+    assert refused_by(check, keys) == {
+        "/abs.pdf": "storage key is absolute: '/abs.pdf'",
+        "a/../x.pdf": "storage key has an empty, '.' or '..' segment: 'a/../x.pdf'",
+    }
+    assert seen == keys
+    assert refused_by(check_key, ["a/1.pdf"]) == {}
+
+
+def test_the_default_refusals_apply_the_shared_key_checks_only(store):
+    _, backend = store
+    keys = ["p/1.pdf", "../x.pdf", "p/folder.pdf", "p/gone.pdf"]
+    # The base class's answer (what a backend without its own rules gives): check_key alone.
+    assert StorageBackend.refusals(backend, keys) == {
+        "../x.pdf": "storage key has an empty, '.' or '..' segment: '../x.pdf'"
+    }
+    # The filesystem backend adds its own rule on top: a folder is not a file it deletes.
+    assert set(backend.refusals(keys)) == {"../x.pdf", "p/folder.pdf"}
