@@ -22,7 +22,12 @@ SECOND = dt.timedelta(seconds=1)
 
 
 def step_metadata(result, step: str) -> dict:
-    [output] = [e for e in result.events_for_node(step) if e.event_type_value == "STEP_OUTPUT"]
+    """The metadata of the step's one output that is not a key range (a dynamic output)."""
+    [output] = [
+        e
+        for e in result.events_for_node(step)
+        if e.event_type_value == "STEP_OUTPUT" and e.step_output_data.mapping_key is None
+    ]
     return {k: v.value for k, v in output.step_output_data.metadata.items()}
 
 
