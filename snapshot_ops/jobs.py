@@ -706,14 +706,19 @@ def _publish(
     context.log.debug(summary)
 
 
-@op(ins={"recorded": In(Nothing)})
+# No outputs (`out={}`, and so no return annotation, which Dagster would read as one): an
+# op's None result is still an output, one more event in the run's log.
+@op(ins={"recorded": In(Nothing)}, out={})
 def refresh_storage_assets(
     context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
-) -> None:
+):
     """Materialize the run log, the day's storage reclaimed and the 30-day savings view.
 
     Runs after the run is recorded (`recorded`), so the figures include it; a dry run
-    materializes nothing.
+    materializes nothing. Not part of record_cleanup_run: the run's log row is closed
+    before this runs, so a failure here (the savings table locked, the instance refusing
+    an asset event) leaves the cleanup's own outcome as recorded, and this step alone can
+    be re-executed.
     """
     if plan.dry_run:
         context.log.debug("dry run: storage assets left as they are")
