@@ -12,13 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from abc import ABC, abstractmethod
-
-from dagster_msteams import Card
-from dagster_msteams.adaptive_card import AdaptiveCard
-from dagster_msteams.client import TeamsClient
-from slack_sdk import WebClient
+from typing import TYPE_CHECKING
 
 from snapshot_ops.settings import AlertSettings
+
+if TYPE_CHECKING:
+    # The clients (slack_sdk, and requests under dagster-msteams: some 150 modules) are
+    # imported where a configured destination needs them, not when the code location loads:
+    # every process that loads it (each run, the webserver, the daemon) would pay for them,
+    # at start and again at exit.
+    from dagster_msteams.client import TeamsClient
+    from slack_sdk import WebClient
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,9 @@ class TeamsNotifier(Notifier):
         self.client = client
 
     def send(self, text: str) -> None:
+        from dagster_msteams import Card
+        from dagster_msteams.adaptive_card import AdaptiveCard
+
         card = Card() if self.client.is_legacy_webhook() else AdaptiveCard()
         card.add_attachment(text)
         self.client.post_message(card.payload)
@@ -98,8 +105,12 @@ def notifiers(settings: AlertSettings) -> list[Notifier]:
     """One notifier per configured destination, or the log when none is."""
     found: list[Notifier] = []
     if settings.slack:
+        from slack_sdk import WebClient
+
         found.append(SlackNotifier(WebClient(token=settings.slack_token), settings.slack_channel))
     if settings.teams:
+        from dagster_msteams.client import TeamsClient
+
         found.append(TeamsNotifier(TeamsClient(hook_url=settings.teams_webhook_url, timeout=30)))
     return found or [LogNotifier()]
 

@@ -1,8 +1,8 @@
-"""The cleanup job: six ops; the marking one runs as one step per key range.
+"""The cleanup job: five ops; the marking one runs as one step per key range.
 
 identify_expired_candidates -> finish_pending_deletes -> mark_and_delete_expired[range_N]
--> record_cleanup_run -> refresh_storage_assets, with split_key_ranges (after
-identify_expired_candidates) handing each range to its own mark_and_delete_expired step.
+-> record_cleanup_run -> refresh_storage_assets, with identify_expired_candidates also
+splitting the candidates into key ranges, each handed to its own mark_and_delete_expired step.
 
 The order matters: a row is marked deleted (after its linkage is re-checked under a lock)
 and committed *before* its object is deleted, never the reverse; see catalog.mark_batch.
@@ -11,15 +11,26 @@ transaction, or an order could attach the file in between.
 The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
 
 Ranges: the candidates are split into contiguous ranges of the marking walk's keyset order
-("createdAt", "fileId") by `split_key_ranges` (read-only), and each range is a Dagster
-dynamic output mapped to its own `mark_and_delete_expired[range_N]` step, so the
-multiprocess, Celery or Kubernetes executors can run them at once; `record_cleanup_run`
-collects them. Each range runs the whole lock/re-check/mark protocol within its bounds (the
-first range is unbounded below, the last above, so together they cover every key), gets a
-share of max_deletions (the shares add up to it) and a share of the storage's
-max_deletes_per_second. The number of ranges is SNAPSHOT_OPS_RANGES or the run config's
-`ranges` (default 1: one step, no boundary query). The journal sweep of earlier runs'
-leftovers (`finish_pending_deletes`) runs once per run, before any range marks.
+("createdAt", "fileId") by `identify_expired_candidates` (read-only, from the count it has
+just made), and each range is a Dagster dynamic output mapped to its own
+`mark_and_delete_expired[range_N]` step, so the multiprocess, Celery or Kubernetes
+executors can run them at once; `record_cleanup_run` collects them. Each range runs the
+whole lock/re-check/mark protocol within its bounds (the first range is unbounded below,
+the last above, so together they cover every key), gets a share of max_deletions (the
+shares add up to it) and a share of the storage's max_deletes_per_second. The number of
+ranges is SNAPSHOT_OPS_RANGES or the run config's `ranges` (default 1: one step, no
+boundary query). The journal sweep of earlier runs' leftovers (`finish_pending_deletes`)
+runs once per run, before any range marks.
+
+Why five steps and not more: every step costs a run a fixed share of Dagster's own work
+(about ten events written to the instance's event log: start, inputs, outputs, success,
+the failure hook's verdict), which on a day with nothing to delete is most of the run's
+time. So a decision that needs nothing a step of its own gives (a retry point, its own
+process) is part of the step that has its inputs: splitting into ranges is part of
+identifying the candidates (it only reads the count and, for more than one range, a few
+keys). The steps that remain are the protocol's: identify (read-only), finish the journal
+(deletes objects of rows already marked), mark and delete per range, record the run (its
+own retry point: it must close the log row even after a range failed), and the assets.
 
 Re-execution: Dagster may run any suffix of these steps again under a new run id (the UI's
 "Re-execute from failure" or a selected step, and the automatic retry of a run whose worker
@@ -31,7 +42,12 @@ a re-execution from a `mark_and_delete_expired[range_N]` step or from
 `record_cleanup_run` still deletes what a killed run left journaled (a re-executed range
 also finishes the other ranges' journaled work; leases keep two steps off one entry).
 Dagster does not re-run a range step the killed run never started; `record_cleanup_run`
-cleans every range of the split's layout that has no report.
+cleans every range of the plan's `key_ranges` that has no report.
+
+Logs: the run writes one INFO line, `record_cleanup_run`'s "cleanup summary"; warnings
+stay warnings. Each step's figures are its output metadata, and its one-line account of
+them is logged at DEBUG, which the shipped dagster.yaml (python_log_level: INFO) keeps out
+of the event log: each line written there is one more insert on a run's critical path.
 """
 
 import dataclasses
@@ -128,6 +144,74 @@ class CleanupConfig(Config):
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """One contiguous range of the candidates' keyset order ("createdAt", "fileId").
+
+    Bounds are keys as `Catalog.range_boundaries` returns them ("createdAt" as stored):
+    the range holds the keys after `after` (None: from the first) up to `upper` included
+    (None: to the last), so a run's ranges cover every key exactly once.
+    """
+
+    index: int
+    ranges: int  # how many ranges the run has
+    after: tuple[Any, Any] | None
+    upper: tuple[Any, Any] | None
+    max_deletions: int  # this range's share of the run's max_deletions
+
+    @property
+    def name(self) -> str:
+        """The mapping key: the step is `mark_and_delete_expired[<name>]`."""
+        return f"range_{self.index}"
+
+    def describe(self) -> str:
+        after = "the first key" if self.after is None else f"after {self.after}"
+        upper = "the last key" if self.upper is None else f"{self.upper} included"
+        return f"{self.name} ({self.index + 1} of {self.ranges}): {after} up to {upper}"
+
+
+def share_deletions(max_deletions: int, counts: Sequence[int]) -> list[int]:
+    """Each range's share of `max_deletions`, given its candidates counted at the split.
+
+    Each range may mark its own candidates plus an equal part of the headroom
+    (max_deletions - sum(counts); the remainder to the last range), so the shares add up to
+    exactly `max_deletions` and no range is stopped short of what it held when counted.
+    When the counts already pass the cap (a dry run), the last ranges give up the excess.
+    """
+    headroom = max(0, max_deletions - sum(counts))
+    shares = [count + headroom // len(counts) for count in counts]
+    shares[-1] += headroom % len(counts)
+    excess = sum(shares) - max_deletions
+    for i in reversed(range(len(shares))):
+        cut = min(excess, shares[i])
+        shares[i] -= cut
+        excess -= cut
+    return shares
+
+
+def split_key_ranges(
+    catalog: Catalog, summary: CandidateSummary, policy: Policy, ranges: int
+) -> list[KeyRange]:
+    """Split the candidates into at most `ranges` contiguous key ranges, one step each.
+
+    Read-only: the boundaries are every k-th candidate's key in keyset order, k = the
+    candidates counted (`summary`) divided by the ranges, rounded up (`range_boundaries`).
+    One range (the default), or fewer candidates than two ranges need, reads nothing and
+    gives a single range covering every key. Each range gets its share of
+    `policy.max_deletions` (`share_deletions`).
+    """
+    candidates = summary.candidates
+    every = math.ceil(candidates / ranges) if candidates else 1
+    most = min(ranges - 1, max(0, (candidates - 1) // every))
+    bounds: list[tuple[Any, Any]] = []
+    if most > 0:
+        bounds = catalog.range_boundaries(policy.cutoff, every=every, most=most)
+    counts = [every] * len(bounds) + [max(0, candidates - every * len(bounds))]
+    shares = share_deletions(policy.max_deletions, counts)
+    edges: list[tuple[Any, Any] | None] = [None, *bounds, None]
+    return [KeyRange(i, len(counts), edges[i], edges[i + 1], shares[i]) for i in range(len(counts))]
+
+
+@dataclass(frozen=True)
 class CleanupPlan:
     run_id: str
     run_at: dt.datetime
@@ -135,7 +219,8 @@ class CleanupPlan:
     dry_run: bool
     batch_size: int
     summary: CandidateSummary
-    ranges: int = 1  # asked for; split_key_ranges makes fewer when candidates are few
+    #: The candidates' key ranges, one mark_and_delete_expired step each (see split_key_ranges).
+    key_ranges: tuple[KeyRange, ...] = ()
 
 
 @contextmanager
@@ -161,18 +246,20 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
         ) from exc
 
 
-@op
+@op(out={"plan": Out(CleanupPlan), "ranges": DynamicOut(KeyRange)})
 def identify_expired_candidates(
     context: OpExecutionContext,
     config: CleanupConfig,
     database: SnapshotDatabase,
     storage: SnapshotStorage,
-) -> CleanupPlan:
-    """Validate the config, check database and storage, count the expired candidates.
+) -> Iterator[Output[CleanupPlan] | DynamicOutput[KeyRange]]:
+    """Validate the config, check database and storage, count the expired candidates and
+    split them into key ranges.
 
     Everything here is read-only against the application: a bad config, a missing table or
     column, an unreachable store or a count over the cap fails the run before anything is
-    touched.
+    touched. Yields the plan (`plan`, with the figures as its metadata), then each key range
+    (`ranges`, a dynamic output: one mark_and_delete_expired step per range).
     """
     run_at = dt.datetime.now(dt.UTC)
     try:
@@ -239,7 +326,7 @@ def identify_expired_candidates(
             metadata["wouldDelete"] = _listing(catalog, policy)
         elif config.verify_storage:
             _check_storage(catalog, storage, policy)
-        context.log.info(
+        context.log.debug(
             f"{summary.candidates} expired parse-session snapshots (cutoff "
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
             "linked to an order"
@@ -253,17 +340,21 @@ def identify_expired_candidates(
             )
             catalog.finish_run(context.run_id, status=FAILED, errors=[message])
             raise Failure(description=message, metadata=metadata)
+        key_ranges = split_key_ranges(catalog, summary, policy, ranges)
+    metadata["keyRanges"] = MetadataValue.md("\n".join(f"- {r.describe()}" for r in key_ranges))
     checkpoints.reached("after_select")
-    context.add_output_metadata(metadata)
-    return CleanupPlan(
+    plan = CleanupPlan(
         run_id=context.run_id,
         run_at=run_at,
         policy=policy,
         dry_run=config.dry_run,
         batch_size=config.batch_size,
         summary=summary,
-        ranges=ranges,
+        key_ranges=tuple(key_ranges),
     )
+    yield Output(plan, "plan", metadata=metadata)
+    for key_range in key_ranges:
+        yield DynamicOutput(key_range, mapping_key=key_range.name, output_name="ranges")
 
 
 def close_crashed_runs(context: OpExecutionContext, catalog: Catalog) -> list[str]:
@@ -393,51 +484,6 @@ def _combined(reports: Sequence[CleanReport]) -> CleanReport:
     )
 
 
-@dataclass(frozen=True)
-class KeyRange:
-    """One contiguous range of the candidates' keyset order ("createdAt", "fileId").
-
-    Bounds are keys as `Catalog.range_boundaries` returns them ("createdAt" as stored):
-    the range holds the keys after `after` (None: from the first) up to `upper` included
-    (None: to the last), so a run's ranges cover every key exactly once.
-    """
-
-    index: int
-    ranges: int  # how many ranges the run has
-    after: tuple[Any, Any] | None
-    upper: tuple[Any, Any] | None
-    max_deletions: int  # this range's share of the run's max_deletions
-
-    @property
-    def name(self) -> str:
-        """The mapping key: the step is `mark_and_delete_expired[<name>]`."""
-        return f"range_{self.index}"
-
-    def describe(self) -> str:
-        after = "the first key" if self.after is None else f"after {self.after}"
-        upper = "the last key" if self.upper is None else f"{self.upper} included"
-        return f"{self.name} ({self.index + 1} of {self.ranges}): {after} up to {upper}"
-
-
-def share_deletions(max_deletions: int, counts: Sequence[int]) -> list[int]:
-    """Each range's share of `max_deletions`, given its candidates counted at the split.
-
-    Each range may mark its own candidates plus an equal part of the headroom
-    (max_deletions - sum(counts); the remainder to the last range), so the shares add up to
-    exactly `max_deletions` and no range is stopped short of what it held when counted.
-    When the counts already pass the cap (a dry run), the last ranges give up the excess.
-    """
-    headroom = max(0, max_deletions - sum(counts))
-    shares = [count + headroom // len(counts) for count in counts]
-    shares[-1] += headroom % len(counts)
-    excess = sum(shares) - max_deletions
-    for i in reversed(range(len(shares))):
-        cut = min(excess, shares[i])
-        shares[i] -= cut
-        excess -= cut
-    return shares
-
-
 @op
 def finish_pending_deletes(
     context: OpExecutionContext,
@@ -454,7 +500,7 @@ def finish_pending_deletes(
     with _catalog(database) as catalog, storage.deleting_backend() as backend:
         _join_run(context, catalog, plan)
         report = _finish_journal(context, plan, catalog, storage, backend)
-    context.log.info(
+    context.log.debug(
         f"finished {report.deleted_count} pending deletes left by earlier runs "
         f"({report.missing} already missing), {len(report.errors)} still failing, "
         f"{len(report.released)} rows released (live again: key refused or changed)"
@@ -470,40 +516,6 @@ def finish_pending_deletes(
         }
     )
     return report
-
-
-@op(out={"ranges": DynamicOut(KeyRange), "layout": Out(list[KeyRange])})
-def split_key_ranges(
-    context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
-) -> Iterator[Output[list[KeyRange]] | DynamicOutput[KeyRange]]:
-    """Split the candidates into `plan.ranges` contiguous key ranges, one step each.
-
-    Read-only: the boundaries are every k-th candidate's key in keyset order, k = the
-    candidates counted by the plan divided by the ranges, rounded up (`range_boundaries`).
-    One range (the default), or fewer candidates than two ranges need, reads nothing and
-    yields a single range covering every key. `layout` lists them all for
-    record_cleanup_run, which cleans any range that has no report (see there).
-    """
-    candidates = plan.summary.candidates
-    every = math.ceil(candidates / plan.ranges) if candidates else 1
-    most = min(plan.ranges - 1, max(0, (candidates - 1) // every))
-    bounds: list[tuple[Any, Any]] = []
-    if most > 0:
-        with _catalog(database) as catalog:
-            bounds = catalog.range_boundaries(plan.policy.cutoff, every=every, most=most)
-    counts = [every] * len(bounds) + [max(0, candidates - every * len(bounds))]
-    shares = share_deletions(plan.policy.max_deletions, counts)
-    edges: list[tuple[Any, Any] | None] = [None, *bounds, None]
-    key_ranges = [
-        KeyRange(i, len(counts), edges[i], edges[i + 1], shares[i]) for i in range(len(counts))
-    ]
-    context.log.info(
-        f"{candidates} candidates in {len(key_ranges)} range(s):\n"
-        + "\n".join(r.describe() for r in key_ranges)
-    )
-    yield Output(key_ranges, "layout")
-    for key_range in key_ranges:
-        yield DynamicOutput(key_range, mapping_key=key_range.name, output_name="ranges")
 
 
 @op(ins={"journal_finished": In(Nothing)})
@@ -588,7 +600,7 @@ def _clean_range(
         )
     deleted = earlier + deleted
     verb = "would mark" if plan.dry_run else "marked"
-    context.log.info(
+    context.log.debug(
         f"{key_range.describe()}: "
         f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
         f"to an order during the run and kept; {len(marked.errors)} refused keys left live; "
@@ -603,17 +615,16 @@ def record_cleanup_run(
     context: OpExecutionContext,
     plan: CleanupPlan,
     leftovers: cleanup.DeleteReport,
-    layout: list[KeyRange],
     cleaned: list[CleanReport],
     database: SnapshotDatabase,
     storage: SnapshotStorage,
 ) -> dict:
     """Close this run's log row with its status and errors; fail on errors.
 
-    A range of `layout` without a report in `cleaned` is cleaned here first. That happens
-    only in a re-execution from failure: Dagster re-runs the range steps that failed or
-    were cut short, but not those of a run killed before it started them (a known
-    limitation of its dynamic re-execution, dagster-io/dagster#30077), and their
+    A range of the plan's `key_ranges` without a report in `cleaned` is cleaned here first.
+    That happens only in a re-execution from failure: Dagster re-runs the range steps that
+    failed or were cut short, but not those of a run killed before it started them (a
+    known limitation of its dynamic re-execution, dagster-io/dagster#30077), and their
     candidates must not wait for the next run.
 
     Its deleted, missing and bytes counters were added batch by batch as the run settled
@@ -629,7 +640,7 @@ def record_cleanup_run(
             # A re-execution from here: finish whatever is journaled before closing.
             with storage.deleting_backend() as backend:
                 leftovers = leftovers + _finish_journal(context, plan, catalog, storage, backend)
-        for key_range in layout:
+        for key_range in plan.key_ranges:
             if key_range.index not in reported:
                 context.log.warning(f"{key_range.describe()} has no report: cleaned here")
                 cleaned = [
@@ -696,20 +707,25 @@ def _publish(
             reference_time=plan.policy.reference_time,
             timezone=schedule_timezone(),
         )
-    context.log.info(summary)
+    context.log.debug(summary)
 
 
-@op(ins={"recorded": In(Nothing)})
+# No outputs (`out={}`, and so no return annotation, which Dagster would read as one): an
+# op's None result is still an output, one more event in the run's log.
+@op(ins={"recorded": In(Nothing)}, out={})
 def refresh_storage_assets(
     context: OpExecutionContext, plan: CleanupPlan, database: SnapshotDatabase
-) -> None:
+):
     """Materialize the run log, the day's storage reclaimed and the 30-day savings view.
 
     Runs after the run is recorded (`recorded`), so the figures include it; a dry run
-    materializes nothing.
+    materializes nothing. Not part of record_cleanup_run: the run's log row is closed
+    before this runs, so a failure here (the savings table locked, the instance refusing
+    an asset event) leaves the cleanup's own outcome as recorded, and this step alone can
+    be re-executed.
     """
     if plan.dry_run:
-        context.log.info("dry run: storage assets left as they are")
+        context.log.debug("dry run: storage assets left as they are")
         return
     _publish(context, database, plan, context.log_event)
 
@@ -733,7 +749,6 @@ def mark_run_failed(context: HookContext) -> None:
 @job(
     executor_def=job_executor(),  # SNAPSHOT_OPS_EXECUTOR; default in_process (a step costs ms)
     tags={CONCURRENCY_TAG: "true"},
-    hooks={mark_run_failed},
     description=(
         "Deletes ParseSessionSnapshot files older than the retention that no order links, "
         "marking their rows deleted first. Never deletes an OrderAttachmentSnapshot or any "
@@ -741,11 +756,16 @@ def mark_run_failed(context: HookContext) -> None:
     ),
 )
 def snapshot_cleanup_job() -> None:
-    plan = identify_expired_candidates()
-    leftovers = finish_pending_deletes(plan)
-    ranges, layout = split_key_ranges(plan)
+    # The failure hook goes on the steps that can leave the run's log row open or hold
+    # journal leases: all but refresh_storage_assets, which runs after the row is closed
+    # and takes no lease. A hook writes an event (HOOK_SKIPPED) after every step it is on.
+    closes_row = {mark_run_failed}
+    plan, ranges = identify_expired_candidates.with_hooks(closes_row)()
+    leftovers = finish_pending_deletes.with_hooks(closes_row)(plan)
     cleaned = ranges.map(
-        lambda key_range: mark_and_delete_expired(plan, key_range, journal_finished=leftovers)
+        lambda key_range: mark_and_delete_expired.with_hooks(closes_row)(
+            plan, key_range, journal_finished=leftovers
+        )
     )
-    summary = record_cleanup_run(plan, leftovers, layout, cleaned.collect())
+    summary = record_cleanup_run.with_hooks(closes_row)(plan, leftovers, cleaned.collect())
     refresh_storage_assets(plan, recorded=summary)

@@ -24,8 +24,6 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
-from dagster_msteams import make_teams_on_run_failure_sensor
-from dagster_slack import make_slack_on_run_failure_sensor
 
 from snapshot_ops.alerts import (
     FRESHNESS_LIMIT,
@@ -95,7 +93,10 @@ def failure_alert_sensors(settings: AlertSettings) -> list[SensorDefinition]:
     dagster-msteams' (each running by default, on the cleanup job only, with
     `failure_message` as the text), or the log sensor when neither is configured."""
     found: list[SensorDefinition] = []
+    # Imported here, only for a configured destination: see alerts.py.
     if settings.slack:
+        from dagster_slack import make_slack_on_run_failure_sensor
+
         found.append(
             make_slack_on_run_failure_sensor(
                 channel=settings.slack_channel,
@@ -108,6 +109,8 @@ def failure_alert_sensors(settings: AlertSettings) -> list[SensorDefinition]:
             )
         )
     if settings.teams:
+        from dagster_msteams import make_teams_on_run_failure_sensor
+
         found.append(
             make_teams_on_run_failure_sensor(
                 hook_url=settings.teams_webhook_url,

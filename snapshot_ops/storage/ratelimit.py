@@ -20,11 +20,15 @@ sliding-window log: no window of one second admits more than the share.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-
-from pyrate_limiter import Duration, Limiter, Rate
+from typing import TYPE_CHECKING
 
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage.base import DeleteResult, StorageBackend
+
+if TYPE_CHECKING:
+    # pyrate-limiter (and the multiprocessing modules it loads) is imported when a limit is
+    # set, not when the code location loads: most deployments set none.
+    from pyrate_limiter import Rate
 
 
 def range_rate(max_deletes_per_second: int, ranges: int) -> Rate:
@@ -33,6 +37,8 @@ def range_rate(max_deletes_per_second: int, ranges: int) -> Rate:
     Raises ConfigError when the share would be below one key per second (fewer deletes per
     second allowed than ranges), naming both settings.
     """
+    from pyrate_limiter import Duration, Rate
+
     if max_deletes_per_second < 1:
         raise ConfigError(
             f"max_deletes_per_second must be at least 1, got {max_deletes_per_second} "
@@ -60,6 +66,8 @@ class RateLimitedBackend(StorageBackend):
         self.inner = inner
         self.rate = rate
         self.description = inner.description
+        from pyrate_limiter import Limiter
+
         self._limiter = Limiter(rate)
 
     def refusals(self, keys: Sequence[str]) -> dict[str, str]:

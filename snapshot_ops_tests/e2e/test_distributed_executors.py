@@ -60,7 +60,6 @@ MARKING = "mark_and_delete_expired"
 STEPS = {
     "identify_expired_candidates",
     "finish_pending_deletes",
-    "split_key_ranges",
     *(f"{MARKING}[range_{n}]" for n in range(RANGES)),
     "record_cleanup_run",
     "refresh_storage_assets",

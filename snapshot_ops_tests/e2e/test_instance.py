@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -75,8 +76,16 @@ def test_cli_run_through_production_instance_on_postgres(
         assert run.status == DagsterRunStatus.SUCCESS
         assert run.tags[CONCURRENCY_TAG] == "true"
         # The job's own logs reached the PostgreSQL event log (managed_python_loggers).
-        messages = [e.message for e in instance.all_logs(run.run_id)]
+        entries = instance.all_logs(run.run_id)
+        messages = [e.message for e in entries]
         assert any("cleanup summary" in m and "'deletedCount': 1" in m for m in messages)
+        # python_log_level: INFO keeps DEBUG lines (the steps' own accounts, the I/O
+        # manager's) out of the event log; Dagster's events are all there whatever the level.
+        debug = [
+            e.user_message for e in entries if not e.is_dagster_event and e.level < logging.INFO
+        ]
+        assert debug == []
+        assert any(e.is_dagster_event and e.level == logging.DEBUG for e in entries)
     finally:
         instance.dispose()
 
@@ -93,6 +102,7 @@ def test_production_instance_settings(make_pg_database, tmp_path: Path):
         assert not instance.run_retries_retry_on_asset_or_op_failure
         settings = instance.get_settings("python_logs")
         assert settings["managed_python_loggers"] == ["snapshot_ops"]
+        assert settings["python_log_level"] == "INFO"
     finally:
         instance.dispose()
 

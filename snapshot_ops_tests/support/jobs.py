@@ -51,6 +51,11 @@ def failure_message(result: ExecuteInProcessResult) -> str:
 
 
 def step_metadata(result: ExecuteInProcessResult, step: str) -> dict[str, Any]:
-    """The metadata of the one output `step` yielded, by key."""
-    [output] = [e for e in result.events_for_node(step) if e.event_type_value == "STEP_OUTPUT"]
+    """The metadata of the one output `step` yielded that is not a key range (a dynamic
+    output), by key."""
+    [output] = [
+        e
+        for e in result.events_for_node(step)
+        if e.event_type_value == "STEP_OUTPUT" and e.step_output_data.mapping_key is None
+    ]
     return {k: v.value for k, v in output.step_output_data.metadata.items()}

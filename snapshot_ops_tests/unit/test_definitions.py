@@ -62,6 +62,11 @@ DEFERRED_IMPORTS = (
     "azure.storage.blob",  # the Azure backend, only when it is az://
     "dagster_celery",  # only when SNAPSHOT_OPS_EXECUTOR=celery
     "dagster_k8s",  # only when SNAPSHOT_OPS_EXECUTOR=k8s
+    "slack_sdk",  # the alert clients, only for a configured Slack or Teams destination
+    "dagster_slack",
+    "dagster_msteams",
+    "requests",
+    "pyrate_limiter",  # only when a delete rate limit is set
 )
 
 
