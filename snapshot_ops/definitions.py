@@ -6,19 +6,19 @@ import os
 
 from dagster import Definitions, EnvVar
 
-from snapshot_ops.alerts import notifiers
-from snapshot_ops.assets import (
+from snapshot_ops.defs.alerts import notifiers
+from snapshot_ops.defs.assets import (
     CLEANUP_RUNS,
     ORDER_ATTACHMENTS,
     SNAPSHOT_FILES,
     build_storage_assets,
 )
-from snapshot_ops.housekeeping import prune_dagster_history_job, prune_dagster_history_schedule
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
-from snapshot_ops.sensors import failure_alert_sensors, freshness_sensor
-from snapshot_ops.settings import alert_settings, storage_s3_resource
+from snapshot_ops.defs.housekeeping import prune_dagster_history_job, prune_dagster_history_schedule
+from snapshot_ops.defs.jobs import snapshot_cleanup_job
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage, storage_s3_resource
+from snapshot_ops.defs.schedules import build_daily_schedule, schedule_timezone
+from snapshot_ops.defs.sensors import failure_alert_sensors, freshness_sensor
+from snapshot_ops.settings import alert_settings
 
 # Alerts go to Slack and/or Teams when configured, else to the log. The token and webhook
 # URL are read from the environment when the code location loads and are held by the

@@ -1,23 +1,13 @@
-"""A read-only reconciliation of the database against the storage: drift is shown, not fixed.
+"""The reconciliation report of the job's own database and storage (see snapshot_ops.drift).
 
     python -m snapshot_ops.reconcile        (prints JSON)
 
 It reads the database and the storage through the job's own `database` and `storage`
-resources (definitions.py): the same tables, schemas, storage URL and S3 settings, from
-the same environment (SNAPSHOT_OPS_DATABASE_URL, SNAPSHOT_OPS_STORAGE_URL,
-SNAPSHOT_OPS_S3_*, ...).
-
-It reports
-- objects in storage that no row points at (orphans: never deleted by the cleanup, which
-  only ever deletes what a marked row names),
-- objects whose rows are all marked deleted and that no journal entry will delete
-  (leftovers: the next cleanup run will not remove them either),
-- live rows whose object is missing (lost files: the worst drift; for an order's file this
-  is what the cleanup must never cause),
-- journal entries still pending (the next cleanup run finishes them).
-
-Nothing is deleted or updated: deciding what an orphan is belongs to a person, because a
-listing error must never turn into a mass delete.
+resources (snapshot_ops.definitions): the same tables, schemas, storage URL and S3
+settings, from the same environment (SNAPSHOT_OPS_DATABASE_URL, SNAPSHOT_OPS_STORAGE_URL,
+SNAPSHOT_OPS_S3_*, ...). This module is the command's Dagster side: it opens the resources
+with Dagster's `build_resources`; the comparison itself is `snapshot_ops.drift.reconcile`.
+Nothing is deleted or updated.
 """
 
 from __future__ import annotations
@@ -26,93 +16,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
-import sqlalchemy as sa
 from dagster import build_resources
 
-from snapshot_ops.catalog import Catalog
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops.storage import StorageBackend
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.drift import ReconcileReport, reconcile
 
-#: How many example keys or ids each finding lists; all are counted.
-SAMPLE = 100
-ROW_BATCH = 5000
-
-
-@dataclass(frozen=True)
-class Finding:
-    count: int
-    sample: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ReconcileReport:
-    objects: int  # objects listed in storage
-    rows: int  # rows in SnapshotFiles
-    orphan_objects: Finding  # in storage, no row
-    leftover_objects: Finding  # every row marked deleted, no journal entry
-    missing_objects: Finding  # live rows (fileIds) whose object is not in storage
-    pending_deletes: int  # journal entries the next run will finish
-
-    @property
-    def drift(self) -> bool:
-        """True when anything needs a person's attention."""
-        return bool(
-            self.orphan_objects.count or self.leftover_objects.count or self.missing_objects.count
-        )
-
-    def to_dict(self) -> dict:
-        """The report as plain JSON-ready data."""
-        return {**asdict(self), "drift": self.drift}
-
-
-def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> ReconcileReport:
-    """Compare every row with every object under `prefix`; change nothing.
-
-    The storage listing is held in memory as a set of keys (about 100 bytes a key); rows
-    are streamed in batches.
-    """
-    stored = set(storage.list_keys(prefix))
-    live_keys: set[str] = set()
-    dead_keys: set[str] = set()
-    missing: list[str] = []
-    missing_count = rows = 0
-    f = catalog.files.c
-    after = None
-    while True:
-        query = sa.select(f.fileId, f.storageKey, f.deletedAt).order_by(f.fileId).limit(ROW_BATCH)
-        if after is not None:
-            query = query.where(f.fileId > after)
-        with catalog.reading() as conn:
-            batch = conn.execute(query).all()
-        if not batch:
-            break
-        after = batch[-1].fileId
-        rows += len(batch)
-        for row in batch:
-            key = row.storageKey
-            if not isinstance(key, str) or not key.startswith(prefix):
-                continue
-            if row.deletedAt is None:
-                live_keys.add(key)
-                if key not in stored:
-                    missing_count += 1
-                    if len(missing) < SAMPLE:
-                        missing.append(str(row.fileId))
-            elif key in stored:
-                dead_keys.add(key)
-    pending = _pending_keys(catalog)
-    orphans = sorted(stored - live_keys - dead_keys)
-    leftovers = sorted(dead_keys - live_keys - pending)
-    return ReconcileReport(
-        objects=len(stored),
-        rows=rows,
-        orphan_objects=Finding(len(orphans), orphans[:SAMPLE]),
-        leftover_objects=Finding(len(leftovers), leftovers[:SAMPLE]),
-        missing_objects=Finding(missing_count, missing),
-        pending_deletes=len(pending),
-    )
+__all__ = ["ReconcileReport", "main", "reconcile", "reconcile_resources"]
 
 
 def reconcile_resources(database: SnapshotDatabase, storage: SnapshotStorage) -> ReconcileReport:
@@ -122,15 +32,6 @@ def reconcile_resources(database: SnapshotDatabase, storage: SnapshotStorage) ->
     raises (SnapshotOpsError naming what to fix, Dagster's error for an unset variable)."""
     with build_resources({"database": database, "storage": storage}) as built:
         return reconcile(built.database.catalog(), built.storage.backend())
-
-
-def _pending_keys(catalog: Catalog) -> set[str]:
-    """Storage keys in the cleanup's journal (none if the job never ran here)."""
-    table = catalog.pending
-    if not sa.inspect(catalog.engine).has_table(table.name, schema=table.schema):
-        return set()
-    with catalog.reading() as conn:
-        return set(conn.execute(sa.select(table.c.storage_key)).scalars())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,18 +2,15 @@
 
 - SNAPSHOT_OPS_TIMEZONE: the IANA timezone of the daily schedule, and so of the "day" that
   the storage figures are counted in (default UTC).
-- SNAPSHOT_OPS_EXECUTOR: where the cleanup job's steps run (default in_process); see
-  `job_executor`. With `celery`, also SNAPSHOT_OPS_CELERY_BROKER (required),
-  SNAPSHOT_OPS_CELERY_BACKEND (default rpc://) and SNAPSHOT_OPS_CELERY_QUEUE (default dagster).
 - SNAPSHOT_OPS_SLACK_TOKEN + SNAPSHOT_OPS_SLACK_CHANNEL, SNAPSHOT_OPS_TEAMS_WEBHOOK_URL,
   SNAPSHOT_OPS_WEBSERVER_URL: where alerts go; see `alert_settings`.
 - SNAPSHOT_OPS_RANGES: how many key ranges a cleanup run splits its candidates into, each
   marked and deleted by its own step (default 1); see `cleanup_ranges`.
-- SNAPSHOT_OPS_S3_<FIELD> (e.g. SNAPSHOT_OPS_S3_ENDPOINT_URL): fields of dagster-aws's
-  S3Resource for an s3:// storage URL; see `storage_s3_resource`.
 
+The settings that build Dagster objects live with them: SNAPSHOT_OPS_EXECUTOR in
+`snapshot_ops.defs.executors`, SNAPSHOT_OPS_S3_<FIELD> in `snapshot_ops.defs.resources`.
 Every process of a deployment (webserver, daemon, run workers, Celery workers) must see the
-same values: the executor is fixed when the job's module is imported.
+same values.
 """
 
 import datetime as dt
@@ -21,14 +18,6 @@ import os
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from dagster import (
-    ConfigurableResource,
-    EnvVar,
-    ExecutorDefinition,
-    in_process_executor,
-    multiprocess_executor,
-)
 
 from snapshot_ops.errors import ConfigError
 
@@ -47,71 +36,6 @@ def schedule_timezone(value: str | None = None) -> str:
             f"SNAPSHOT_OPS_TIMEZONE={name!r} is not an IANA timezone such as Europe/London"
         ) from exc
     return name
-
-
-#: The values SNAPSHOT_OPS_EXECUTOR accepts.
-EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
-#: The Celery queue steps are sent to when SNAPSHOT_OPS_CELERY_QUEUE is unset (dagster-celery's).
-DEFAULT_CELERY_QUEUE = "dagster"
-
-
-def job_executor(value: str | None = None) -> ExecutorDefinition:
-    """The Dagster executor of the cleanup job, named by SNAPSHOT_OPS_EXECUTOR (or `value`).
-
-    - `in_process` (default): every step in the run's own process; a step costs milliseconds.
-    - `multiprocess`: each step in its own child process of the run (about a second each).
-    - `celery`: each step is a task on a Celery broker, run by `dagster-celery worker start`
-      workers. Its broker and result backend come from SNAPSHOT_OPS_CELERY_BROKER and
-      SNAPSHOT_OPS_CELERY_BACKEND, read when a run starts (so a password in the URL never shows
-      in the run's config); steps go to the queue SNAPSHOT_OPS_CELERY_QUEUE, which the workers
-      must listen on (`-q`). Needs the `celery` extra (dagster-celery).
-    - `k8s`: each step in its own Kubernetes Job (dagster-k8s's `k8s_job_executor`, configured
-      by the run launcher and the run's `execution` config). Needs the `k8s` extra.
-
-    Every executor but `in_process` passes op outputs between processes through the job's IO
-    manager, by default pickles under the instance's storage folder ($DAGSTER_HOME/storage).
-
-    Raises ConfigError naming the allowed values for any other value, or naming the extra to
-    install when its package is missing.
-    """
-    name = value if value is not None else os.environ.get("SNAPSHOT_OPS_EXECUTOR", "")
-    name = name.strip() or "in_process"
-    if name == "in_process":
-        return in_process_executor
-    if name == "multiprocess":
-        return multiprocess_executor
-    if name == "celery":
-        try:
-            from dagster_celery import celery_executor
-        except ImportError as exc:
-            raise _missing_extra(name, "celery", "dagster-celery") from exc
-        queue = os.environ.get("SNAPSHOT_OPS_CELERY_QUEUE", "").strip() or DEFAULT_CELERY_QUEUE
-        backend = os.environ.get("SNAPSHOT_OPS_CELERY_BACKEND", "").strip()
-        return celery_executor.configured(
-            {
-                "broker": {"env": "SNAPSHOT_OPS_CELERY_BROKER"},
-                "backend": {"env": "SNAPSHOT_OPS_CELERY_BACKEND"} if backend else "rpc://",
-                "config_source": {"task_default_queue": queue},
-            },
-            name="celery",
-        )
-    if name == "k8s":
-        try:
-            from dagster_k8s import k8s_job_executor
-        except ImportError as exc:
-            raise _missing_extra(name, "k8s", "dagster-k8s") from exc
-        return k8s_job_executor
-    raise ConfigError(
-        f"SNAPSHOT_OPS_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)} "
-        "(unset means in_process)"
-    )
-
-
-def _missing_extra(name: str, extra: str, package: str) -> ConfigError:
-    return ConfigError(
-        f"SNAPSHOT_OPS_EXECUTOR={name} needs the {package} package: install snapshot_ops "
-        f"with its [{extra}] extra, e.g. pip install -c constraints.txt -e '.[{extra}]'"
-    )
 
 
 @dataclass(frozen=True)
@@ -198,33 +122,3 @@ def cleanup_ranges(value: int | str | None = None) -> int:
             f"{source}={raw!r} is not a whole number from 1 to {MAX_RANGES} (unset means 1)"
         )
     return ranges
-
-
-#: The fields of dagster-aws's S3Resource a deployment sets through SNAPSHOT_OPS_S3_<FIELD>.
-S3_RESOURCE_FIELDS = (
-    "region_name",
-    "endpoint_url",
-    "profile_name",
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_session_token",
-)
-
-
-def storage_s3_resource(environ: Mapping[str, str] | None = None) -> ConfigurableResource | None:
-    """dagster-aws's S3Resource for the storage, when SNAPSHOT_OPS_STORAGE_URL is s3://;
-    else None.
-
-    Each field of S3_RESOURCE_FIELDS whose SNAPSHOT_OPS_S3_<FIELD> variable is set (e.g.
-    SNAPSHOT_OPS_S3_ENDPOINT_URL, SNAPSHOT_OPS_S3_AWS_ACCESS_KEY_ID) is given as an EnvVar:
-    read when a run starts and shown by its name only, never its value. Fields left unset
-    fall back to boto3's standard chain (AWS_* variables, profile, role). Other stores get
-    None, so loading their definitions does not import dagster-aws and boto3.
-    """
-    env = os.environ if environ is None else environ
-    if not env.get("SNAPSHOT_OPS_STORAGE_URL", "").strip().startswith("s3://"):
-        return None
-    from dagster_aws.s3 import S3Resource
-
-    names = {field: f"SNAPSHOT_OPS_S3_{field.upper()}" for field in S3_RESOURCE_FIELDS}
-    return S3Resource(**{field: EnvVar(name) for field, name in names.items() if env.get(name)})

@@ -11,8 +11,9 @@ credentials: each SDK finds them in its own standard places.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from snapshot_ops.errors import ConfigError
@@ -25,7 +26,7 @@ from snapshot_ops.storage.base import (
 )
 
 if TYPE_CHECKING:
-    from dagster_aws.s3 import S3Resource
+    from botocore.config import Config
 
 __all__ = [
     "DEFAULTS",
@@ -74,7 +75,7 @@ def open_storage(
     connect_timeout_seconds: float = DEFAULTS.connect_timeout_seconds,
     read_timeout_seconds: float = DEFAULTS.read_timeout_seconds,
     remove_empty_folders: bool = DEFAULTS.remove_empty_folders,
-    s3: S3Resource | None = None,
+    s3_client: Callable[[Config], Any] | None = None,
 ) -> StorageBackend:
     """Build the backend a storage URL names (the caller closes it).
 
@@ -84,9 +85,10 @@ def open_storage(
     exceeds them counts as a failed attempt. `remove_empty_folders` (file:// only) removes
     the folders that deletes leave empty (see StorageSettings for the defaults).
 
-    `s3` (dagster-aws's S3Resource) gives an s3:// URL's region, endpoint, profile and
-    credentials; without it boto3's standard chain finds them. Either way the client gets
-    this function's timeouts, retries and connection pool (see storage.s3.make_client).
+    `s3_client` builds an s3:// URL's client from the botocore Config this function makes
+    (timeouts, retries, connection pool; see storage.s3.client_config), e.g. from
+    dagster-aws's S3Resource (snapshot_ops.defs.resources); without it boto3's standard
+    chain finds the region, endpoint and credentials (storage.s3.make_client).
     Raises ConfigError for a setting or URL that cannot work, before any request.
     """
     if parallel_batches < 1:
@@ -140,7 +142,7 @@ def open_storage(
                 connect_timeout=connect_timeout_seconds,
                 read_timeout=read_timeout_seconds,
             )
-            client = make_client(config, s3)
+            client = (s3_client or make_client)(config)
             return S3Backend(client, location, prefix, parallel_batches=parallel_batches)
         from snapshot_ops.storage.azure_blob import AzureBlobBackend, container_client
 

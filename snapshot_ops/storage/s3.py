@@ -34,12 +34,11 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.handlers import disable_signing
 
 from snapshot_ops.storage.base import (
     BatchRejected,
@@ -51,9 +50,6 @@ from snapshot_ops.storage.base import (
     delete_in_batches,
     refused_by,
 )
-
-if TYPE_CHECKING:
-    from dagster_aws.s3 import S3Resource
 
 log = logging.getLogger(__name__)
 
@@ -269,42 +265,9 @@ def client_config(
     )
 
 
-def make_client(config: Config, s3: S3Resource | None = None) -> Any:
-    """An S3 client configured by dagster-aws's `S3Resource` (region, endpoint, profile,
-    credentials, SSL), with `config` (see `client_config`) on top.
-
-    Without `s3`, the resource's defaults: boto3's standard chain (environment, profile,
-    role; `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3` for an S3-compatible store).
-    """
-    from dagster_aws.s3 import S3Resource
-    from dagster_aws.utils import construct_boto_client_retry_config
-
-    s3 = s3 if s3 is not None else S3Resource()
-    # S3Resource.get_client() builds its botocore Config from max_attempts alone and takes
-    # no other, so it cannot carry our timeouts or pool size: the client is built here
-    # from the resource's fields, as dagster_aws.s3.utils.construct_s3_client does, with
-    # our Config merged over the resource's. Ours wins on retries, so the attempts are
-    # storage's max_attempts, which the run's lease length is computed from.
-    ours, unset = config.retries["total_max_attempts"], S3Resource.model_fields["max_attempts"]
-    if s3.max_attempts not in (unset.default, ours):
-        log.warning(
-            "S3Resource max_attempts=%d is not used: S3 requests make %d attempts "
-            "(the storage resource's max_attempts)",
-            s3.max_attempts,
-            ours,
-        )
-    merged = construct_boto_client_retry_config(s3.max_attempts).merge(config)
-    client = boto3.session.Session(profile_name=s3.profile_name).client(
-        "s3",
-        region_name=s3.region_name,
-        endpoint_url=s3.endpoint_url,
-        use_ssl=s3.use_ssl,
-        verify=s3.verify,
-        aws_access_key_id=s3.aws_access_key_id,
-        aws_secret_access_key=s3.aws_secret_access_key,
-        aws_session_token=s3.aws_session_token,
-        config=merged,
-    )
-    if s3.use_unsigned_session:
-        client.meta.events.register("choose-signer.s3.*", disable_signing)
-    return client
+def make_client(config: Config) -> Any:
+    """An S3 client from boto3's standard chain (environment, profile, role;
+    `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3` for an S3-compatible store), with `config`
+    (see `client_config`). A deployment that configures S3 through dagster-aws's
+    S3Resource builds its client in snapshot_ops.defs.resources instead."""
+    return boto3.session.Session().client("s3", config=config)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.scenarios import bulk_add, start_job, state, wait_paused
 from snapshot_ops_tests.support.world import NOW
 

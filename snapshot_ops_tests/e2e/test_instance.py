@@ -22,8 +22,8 @@ import yaml
 from dagster import DagsterRunStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from snapshot_ops.defs.jobs import CONCURRENCY_TAG
 from snapshot_ops.demo import job_command
-from snapshot_ops.jobs import CONCURRENCY_TAG
 from snapshot_ops_tests.support.operations import REPO, production_home, production_instance
 from snapshot_ops_tests.support.world import NOW, World
 

@@ -24,11 +24,11 @@ import sqlalchemy as sa
 from dagster import AssetCheckEvaluation, DagsterInstance
 
 from snapshot_ops import reconcile
-from snapshot_ops.assets import OVERDUE_CHECK
 from snapshot_ops.catalog import database_url
+from snapshot_ops.defs.assets import OVERDUE_CHECK
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.demo import app_tables
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.resources import SnapshotDatabase
 from snapshot_ops.rules import TEMPORARY_TYPE, make_policy, parse_reference_time
 from snapshot_ops.settings import schedule_timezone
 from snapshot_ops.storage import open_storage

@@ -30,7 +30,7 @@ import json
 
 import pytest
 
-from snapshot_ops.resources import SnapshotStorage
+from snapshot_ops.defs.resources import SnapshotStorage
 from snapshot_ops_tests.support.faultproxy import (
     Fault,
     Seen,

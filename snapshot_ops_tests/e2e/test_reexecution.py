@@ -19,7 +19,7 @@ from dagster import DagsterInstance, ReexecutionOptions, execute_job
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from snapshot_ops import savings
-from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.scenarios import bulk_add, start_job, state
 from snapshot_ops_tests.support.world import NOW
 

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
 
 from snapshot_ops import savings
-from snapshot_ops.assets import (
+from snapshot_ops.catalog import SNAPSHOT_COLUMNS, Catalog, make_engine
+from snapshot_ops.defs.assets import (
     CLEANUP_RUNS,
     ORDER_ATTACHMENTS,
     OVERDUE_CHECK,
@@ -32,8 +33,7 @@ from snapshot_ops.assets import (
     TOTAL_CHECK,
     build_storage_assets,
 )
-from snapshot_ops.catalog import SNAPSHOT_COLUMNS, Catalog, make_engine
-from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops.defs.resources import SnapshotDatabase
 
 LONDON = "Europe/London"
 TZ = zoneinfo.ZoneInfo(LONDON)

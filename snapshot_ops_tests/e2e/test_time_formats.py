@@ -24,9 +24,9 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import reconcile as reconcile_module
-from snapshot_ops.assets import check_overdue
 from snapshot_ops.catalog import Catalog, make_engine
-from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops.defs.assets import check_overdue
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.storage import open_storage
 from snapshot_ops.timeformat import TimeFormat, TimeFormatError
 from snapshot_ops_tests.support.jobs import run_cleanup, step_metadata

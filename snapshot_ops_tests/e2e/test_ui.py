@@ -27,7 +27,7 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from snapshot_ops.jobs import CONCURRENCY_TAG
+from snapshot_ops.defs.jobs import CONCURRENCY_TAG
 from snapshot_ops_tests.support.operations import ARTIFACTS
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import NOW

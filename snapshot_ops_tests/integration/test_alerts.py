@@ -30,7 +30,7 @@ from dagster._daemon.freshness import FreshnessDaemon
 from dagster_msteams.client import TeamsClient
 from slack_sdk import WebClient
 
-from snapshot_ops.alerts import (
+from snapshot_ops.defs.alerts import (
     FRESHNESS_LIMIT,
     MAX_ALERT_ERRORS,
     MAX_MESSAGE_CHARS,
@@ -39,9 +39,8 @@ from snapshot_ops.alerts import (
     failure_text,
     notifiers,
 )
-from snapshot_ops.assets import CLEANUP_RUNS
-from snapshot_ops.errors import ConfigError
-from snapshot_ops.sensors import (
+from snapshot_ops.defs.assets import CLEANUP_RUNS
+from snapshot_ops.defs.sensors import (
     FAILURE_SENSOR,
     SLACK_FAILURE_SENSOR,
     TEAMS_FAILURE_SENSOR,
@@ -49,6 +48,7 @@ from snapshot_ops.sensors import (
     failure_alert_sensors,
     freshness_sensor,
 )
+from snapshot_ops.errors import ConfigError
 from snapshot_ops.settings import AlertSettings, alert_settings
 
 DAY = dt.timedelta(days=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, RunsFilter
 
-from snapshot_ops.housekeeping import prune_dagster_history_job
+from snapshot_ops.defs.housekeeping import prune_dagster_history_job
 from snapshot_ops_tests.support.operations import production_home, production_instance
 
 

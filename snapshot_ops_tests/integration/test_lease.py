@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import BACKOFF_BASE, backoff
-from snapshot_ops.resources import SnapshotDatabase
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.faultproxy import Fault, Seen
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job
 from snapshot_ops_tests.support.world import NOW, World

@@ -19,9 +19,10 @@ import sys
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.demo import app_tables
-from snapshot_ops.reconcile import reconcile, reconcile_resources
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.drift import reconcile
+from snapshot_ops.reconcile import reconcile_resources
 from snapshot_ops.storage import open_storage
 from snapshot_ops_tests.support import REPO
 from snapshot_ops_tests.support.world import NOW

@@ -20,9 +20,8 @@ from botocore.config import Config
 from dagster import EnvVar
 from dagster_aws.s3 import S3Resource
 
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage, storage_s3_resource
 from snapshot_ops.reconcile import reconcile_resources
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
-from snapshot_ops.settings import storage_s3_resource
 from snapshot_ops.storage import Outcome
 from snapshot_ops_tests.support import REPO
 from snapshot_ops_tests.support.faultproxy import Fault, Seen

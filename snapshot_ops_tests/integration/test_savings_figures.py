@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import savings
-from snapshot_ops.assets import DAILY_SCHEMA, savings_metadata
 from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.defs.assets import DAILY_SCHEMA, savings_metadata
 
 LONDON = "Europe/London"
 TZ = zoneinfo.ZoneInfo(LONDON)

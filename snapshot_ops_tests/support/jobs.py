@@ -7,8 +7,8 @@ from typing import Any
 
 from dagster import ExecuteInProcessResult
 
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.defs.jobs import snapshot_cleanup_job
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 
 #: A fixed reference time, so ages in tests are exact.
 NOW = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)

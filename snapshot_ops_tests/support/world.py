@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from snapshot_ops.catalog import make_engine
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.demo import app_tables
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops_tests.support.jobs import NOW, run_cleanup
 from snapshot_ops_tests.support.stores import TEST_RETRY, Store

@@ -11,9 +11,9 @@ import sys
 import pytest
 from dagster import build_schedule_context
 
-from snapshot_ops import defs
+from snapshot_ops.definitions import defs
+from snapshot_ops.defs.schedules import build_daily_schedule, schedule_timezone
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.schedules import build_daily_schedule, schedule_timezone
 
 
 def test_job_steps_run_in_protocol_order():

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from snapshot_ops.jobs import snapshot_cleanup_job
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.defs.jobs import snapshot_cleanup_job
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.world import NOW, World

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from dagster import in_process_executor, multiprocess_executor
 
+from snapshot_ops.defs.executors import EXECUTORS, job_executor
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.settings import EXECUTORS, job_executor
 
 
 def test_default_is_in_process(monkeypatch):

@@ -15,8 +15,8 @@ from dataclasses import asdict
 
 import pytest
 
+from snapshot_ops.defs.resources import SnapshotStorage
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.resources import SnapshotStorage
 from snapshot_ops.storage import DEFAULTS, open_storage
 from snapshot_ops.storage.azure_blob import AzureBlobBackend
 from snapshot_ops.storage.s3 import S3Backend

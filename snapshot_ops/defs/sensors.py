@@ -25,15 +25,15 @@ from dagster import (
     sensor,
 )
 
-from snapshot_ops.alerts import (
+from snapshot_ops.defs.alerts import (
     FRESHNESS_LIMIT,
     LogNotifier,
     Notifier,
     failure_text,
     overdue_by,
 )
-from snapshot_ops.assets import CLEANUP_RUNS
-from snapshot_ops.jobs import snapshot_cleanup_job
+from snapshot_ops.defs.assets import CLEANUP_RUNS
+from snapshot_ops.defs.jobs import snapshot_cleanup_job
 from snapshot_ops.settings import AlertSettings
 
 #: The failure sensor's name with no destination configured (the log); with Slack or Teams

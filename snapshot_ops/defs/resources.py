@@ -10,14 +10,21 @@ lifecycle: `SnapshotDatabase.catalog()` connects and reflects the tables on firs
 multiprocess, Celery or Kubernetes executors once per step process. Opening on first use,
 not in `setup_for_execution`, keeps a bad URL or a missing table a failure of the step
 that met it, with its message, rather than an error starting the resources.
+
+SNAPSHOT_OPS_S3_<FIELD> (e.g. SNAPSHOT_OPS_S3_ENDPOINT_URL) set fields of dagster-aws's
+S3Resource for an s3:// storage URL; see `storage_s3_resource`.
 """
 
 import datetime as dt
-from collections.abc import Iterator
+import functools
+import logging
+import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr
 
 from snapshot_ops.catalog import Catalog, make_engine
@@ -25,6 +32,12 @@ from snapshot_ops.cleanup import lease_length
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage import DEFAULTS, StorageBackend, open_storage
 from snapshot_ops.storage.ratelimit import RateLimitedBackend, range_rate
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+    from dagster_aws.s3 import S3Resource
+
+log = logging.getLogger(__name__)
 
 
 class SnapshotDatabase(ConfigurableResource):
@@ -240,5 +253,73 @@ class SnapshotStorage(ConfigurableResource):
             connect_timeout_seconds=self.connect_timeout_seconds,
             read_timeout_seconds=self.read_timeout_seconds,
             remove_empty_folders=self.remove_empty_folders,
-            s3=s3,
+            s3_client=None if s3 is None else functools.partial(s3_client, s3=s3),
         )
+
+
+#: The fields of dagster-aws's S3Resource a deployment sets through SNAPSHOT_OPS_S3_<FIELD>.
+S3_RESOURCE_FIELDS = (
+    "region_name",
+    "endpoint_url",
+    "profile_name",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+)
+
+
+def storage_s3_resource(environ: Mapping[str, str] | None = None) -> ConfigurableResource | None:
+    """dagster-aws's S3Resource for the storage, when SNAPSHOT_OPS_STORAGE_URL is s3://;
+    else None.
+
+    Each field of S3_RESOURCE_FIELDS whose SNAPSHOT_OPS_S3_<FIELD> variable is set (e.g.
+    SNAPSHOT_OPS_S3_ENDPOINT_URL, SNAPSHOT_OPS_S3_AWS_ACCESS_KEY_ID) is given as an EnvVar:
+    read when a run starts and shown by its name only, never its value. Fields left unset
+    fall back to boto3's standard chain (AWS_* variables, profile, role). Other stores get
+    None, so loading their definitions does not import dagster-aws and boto3.
+    """
+    env = os.environ if environ is None else environ
+    if not env.get("SNAPSHOT_OPS_STORAGE_URL", "").strip().startswith("s3://"):
+        return None
+    from dagster_aws.s3 import S3Resource
+
+    names = {field: f"SNAPSHOT_OPS_S3_{field.upper()}" for field in S3_RESOURCE_FIELDS}
+    return S3Resource(**{field: EnvVar(name) for field, name in names.items() if env.get(name)})
+
+
+def s3_client(config: "Config", *, s3: "S3Resource") -> Any:
+    """An S3 client configured by dagster-aws's `S3Resource` (region, endpoint, profile,
+    credentials, SSL), with `config` (see storage.s3.client_config) on top."""
+    import boto3
+    from botocore.handlers import disable_signing
+    from dagster_aws.s3 import S3Resource
+    from dagster_aws.utils import construct_boto_client_retry_config
+
+    # S3Resource.get_client() builds its botocore Config from max_attempts alone and takes
+    # no other, so it cannot carry our timeouts or pool size: the client is built here
+    # from the resource's fields, as dagster_aws.s3.utils.construct_s3_client does, with
+    # our Config merged over the resource's. Ours wins on retries, so the attempts are
+    # storage's max_attempts, which the run's lease length is computed from.
+    ours, unset = config.retries["total_max_attempts"], S3Resource.model_fields["max_attempts"]
+    if s3.max_attempts not in (unset.default, ours):
+        log.warning(
+            "S3Resource max_attempts=%d is not used: S3 requests make %d attempts "
+            "(the storage resource's max_attempts)",
+            s3.max_attempts,
+            ours,
+        )
+    merged = construct_boto_client_retry_config(s3.max_attempts).merge(config)
+    client = boto3.session.Session(profile_name=s3.profile_name).client(
+        "s3",
+        region_name=s3.region_name,
+        endpoint_url=s3.endpoint_url,
+        use_ssl=s3.use_ssl,
+        verify=s3.verify,
+        aws_access_key_id=s3.aws_access_key_id,
+        aws_secret_access_key=s3.aws_secret_access_key,
+        aws_session_token=s3.aws_session_token,
+        config=merged,
+    )
+    if s3.use_unsigned_session:
+        client.meta.events.register("choose-signer.s3.*", disable_signing)
+    return client

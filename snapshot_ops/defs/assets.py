@@ -51,10 +51,10 @@ from dagster import (
 from pydantic import Field
 
 from snapshot_ops import savings
-from snapshot_ops.alerts import FRESHNESS_LIMIT
 from snapshot_ops.catalog import Catalog
+from snapshot_ops.defs.alerts import FRESHNESS_LIMIT
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.errors import SnapshotOpsError
-from snapshot_ops.resources import SnapshotDatabase
 from snapshot_ops.settings import FIRST_REPORTED_DAY
 
 GROUP = "snapshot_cleanup"

@@ -8,7 +8,7 @@ from dagster import (
     schedule,
 )
 
-from snapshot_ops.jobs import snapshot_cleanup_job
+from snapshot_ops.defs.jobs import snapshot_cleanup_job
 from snapshot_ops.settings import schedule_timezone
 
 # schedule_timezone moved to settings.py (the assets need it too); it stays importable here.

@@ -82,12 +82,13 @@ from pydantic import Field
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from snapshot_ops import checkpoints, cleanup, valves
-from snapshot_ops.assets import Emit, publish_cleanup_run
 from snapshot_ops.catalog import CRASHED, FAILED, SUCCEEDED, CandidateSummary, Catalog
+from snapshot_ops.defs.assets import Emit, publish_cleanup_run
+from snapshot_ops.defs.executors import job_executor
+from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.errors import SnapshotOpsError
-from snapshot_ops.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
-from snapshot_ops.settings import cleanup_ranges, job_executor, schedule_timezone
+from snapshot_ops.settings import cleanup_ranges, schedule_timezone
 from snapshot_ops.storage import StorageBackend
 from snapshot_ops.storage.ratelimit import range_rate
 

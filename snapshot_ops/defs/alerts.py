@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from dagster_msteams.client import TeamsClient
     from slack_sdk import WebClient
 
-log = logging.getLogger(__name__)
+# The name operators configure and read (docs/operations.md), kept when the module moved.
+log = logging.getLogger("snapshot_ops.alerts")
 
 #: No cleanup run logged for longer than this is an alert (the job runs daily, so this
 #: allows one missed or late run before alerting). The asset's freshness policy uses it.
