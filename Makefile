@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the cleanup job on the embedded default (SQLite + a local folder)
+#   make lint   ruff and the import contracts (CI runs it before make test)
 #   make test   run the whole test suite (PostgreSQL on 127.0.0.1:5432, else a private
 #               cluster from the installed server package; see docs/testing.md)
 #   make mutation     mutation testing of every module that decides what is deleted (long)
@@ -54,6 +55,9 @@ BENCH_ARGS ?= --backend fs --rows 100000
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
+# ruff, then import-linter's contracts ([tool.importlinter] in pyproject.toml): the core
+# imports neither Dagster nor snapshot_ops.defs. CI runs it before the tests (.ci/run).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check snapshot_ops snapshot_ops_tests bench mutation
 	$(VENV)/bin/ruff format --check snapshot_ops snapshot_ops_tests bench mutation
+	$(VENV)/bin/lint-imports
