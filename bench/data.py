@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.db import Catalog
 from snapshot_ops.demo import app_tables
 from snapshot_ops.rules import PERMANENT_TYPE, TEMPORARY_TYPE
 

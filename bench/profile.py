@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from bench import baselines, data
 from bench.pgurls import libpq_url
 from snapshot_ops import cleanup
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.demo import app_tables
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.filesystem import FilesystemBackend

@@ -74,7 +74,11 @@ SETS = {
     "full": MutationSet(
         modules=(
             "snapshot_ops/rules.py",
-            "snapshot_ops/catalog.py",
+            "snapshot_ops/db/engine.py",
+            "snapshot_ops/db/schema.py",
+            "snapshot_ops/db/runlog.py",
+            "snapshot_ops/db/candidates.py",
+            "snapshot_ops/db/journal.py",
             "snapshot_ops/cleanup.py",
             "snapshot_ops/storage/base.py",
             "snapshot_ops/storage/s3.py",
@@ -113,7 +117,9 @@ RECORD_HEADER = """\
 @dataclass(frozen=True)
 class Survivor:
     name: str  # mutmut's name, e.g. snapshot_ops.rules.x_make_policy__mutmut_3
-    function: str  # e.g. snapshot_ops.rules.make_policy, snapshot_ops.catalog.Catalog.claim
+    function: (
+        str  # e.g. snapshot_ops.rules.make_policy, snapshot_ops.db.journal.Journal.claim_pending
+    )
     mutation: str  # the removed and added lines, one per line, "- ..." / "+ ..."
     status: str
     diff: str

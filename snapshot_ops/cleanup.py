@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_ops import checkpoints
-from snapshot_ops.catalog import Catalog, PendingDelete, ReadBatch
+from snapshot_ops.db import Catalog, PendingDelete, ReadBatch
 from snapshot_ops.rules import Policy
 from snapshot_ops.storage.base import Outcome, StorageBackend
 

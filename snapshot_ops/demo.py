@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import make_engine
+from snapshot_ops.db import make_engine
 from snapshot_ops.rules import PERMANENT_TYPE, TEMPORARY_TYPE
 
 

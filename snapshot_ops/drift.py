@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.db import Catalog
 from snapshot_ops.storage import StorageBackend
 
 #: How many example keys or ids each finding lists; all are counted.

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.errors import SnapshotOpsError
 
 #: Exit statuses: done; some ids were not in the journal (nothing done for them); bad setup.

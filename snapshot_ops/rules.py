@@ -2,7 +2,7 @@
 
 The rule: a `ParseSessionSnapshot` older than 7 days and not linked to an order is
 temporary and may go; an `OrderAttachmentSnapshot`, or any file linked in
-`OrderAttachments`, is permanent. The SQL that applies this lives in `catalog.py`.
+`OrderAttachments`, is permanent. The SQL that applies this lives in `db/candidates.py`.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def is_expired_temporary(
     linked: bool,
     cutoff: dt.datetime,
 ) -> bool:
-    """The rule for one row, stated plainly; the SQL in catalog.py must agree with it."""
+    """The rule for one row, stated plainly; the SQL in db/candidates.py must agree with it."""
     return (
         snapshot_type == TEMPORARY_TYPE
         and deleted_at is None

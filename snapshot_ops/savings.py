@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import CRASHED, FAILED, Catalog
+from snapshot_ops.db import CRASHED, FAILED, Catalog
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS
 
 if TYPE_CHECKING:
@@ -236,11 +236,11 @@ def compute_savings(catalog: Catalog, as_of: dt.date, timezone: str) -> SavingsV
 
 
 def savings_table(catalog: Catalog) -> sa.Table:
-    """The view's table beside the run log (same schema, or same name prefix on SQLite)."""
-    prefix = catalog.runs.name[: -len("cleanup_runs")]
+    """The view's table beside the run log (the job's own names, `Catalog.own`: same
+    schema, or same name prefix on SQLite)."""
     return sa.Table(
-        f"{prefix}{SAVINGS_TABLE}",
-        sa.MetaData(schema=catalog.runs.schema),
+        catalog.own.name(SAVINGS_TABLE),
+        sa.MetaData(schema=catalog.own.schema),
         sa.Column("day", sa.Date, primary_key=True),
         sa.Column("bytes_reclaimed", sa.BigInteger, nullable=False),
         sa.Column("files_reclaimed", sa.BigInteger, nullable=False),

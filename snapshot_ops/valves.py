@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.db import Catalog
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.storage.base import StorageBackend
 

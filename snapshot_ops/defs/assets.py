@@ -51,7 +51,7 @@ from dagster import (
 from pydantic import Field
 
 from snapshot_ops import savings
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.db import Catalog
 from snapshot_ops.defs.alerts import FRESHNESS_LIMIT
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.errors import SnapshotOpsError

@@ -8,7 +8,7 @@ The order matters: a row is marked deleted (after its linkage is re-checked unde
 and committed *before* its object is deleted, never the reverse; see catalog.mark_batch.
 Checking the linkage and marking cannot be separate steps: they must share one
 transaction, or an order could attach the file in between.
-The ops are thin: the decisions live in rules.py, catalog.py and cleanup.py.
+The ops are thin: the decisions live in rules.py, db/ and cleanup.py.
 
 Ranges: the candidates are split into contiguous ranges of the marking walk's keyset order
 ("createdAt", "fileId") by `identify_expired_candidates` (read-only, from the count it has
@@ -82,7 +82,7 @@ from pydantic import Field
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from snapshot_ops import checkpoints, cleanup, valves
-from snapshot_ops.catalog import CRASHED, FAILED, SUCCEEDED, CandidateSummary, Catalog
+from snapshot_ops.db import CRASHED, FAILED, SUCCEEDED, CandidateSummary, Catalog
 from snapshot_ops.defs.assets import Emit, publish_cleanup_run
 from snapshot_ops.defs.executors import job_executor
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage

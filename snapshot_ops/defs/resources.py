@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import lease_length
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage import DEFAULTS, StorageBackend, open_storage
 from snapshot_ops.storage.ratelimit import RateLimitedBackend, range_rate

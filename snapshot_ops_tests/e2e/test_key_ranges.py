@@ -17,8 +17,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops import catalog as catalog_module
-from snapshot_ops import checkpoints, resources
+from snapshot_ops import checkpoints, db
+from snapshot_ops.defs import resources
 from snapshot_ops.defs.jobs import share_deletions
 from snapshot_ops.settings import MAX_RANGES, cleanup_ranges
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state, wait_paused
@@ -133,7 +133,7 @@ def test_max_deletions_holds_across_ranges_when_candidates_appear(world, tmp_pat
 def test_an_in_process_run_opens_the_database_and_the_store_once(world, monkeypatch):
     engines: list[object] = []
     backends: list[object] = []
-    make_engine, open_storage = catalog_module.make_engine, resources.open_storage
+    make_engine, open_storage = db.make_engine, resources.open_storage
 
     def counted_engine(url: str):
         engines.append(url)

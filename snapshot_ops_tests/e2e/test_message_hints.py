@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from dagster import AssetCheckEvaluation, DagsterInstance
 
 from snapshot_ops import reconcile
-from snapshot_ops.catalog import database_url
+from snapshot_ops.db import database_url
 from snapshot_ops.defs.assets import OVERDUE_CHECK
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.demo import app_tables

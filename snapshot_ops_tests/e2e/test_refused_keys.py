@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import checkpoints
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops_tests.support import REPO
 from snapshot_ops_tests.support.jobs import step_metadata
 from snapshot_ops_tests.support.scenarios import wait_paused

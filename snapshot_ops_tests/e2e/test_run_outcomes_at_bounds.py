@@ -20,8 +20,8 @@ import json
 
 import pytest
 
-from snapshot_ops.catalog import MAX_STORED_ERRORS, Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
+from snapshot_ops.db import MAX_STORED_ERRORS, Catalog, make_engine
 from snapshot_ops.rules import (
     make_policy,
 )

@@ -12,7 +12,7 @@ import datetime as dt
 
 import pytest
 
-from snapshot_ops.catalog import Catalog
+from snapshot_ops.db import Catalog
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.rules import check_clocks
 from snapshot_ops_tests.support.jobs import failure_message

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
 
 from snapshot_ops import savings
-from snapshot_ops.catalog import SNAPSHOT_COLUMNS, Catalog, make_engine
+from snapshot_ops.db import SNAPSHOT_COLUMNS, Catalog, make_engine
 from snapshot_ops.defs.assets import (
     CLEANUP_RUNS,
     ORDER_ATTACHMENTS,

@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import reconcile as reconcile_module
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.defs.assets import check_overdue
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.storage import open_storage

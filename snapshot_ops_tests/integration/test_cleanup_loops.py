@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.rules import make_policy
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.world import NOW

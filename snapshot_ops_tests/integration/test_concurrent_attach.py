@@ -17,8 +17,8 @@ import time
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog, make_engine
 from snapshot_ops.cleanup import mark_and_delete
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.rules import make_policy
 from snapshot_ops_tests.support.scenarios import Attacher, bulk_add, lost_files, state
 from snapshot_ops_tests.support.waiting import wait_until

@@ -22,7 +22,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import BACKOFF_BASE, backoff
+from snapshot_ops.db import BACKOFF_BASE, backoff
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.faultproxy import Fault, Seen
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job
@@ -305,8 +305,8 @@ def test_a_journal_made_by_an_older_version_gets_the_lease_columns(world):
 def test_a_batch_leased_at_marking_is_left_to_its_marker(world):
     # Run a marks a batch (its journal entries leased to it in the marking transaction);
     # run b's journal sweep, on its own connections, must neither delete nor count them.
-    from snapshot_ops.catalog import PendingDelete
     from snapshot_ops.cleanup import delete_marked, finish_pending
+    from snapshot_ops.db import PendingDelete
     from snapshot_ops.storage.filesystem import FilesystemBackend
 
     ids = [world.add(age=10 * DAY, size=100) for _ in range(4)]

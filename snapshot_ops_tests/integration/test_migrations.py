@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import migrations
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.savings import savings_table
 from snapshot_ops_tests.support.scenarios import DAY, REPO, state
 from snapshot_ops_tests.support.waiting import wait_until
@@ -85,8 +85,8 @@ def open_catalog(url: str) -> Catalog:
 
 
 def version_rows(catalog: Catalog) -> list[str]:
-    name = f"{catalog.own_prefix}{migrations.VERSION_TABLE}"
-    table = sa.table(name, sa.column("version_num"), schema=catalog.ops_schema)
+    name = f"{catalog.own.prefix}{migrations.VERSION_TABLE}"
+    table = sa.table(name, sa.column("version_num"), schema=catalog.own.schema)
     with catalog.engine.connect() as conn:
         return list(conn.execute(sa.select(table.c.version_num)).scalars())
 
@@ -203,7 +203,7 @@ def test_a_database_from_before_migrations_is_adopted_and_keeps_its_data(world, 
 #: One run's start, as its own process: wait for the gate file to go, then migrate.
 MIGRATE = """
 import pathlib, sys, time
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 catalog = Catalog(make_engine(sys.argv[1]))
 gate = pathlib.Path(sys.argv[2])
 gate.with_suffix(f".ready{sys.argv[3]}").touch()

@@ -18,7 +18,7 @@ import sys
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.demo import app_tables
 from snapshot_ops.drift import reconcile

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import savings
-from snapshot_ops.catalog import Catalog, make_engine
+from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.defs.assets import DAILY_SCHEMA, savings_metadata
 
 LONDON = "Europe/London"

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshot_ops.catalog import make_engine
+from snapshot_ops.db import make_engine
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.demo import app_tables
 from snapshot_ops.rules import TEMPORARY_TYPE

@@ -1,0 +1,85 @@
+"""The engine and the two dialects the job supports (PostgreSQL, SQLite).
+
+`make_engine` sets the engine up for the locking protocol (see snapshot_ops.db.candidates);
+`any_of` and `quoted` are the few places the SQL differs by dialect outside the protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from snapshot_ops.errors import ConfigError
+
+#: Execution option of connections that only read (SQLite: deferred BEGIN, no write lock).
+READ_ONLY_OPTION = "snapshot_ops_read_only"
+
+
+def database_url(raw: str) -> URL:
+    """Parse a SQLAlchemy URL, mapping plain `postgresql://` to the installed psycopg2 driver.
+
+    SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3, which is not installed (and
+    dagster-postgres cannot use it), so a URL as a user types it is pinned to psycopg2.
+    """
+    try:
+        url = make_url(raw)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(
+            f"SNAPSHOT_OPS_DATABASE_URL is not a database URL: {exc}. "
+            "Expected e.g. postgresql://user@host:5432/db or sqlite:////path/app.db"
+        ) from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(
+            f"unsupported database {url.get_backend_name()!r}: use PostgreSQL or SQLite"
+        )
+    return url
+
+
+def make_engine(raw_url: str) -> Engine:
+    """An engine for the application database, set up for the locking protocol."""
+    url = database_url(raw_url)
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        # pysqlite's own transaction handling defers BEGIN and never takes the write lock
+        # up front; BEGIN IMMEDIATE makes each batch's select + mark one atomic unit.
+        @sa.event.listens_for(engine, "connect")
+        def _no_pysqlite_transactions(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        # A connection opened by `Catalog.reading` only reads: a plain (deferred) BEGIN
+        # takes no write lock, so a long count never makes the application's writers wait.
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            if conn.get_execution_options().get(READ_ONLY_OPTION):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def any_of(
+    column: sa.ColumnElement[Any], values: Sequence[Any], *, sqlite: bool
+) -> sa.ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL as `= ANY(array)`: one bound array instead of
+    a thousand bound values, which SQLAlchemy would otherwise render one by one (it
+    was the largest CPU cost of a batch)."""
+    if sqlite:
+        return column.in_(values)
+    array_type = ARRAY(column.type)
+    array = sa.cast(sa.bindparam(None, list(values), type_=array_type), array_type)
+    return column == sa.any_(array)
+
+
+def quoted(table: sa.Table) -> str:
+    """The table's name as SQL writes it, schema-qualified when it has one."""
+    name = f'"{table.name}"'
+    return f'"{table.schema}".{name}' if table.schema else name

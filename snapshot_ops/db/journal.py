@@ -1,0 +1,344 @@
+"""The journal (`pending_deletes`): rows marked deleted whose object may still exist.
+
+No transaction on the application's database is open while the store works: a run takes
+journal entries as a committed *lease* (`claim_pending`: `claimed_by` = its run id,
+`lease_until`), deletes their objects with no transaction open, then settles them in a new
+short transaction that only touches entries it still holds (`settle_pending`). That
+transaction also adds what it settled to the settling run's `cleanup_runs` row, so an
+object is counted once, by the run that settled it, even when that run is later killed.
+Entries are written by the marking transaction (snapshot_ops.db.candidates).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from snapshot_ops.db.schema import Tables
+
+#: A journal entry whose delete failed once is tried again by the next run (a passing
+#: outage). One that failed n >= 2 times is not tried again before
+#: min(BACKOFF_BASE * 2**(n-2), BACKOFF_CAP) has passed (1 h, 2 h, 4 h, ... 7 days); until
+#: then every run reports it as an error by name without sending it to the store.
+BACKOFF_BASE = dt.timedelta(hours=1)
+BACKOFF_CAP = dt.timedelta(days=7)
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """How long an entry whose delete has failed `attempts` times waits to be retried:
+    nothing after one failure, then 1 h doubling with each failure, at most BACKOFF_CAP."""
+    if attempts < 2:
+        return dt.timedelta(0)
+    return min(BACKOFF_BASE * 2 ** min(attempts - 2, 30), BACKOFF_CAP)
+
+
+@dataclass(frozen=True)
+class PendingDelete:
+    file_id: str
+    storage_key: str
+    size_bytes: int | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class BackedOff:
+    """A journal entry waiting out its backoff: reported by every run, not yet retried."""
+
+    file_id: str
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one settle transaction changed: only entries the run still held count."""
+
+    deleted: int = 0
+    missing: int = 0
+    bytes_reclaimed: int = 0
+    file_ids: frozenset[str] = frozenset()
+
+
+class Journal(Tables):
+    """The journal statements of a `Catalog`."""
+
+    def keys_in_use(self, conn: Connection, keys: Sequence[str]) -> set[str]:
+        """Those of `keys` that a live row (`deletedAt` null) still points at.
+
+        Two rows may share one object, e.g. an order's snapshot reusing the object of an
+        expired parse-session one: the object must stay while any row that must stay
+        points at it, whatever happens to the other row.
+        """
+        if not keys:
+            return set()
+        f = self.files.c
+        return set(
+            conn.execute(
+                sa.select(f.storageKey)
+                .where(self._in(f.storageKey, list(set(keys))), f.deletedAt.is_(None))
+                .distinct()
+            ).scalars()
+        )
+
+    def shared_keys(self, keys: Sequence[str]) -> set[str]:
+        """`keys_in_use` in a read-only connection of its own: asked right before a batch
+        the run leased at marking is deleted (as `claim_pending` asks for the entries it
+        leases), so the window in which a new live row could take such a key stays as
+        short as it was."""
+        with self.reading() as conn:
+            return self.keys_in_use(conn, keys)
+
+    def release_leases(self, run_id: str) -> None:
+        """Give back every journal entry `run_id` still holds (a run that failed)."""
+        p = self.pending.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.pending)
+                .where(p.claimed_by == run_id)
+                .values(claimed_by=None, lease_until=None)
+            )
+
+    def claim_pending(
+        self,
+        *,
+        run_id: str,
+        now: dt.datetime,
+        lease: dt.timedelta,
+        after: str | None = None,
+        limit: int | None = None,
+        only: Sequence[str] | None = None,
+    ) -> tuple[list[PendingDelete], list[str]]:
+        """Lease journal entries to `run_id` until `now + lease`, in one short transaction.
+
+        Takes entries no run holds (or whose lease has run out) and that are not waiting out
+        a backoff: either the next `limit` after `after` in file_id order (to sweep the whole
+        journal) or those among `only` (the batch this run has just marked). The lease is
+        committed before the caller talks to the store, so no transaction stays open during
+        the delete, and another run skips these entries until the lease ends.
+
+        Entries whose object a live row still names (see `keys_in_use`) are not this row's
+        alone to delete: they are dropped from the journal here, object kept.
+        Returns (leased entries to delete, in file_id order; file_ids dropped as shared).
+        """
+        p = self.pending.c
+        free = sa.or_(p.claimed_by.is_(None), p.lease_until < now)
+        due = sa.or_(p.next_attempt_at.is_(None), p.next_attempt_at <= now)
+        pick = sa.select(p.file_id).where(free, due)
+        if after is not None:
+            pick = pick.where(p.file_id > after)
+        if only is not None:
+            pick = pick.where(self._in(p.file_id, list(only)))
+        pick = pick.order_by(p.file_id).limit(limit)
+        if not self.is_sqlite:  # a competing claim's rows are skipped, not waited for
+            pick = pick.with_for_update(skip_locked=True)
+        claim = (
+            sa.update(self.pending)
+            # `free` again: under READ COMMITTED a row another claim leased meanwhile is
+            # re-checked here and left alone.
+            .where(p.file_id.in_(pick), free)
+            .values(claimed_by=run_id, lease_until=now + lease)
+            .returning(p.file_id, p.storage_key, p.size_bytes, p.attempts)
+        )
+        with self.engine.begin() as conn:
+            entries = sorted(
+                (PendingDelete(*row) for row in conn.execute(claim)), key=lambda e: e.file_id
+            )
+            in_use = self.keys_in_use(conn, [e.storage_key for e in entries])
+            shared = [e.file_id for e in entries if e.storage_key in in_use]
+            if shared:
+                conn.execute(sa.delete(self.pending).where(self._in(p.file_id, shared)))
+        return [e for e in entries if e.storage_key not in in_use], shared
+
+    def settle_pending(
+        self,
+        *,
+        run_id: str,
+        now: dt.datetime,
+        deleted: dict[str, int],
+        missing: Sequence[str],
+        failed: dict[str, tuple[int, str]],
+        shared: Sequence[str] = (),
+    ) -> Settled:
+        """Settle what the store answered for entries `run_id` leased, in one transaction.
+
+        `deleted` maps file_id -> bytes freed, `missing` lists objects that were already
+        gone, `failed` maps file_id -> (attempts before this one, error). Only entries still
+        leased by `run_id` change: gone ones leave the journal and are counted, failed ones
+        are released with one more attempt and a backoff (`backoff`). What was counted is
+        added to `run_id`'s cleanup_runs row in the same transaction, so a run killed right
+        after still has it in its row, and no other run counts it again. `shared` lists
+        entries whose object a live row still names: they leave the journal, object kept,
+        uncounted (their ids are in the result's `file_ids` when they were still held).
+        """
+        p, r = self.pending.c, self.runs.c
+        mine = p.claimed_by == run_id
+        gone = list(deleted) + list(missing) + list(shared)
+        with self.engine.begin() as conn:
+            settled: set[str] = set()
+            if gone:
+                settled = set(
+                    conn.execute(
+                        sa.delete(self.pending)
+                        .where(self._in(p.file_id, gone), mine)
+                        .returning(p.file_id)
+                    ).scalars()
+                )
+            if failed:  # one statement for all of them (executemany)
+                conn.execute(
+                    sa.update(self.pending)
+                    .where(p.file_id == sa.bindparam("failed_id"), mine)
+                    .values(
+                        attempts=p.attempts + 1,
+                        last_error=sa.bindparam("error"),
+                        claimed_by=None,
+                        lease_until=None,
+                        next_attempt_at=sa.bindparam("retry_at"),
+                    ),
+                    [
+                        {
+                            "failed_id": file_id,
+                            "error": error[:2000],
+                            "retry_at": now + backoff(attempts + 1),
+                        }
+                        for file_id, (attempts, error) in failed.items()
+                    ],
+                )
+            result = Settled(
+                deleted=sum(1 for i in deleted if i in settled),
+                missing=sum(1 for i in missing if i in settled),
+                bytes_reclaimed=sum(size for i, size in deleted.items() if i in settled),
+                file_ids=frozenset(settled),
+            )
+            if result.deleted or result.missing:
+                conn.execute(
+                    sa.update(self.runs)
+                    .where(r.run_id == run_id)
+                    .values(
+                        deleted_count=r.deleted_count + result.deleted + result.missing,
+                        missing_count=r.missing_count + result.missing,
+                        bytes_reclaimed=r.bytes_reclaimed + result.bytes_reclaimed,
+                    )
+                )
+        return result
+
+    def backed_off(self, now: dt.datetime) -> list[BackedOff]:
+        """Journal entries not to be retried before a later instant (failed deletes)."""
+        p = self.pending.c
+        with self.reading() as conn:
+            rows = conn.execute(
+                sa.select(p.file_id, p.attempts, p.next_attempt_at, p.last_error)
+                .where(p.next_attempt_at > now)
+                .order_by(p.file_id)
+            ).all()
+        return [BackedOff(*row) for row in rows]
+
+    # -- releasing journal entries that cannot succeed -------------------------------------
+
+    def release_pending(self, file_ids: Sequence[str]) -> list[str]:
+        """Make the rows of these journal entries live again and drop the entries.
+
+        In one transaction: the journal entries among `file_ids` are deleted, and only for
+        the entries that were there, the row's `"deletedAt"` is set back to NULL. Ids that
+        the journal does not hold are left alone (their rows are not touched), so releasing
+        twice, or racing a run that just settled an entry, changes nothing. Rows are picked
+        by id only, never by comparing timestamps. The object is not touched: a released
+        row is live, can be fixed, and is a candidate again for the next run.
+
+        An entry that a live run holds (an unexpired lease, see `claim_pending`) is left
+        alone too: that run may be deleting its object right now, and its row must not
+        become live meanwhile.
+
+        Returns the released file ids. For an entry whose object the store refused (it can
+        never be deleted by that key) or whose row's key was changed since it was marked.
+        """
+        if not file_ids:
+            return []
+        p, f = self.pending.c, self.files.c
+        now = dt.datetime.now(dt.UTC)
+        with self.engine.begin() as conn:
+            released = list(
+                conn.execute(
+                    sa.delete(self.pending)
+                    .where(
+                        self._in(p.file_id, list(dict.fromkeys(file_ids))),
+                        sa.or_(p.claimed_by.is_(None), p.lease_until <= now),
+                    )
+                    .returning(p.file_id)
+                ).scalars()
+            )
+            if released:
+                conn.execute(
+                    sa.update(self.files).where(self._in(f.fileId, released)).values(deletedAt=None)
+                )
+        return released
+
+    def stale_pending(self, *, limit: int) -> list[PendingDelete]:
+        """Up to `limit` journal entries whose row now names another storage key.
+
+        The row's owner changed its `"storageKey"` after it was marked (e.g. pointed a
+        refused key at the real file): deleting the journaled key would miss the row's
+        object, so such an entry is released (`release_pending`) instead of retried.
+        Entries whose row no longer exists are not stale: their object is still deleted.
+        """
+        p, f = self.pending.c, self.files.c
+        query = (
+            sa.select(p.file_id, p.storage_key, p.size_bytes, p.attempts)
+            .join_from(self.pending, self.files, f.fileId == sa.cast(p.file_id, f.fileId.type))
+            .where(f.storageKey.is_distinct_from(p.storage_key))
+            .order_by(p.file_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [PendingDelete(*row) for row in conn.execute(query)]
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every journal entry with its row's current state, in file_id order.
+
+        Each is a dict: `file_id`, `storage_key` (the journaled key), `row_storage_key`
+        (the row's key now; None if the row is gone), `row_marked` (its `"deletedAt"` is
+        set; None if the row is gone), `attempts`, `last_error`, `run_id`, `marked_at`
+        (ISO 8601). Empty when the job never created its journal here.
+        """
+        p, f = self.pending.c, self.files.c
+        if not sa.inspect(self.engine).has_table(self.pending.name, schema=self.pending.schema):
+            return []
+        query = (
+            sa.select(
+                p.file_id,
+                p.storage_key,
+                f.fileId.is_not(None).label("row_exists"),
+                f.storageKey.label("row_storage_key"),
+                f.deletedAt.is_not(None).label("row_marked"),
+                p.attempts,
+                p.last_error,
+                p.run_id,
+                p.marked_at,
+            )
+            .join_from(
+                self.pending,
+                self.files,
+                f.fileId == sa.cast(p.file_id, f.fileId.type),
+                isouter=True,
+            )
+            .order_by(p.file_id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        entries = []
+        for row in rows:
+            entry = row._asdict()
+            exists = bool(entry.pop("row_exists"))
+            entry["row_marked"] = bool(row.row_marked) if exists else None
+            entry["marked_at"] = row.marked_at.isoformat() if row.marked_at else None
+            entries.append(entry)
+        return entries
+
+    def pending_count(self) -> int:
+        with self.reading() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(self.pending)).scalar_one()
