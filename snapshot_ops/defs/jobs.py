@@ -52,11 +52,9 @@ of the event log: each line written there is one more insert on a run's critical
 
 import dataclasses
 import datetime as dt
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from dagster import (
     Config,
@@ -81,16 +79,16 @@ from dagster import (
 from pydantic import Field
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
-from snapshot_ops import checkpoints, cleanup, valves
-from snapshot_ops.db import CRASHED, FAILED, SUCCEEDED, CandidateSummary, Catalog
+from snapshot_ops import checkpoints, cleanup, preflight
+from snapshot_ops.db import CRASHED, FAILED, SUCCEEDED, Catalog
 from snapshot_ops.defs.assets import Emit, publish_cleanup_run
 from snapshot_ops.defs.executors import job_executor
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.errors import SnapshotOpsError
-from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks, make_policy
-from snapshot_ops.settings import cleanup_ranges, schedule_timezone
+from snapshot_ops.planning import CleanupPlan, KeyRange, split_key_ranges
+from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks
+from snapshot_ops.settings import schedule_timezone
 from snapshot_ops.storage import StorageBackend
-from snapshot_ops.storage.ratelimit import range_rate
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
@@ -144,86 +142,6 @@ class CleanupConfig(Config):
     )
 
 
-@dataclass(frozen=True)
-class KeyRange:
-    """One contiguous range of the candidates' keyset order ("createdAt", "fileId").
-
-    Bounds are keys as `Catalog.range_boundaries` returns them ("createdAt" as stored):
-    the range holds the keys after `after` (None: from the first) up to `upper` included
-    (None: to the last), so a run's ranges cover every key exactly once.
-    """
-
-    index: int
-    ranges: int  # how many ranges the run has
-    after: tuple[Any, Any] | None
-    upper: tuple[Any, Any] | None
-    max_deletions: int  # this range's share of the run's max_deletions
-
-    @property
-    def name(self) -> str:
-        """The mapping key: the step is `mark_and_delete_expired[<name>]`."""
-        return f"range_{self.index}"
-
-    def describe(self) -> str:
-        after = "the first key" if self.after is None else f"after {self.after}"
-        upper = "the last key" if self.upper is None else f"{self.upper} included"
-        return f"{self.name} ({self.index + 1} of {self.ranges}): {after} up to {upper}"
-
-
-def share_deletions(max_deletions: int, counts: Sequence[int]) -> list[int]:
-    """Each range's share of `max_deletions`, given its candidates counted at the split.
-
-    Each range may mark its own candidates plus an equal part of the headroom
-    (max_deletions - sum(counts); the remainder to the last range), so the shares add up to
-    exactly `max_deletions` and no range is stopped short of what it held when counted.
-    When the counts already pass the cap (a dry run), the last ranges give up the excess.
-    """
-    headroom = max(0, max_deletions - sum(counts))
-    shares = [count + headroom // len(counts) for count in counts]
-    shares[-1] += headroom % len(counts)
-    excess = sum(shares) - max_deletions
-    for i in reversed(range(len(shares))):
-        cut = min(excess, shares[i])
-        shares[i] -= cut
-        excess -= cut
-    return shares
-
-
-def split_key_ranges(
-    catalog: Catalog, summary: CandidateSummary, policy: Policy, ranges: int
-) -> list[KeyRange]:
-    """Split the candidates into at most `ranges` contiguous key ranges, one step each.
-
-    Read-only: the boundaries are every k-th candidate's key in keyset order, k = the
-    candidates counted (`summary`) divided by the ranges, rounded up (`range_boundaries`).
-    One range (the default), or fewer candidates than two ranges need, reads nothing and
-    gives a single range covering every key. Each range gets its share of
-    `policy.max_deletions` (`share_deletions`).
-    """
-    candidates = summary.candidates
-    every = math.ceil(candidates / ranges) if candidates else 1
-    most = min(ranges - 1, max(0, (candidates - 1) // every))
-    bounds: list[tuple[Any, Any]] = []
-    if most > 0:
-        bounds = catalog.range_boundaries(policy.cutoff, every=every, most=most)
-    counts = [every] * len(bounds) + [max(0, candidates - every * len(bounds))]
-    shares = share_deletions(policy.max_deletions, counts)
-    edges: list[tuple[Any, Any] | None] = [None, *bounds, None]
-    return [KeyRange(i, len(counts), edges[i], edges[i + 1], shares[i]) for i in range(len(counts))]
-
-
-@dataclass(frozen=True)
-class CleanupPlan:
-    run_id: str
-    run_at: dt.datetime
-    policy: Policy
-    dry_run: bool
-    batch_size: int
-    summary: CandidateSummary
-    #: The candidates' key ranges, one mark_and_delete_expired step each (see split_key_ranges).
-    key_ranges: tuple[KeyRange, ...] = ()
-
-
 @contextmanager
 def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
     """The execution's catalog (the resource keeps it), with the job's failures explained."""
@@ -264,19 +182,15 @@ def identify_expired_candidates(
     """
     run_at = dt.datetime.now(dt.UTC)
     try:
-        if config.batch_size < 1:
-            raise SnapshotOpsError(
-                f"batch_size must be at least 1, got {config.batch_size} (the default is 1000)"
-            )
-        policy = make_policy(
+        policy, ranges = preflight.check_run_settings(
+            batch_size=config.batch_size,
             reference_time=config.reference_time,
             retention_days=config.retention_days,
             max_deletions=config.max_deletions,
+            ranges=config.ranges,
+            max_deletes_per_second=storage.max_deletes_per_second,
             now=run_at,
         )
-        ranges = cleanup_ranges(config.ranges)
-        if storage.max_deletes_per_second is not None:
-            range_rate(storage.max_deletes_per_second, ranges)  # refuses a share below 1/s
         storage.backend()  # fail now if the storage root is wrong
     except SnapshotOpsError as exc:
         raise Failure(description=f"bad configuration: {exc}") from exc
@@ -286,17 +200,14 @@ def identify_expired_candidates(
             check_clocks(run_at, catalog.database_now())
         except SnapshotOpsError as exc:
             raise Failure(description=f"clock check: {exc}") from exc
-        times = catalog.times  # how createdAt is stored, checked before anything else
-        catalog.ensure_own_tables()
-        advice = catalog.missing_indexes()
-        if advice:
+        tables = preflight.prepare_tables(catalog)
+        if tables.missing_indexes:
             context.log.warning(
                 "the application database lacks indexes that keep the cleanup's queries "
-                "cheap on large tables; ask its owner to run:\n" + "\n".join(advice)
+                "cheap on large tables; ask its owner to run:\n" + "\n".join(tables.missing_indexes)
             )
         close_crashed_runs(context, catalog)
-        summary = catalog.summarize(policy.cutoff)
-        undated = catalog.count_undated()
+        summary, undated = preflight.count_candidates(catalog, policy)
         if undated:
             context.log.warning(
                 f'{undated} live, unlinked ParseSessionSnapshot rows have no "createdAt": the '
@@ -312,16 +223,15 @@ def identify_expired_candidates(
             candidate_count=summary.candidates,
         )
         metadata: dict[str, object] = {
-            "runAt": run_at.isoformat(),
-            "cutoff": policy.cutoff.isoformat(),
-            "candidates": summary.candidates,
-            "knownBytes": summary.known_bytes,
-            "candidatesWithoutSize": summary.unknown_size,
-            "keptLinkedToOrders": summary.kept_linked,
-            "createdAtFormat": times.created.describe(),
-            "keptWithoutCreatedAt": undated,
-            "dryRun": config.dry_run,
-            "missingIndexes": MetadataValue.md("\n".join(advice) or "none"),
+            **preflight.run_figures(
+                run_at=run_at,
+                policy=policy,
+                summary=summary,
+                undated=undated,
+                created_format=tables.created_format,
+                dry_run=config.dry_run,
+            ),
+            "missingIndexes": MetadataValue.md("\n".join(tables.missing_indexes) or "none"),
         }
         if config.dry_run:
             metadata["wouldDelete"] = _listing(catalog, policy)
@@ -332,15 +242,10 @@ def identify_expired_candidates(
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
             "linked to an order"
         )
-        if summary.candidates > policy.max_deletions and not config.dry_run:
-            message = (
-                f"{summary.candidates} snapshots are expired, more than max_deletions="
-                f"{policy.max_deletions}; nothing was deleted. Check the cutoff "
-                f"({policy.cutoff.isoformat()}) and, if it is right, run again with "
-                f"max_deletions: {summary.candidates} (or dry_run: true to list them)."
-            )
-            catalog.finish_run(context.run_id, status=FAILED, errors=[message])
-            raise Failure(description=message, metadata=metadata)
+        refusal = preflight.over_cap(summary, policy, dry_run=config.dry_run)
+        if refusal is not None:
+            catalog.finish_run(context.run_id, status=FAILED, errors=[refusal])
+            raise Failure(description=refusal, metadata=metadata)
         key_ranges = split_key_ranges(catalog, summary, policy, ranges)
     metadata["keyRanges"] = MetadataValue.md("\n".join(f"- {r.describe()}" for r in key_ranges))
     checkpoints.reached("after_select")
@@ -433,8 +338,8 @@ def _finish_journal(
 
 def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -> None:
     try:
-        valves.check_storage_sees_candidates(catalog, storage.backend(), policy.cutoff)
-    except valves.StorageMismatch as exc:
+        preflight.check_storage_sees_candidates(catalog, storage.backend(), policy.cutoff)
+    except preflight.StorageMismatch as exc:
         raise Failure(description=str(exc)) from exc
 
 

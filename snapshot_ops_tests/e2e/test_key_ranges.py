@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from snapshot_ops import checkpoints, db
 from snapshot_ops.defs import resources
-from snapshot_ops.defs.jobs import share_deletions
+from snapshot_ops.planning import share_deletions
 from snapshot_ops.settings import MAX_RANGES, cleanup_ranges
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state, wait_paused
 
