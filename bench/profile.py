@@ -187,7 +187,7 @@ def run_once(
         "user": after.ru_utime - before.ru_utime,
         "sys": after.ru_stime - before.ru_stime,
         "backend": backend,
-        "marked": marked.marked,
+        "marked": marked.marked_count,
         "deleted": deleted.deleted_count,
         "errors": len(marked.errors) + len(deleted.errors),
     }

@@ -44,7 +44,7 @@ DELETER_THREADS = 2
 
 @dataclass(frozen=True)
 class MarkReport:
-    marked: int
+    marked_count: int  # rows this run marked deleted (the run log's marked_count)
     bytes_marked: int  # from "sizeBytes" where set
     attached_meanwhile: list[str]  # candidates an order linked while the run went on
     errors: list[str] = field(default_factory=list)  # refused keys, left live
@@ -52,7 +52,7 @@ class MarkReport:
 
 @dataclass(frozen=True)
 class DeleteReport:
-    deleted: int = 0  # objects this run removed
+    removed: int = 0  # objects this run's deletes removed (not the run log's deletedCount)
     missing: int = 0  # objects already gone: their rows count as deleted too
     bytes_reclaimed: int = 0
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
@@ -67,11 +67,11 @@ class DeleteReport:
     @property
     def deleted_count(self) -> int:
         """The run log's `deletedCount`: rows whose object is now confirmed gone."""
-        return self.deleted + self.missing
+        return self.removed + self.missing
 
     def __add__(self, other: DeleteReport) -> DeleteReport:
         return DeleteReport(
-            self.deleted + other.deleted,
+            self.removed + other.removed,
             self.missing + other.missing,
             self.bytes_reclaimed + other.bytes_reclaimed,
             self.errors + other.errors,
@@ -512,7 +512,7 @@ def mark_and_delete(
         "%d already missing, %d failed, %d kept because a live row shares them",
         marked,
         len(attached),
-        deleted.deleted,
+        deleted.removed,
         deleted.missing,
         len(deleted.errors),
         len(deleted.kept_shared),

@@ -368,20 +368,20 @@ def _listing(catalog: Catalog, policy: Policy) -> TableMetadataValue:
 
 @dataclass(frozen=True)
 class CleanReport:
-    marked: cleanup.MarkReport
-    deleted: cleanup.DeleteReport
+    mark_report: cleanup.MarkReport
+    delete_report: cleanup.DeleteReport
     range_index: int = 0  # the KeyRange it reports on
 
 
 def _combined(reports: Sequence[CleanReport]) -> CleanReport:
     """The ranges' reports as one: counts added, lists joined in range order."""
-    marks = [r.marked for r in reports]
+    marks = [r.mark_report for r in reports]
     deleted = cleanup.DeleteReport()
     for report in reports:
-        deleted += report.deleted
+        deleted += report.delete_report
     return CleanReport(
         cleanup.MarkReport(
-            marked=sum(m.marked for m in marks),
+            marked_count=sum(m.marked_count for m in marks),
             bytes_marked=sum(m.bytes_marked for m in marks),
             attached_meanwhile=[i for m in marks for i in m.attached_meanwhile],
             errors=[e for m in marks for e in m.errors],
@@ -413,7 +413,7 @@ def finish_pending_deletes(
     )
     context.add_output_metadata(
         {
-            "deleted": report.deleted,
+            "deleted": report.removed,
             "alreadyMissing": report.missing,
             "failed": len(report.errors),
             "bytesReclaimed": report.bytes_reclaimed,
@@ -453,14 +453,14 @@ def mark_and_delete_expired(
             storage,
             finish_journal=not _ran_in_this_run(context, "finish_pending_deletes"),
         )
-    marked, deleted = report.marked, report.deleted
+    marked, deleted = report.mark_report, report.delete_report
     context.add_output_metadata(
         {
             "range": key_range.describe(),
-            "marked": marked.marked,
+            "marked": marked.marked_count,
             "attachedDuringRun": len(marked.attached_meanwhile),
             "refusedKeys": len(marked.errors),
-            "deleted": deleted.deleted,
+            "deleted": deleted.removed,
             "alreadyMissing": deleted.missing,
             "failed": len(deleted.errors),
             "bytesReclaimed": deleted.bytes_reclaimed,
@@ -508,9 +508,9 @@ def _clean_range(
     verb = "would mark" if plan.dry_run else "marked"
     context.log.debug(
         f"{key_range.describe()}: "
-        f"{verb} {marked.marked} rows deleted; {len(marked.attached_meanwhile)} were linked "
+        f"{verb} {marked.marked_count} rows deleted; {len(marked.attached_meanwhile)} were linked "
         f"to an order during the run and kept; {len(marked.errors)} refused keys left live; "
-        f"deleted {deleted.deleted} objects, {deleted.missing} already missing, "
+        f"deleted {deleted.removed} objects, {deleted.missing} already missing, "
         f"{len(deleted.errors)} failed and stay pending; {deleted.bytes_reclaimed} bytes"
     )
     return CleanReport(marked, deleted, key_range.index)
@@ -554,15 +554,15 @@ def record_cleanup_run(
                     _clean_range(context, plan, key_range, catalog, storage, finish_journal=False),
                 ]
         ranges = _combined(cleaned)
-        marked = ranges.marked
-        deleted = leftovers + ranges.deleted
+        marked = ranges.mark_report
+        deleted = leftovers + ranges.delete_report
         errors = marked.errors + deleted.errors
         status = FAILED if errors else SUCCEEDED
         counts = catalog.finish_run(
             context.run_id,
             status=status,
             errors=errors,
-            **({"marked_count": marked.marked} if plan.dry_run else {}),
+            **({"marked_count": marked.marked_count} if plan.dry_run else {}),
         )
     summary = {
         "runAt": plan.run_at.isoformat(),
@@ -571,7 +571,7 @@ def record_cleanup_run(
         "bytesReclaimed": counts["bytes_reclaimed"],
         "alreadyMissing": counts["missing_count"],
         "dryRun": plan.dry_run,
-        "wouldDelete": marked.marked if plan.dry_run else 0,
+        "wouldDelete": marked.marked_count if plan.dry_run else 0,
     }
     context.log.info(f"cleanup summary: {summary}")
     metadata = {

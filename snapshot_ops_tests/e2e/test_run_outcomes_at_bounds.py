@@ -115,7 +115,7 @@ def test_the_marking_loop_stops_exactly_at_the_cap(world, cap, batch_size):
     finally:
         backend.close()
         catalog.engine.dispose()
-    assert (marked.marked, deleted.deleted) == (cap, cap)
+    assert (marked.marked_count, deleted.removed) == (cap, cap)
     assert [world.is_deleted(i) for i in ids] == [True] * cap + [False] * (6 - cap)
     assert [world.has_file(i) for i in ids] == [False] * cap + [True] * (6 - cap)
 

@@ -41,7 +41,7 @@ def test_marking_never_goes_past_the_cap(world):
     )
     backend.close()
     catalog.engine.dispose()
-    assert marked.marked == 3 and deleted.deleted == 3
+    assert marked.marked_count == 3 and deleted.removed == 3
     assert sum(world.is_deleted(i) for i in ids) == 3
     assert sum(world.has_file(i) for i in ids) == 2
     # Oldest first: the keyset order is "createdAt".
@@ -87,7 +87,7 @@ def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
     )
     backend.close()
     catalog.engine.dispose()
-    assert marked.marked == 7 and not any(world.has_file(i) for i in ids)
+    assert marked.marked_count == 7 and not any(world.has_file(i) for i in ids)
     # Started at 0; batches end at 4, 8, 12 (reported), 16, 20, 24 (reported), 28, the
     # walk's empty read at 32 (8 s after the last report: not reported), the end at 36.
     assert [r.marked for r in reports] == [3, 6, 7]
@@ -145,5 +145,5 @@ def test_a_batch_short_of_the_cap_reads_on(world):
     backend.close()
     catalog.engine.dispose()
     assert changed == [ids[1]]
-    assert marked.marked == 2
+    assert marked.marked_count == 2
     assert [world.is_deleted(i) for i in ids] == [True, False, True]

@@ -334,7 +334,7 @@ def test_a_batch_leased_at_marking_is_left_to_its_marker(world):
 
         entries = [PendingDelete(c.file_id, c.storage_key, c.size_bytes, 0) for c in batch.marked]
         report = delete_marked(marker, backend, entries, run_id="a")
-        assert (report.deleted, report.bytes_reclaimed) == (4, 400)
+        assert (report.removed, report.bytes_reclaimed) == (4, 400)
         assert not any(world.has_file(i) for i in ids) and world.pending() == []
         counts = {r.run_id: (r.marked_count, r.deleted_count) for r in world.run_log()}
         assert counts == {"a": (4, 4), "b": (0, 0)}
