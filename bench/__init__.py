@@ -8,7 +8,6 @@
   log), `bench.checks` (the outcome check), `bench.figures` (ratios and targets),
   `bench.report` (the page), `bench.moto_server`, `bench.azurite`, `bench.pgurls`,
   `bench.baselines`.
-- `bench.plan`: the simulation that checks the plan for 100 million snapshots a day.
 - `bench.object_store_deletes`: the S3 and Azure backends' batched deletes against one
   request per key, on the emulators.
 """
