@@ -8,12 +8,9 @@ No timing is asserted: the figures belong in docs/performance.md, not in a test.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.commands import python_module, run_command
 
 PHASES = {"identify", "mark", "delete", "record"}
 
@@ -21,10 +18,8 @@ PHASES = {"identify", "mark", "delete", "record"}
 def run_bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
     """Run the whole command at 200 rows and 2 rounds; return its JSON and markdown."""
     out = tmp_path / "results"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
+    run_command(
+        python_module(
             "bench.run",
             "--rows",
             "200",
@@ -35,15 +30,9 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[dict, str]:
             "--workdir",
             str(tmp_path),
             *args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+        ),
         timeout=500,
-        check=False,
-        env={**os.environ},
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [json_file] = out.glob("*.json")
     [md_file] = out.glob("*.md")
     return json.loads(json_file.read_text()), md_file.read_text()

@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.commands import python_module, run_command
 
 DAY = dt.timedelta(days=1)
+JOB_EXECUTE = ("job", "execute", "-m", "snapshot_ops", "-j", "snapshot_cleanup_job")
 
 
-def dagster(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dagster", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+def dagster(*args: str, env: dict[str, str], returncode: int | None = 0):
+    return run_command(python_module("dagster", *args), env=env, returncode=returncode)
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -38,8 +29,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("target", [["-m", "snapshot_ops"], ["-w", "workspace.yaml"]])
 def test_definitions_validate(tmp_path, target):
-    result = dagster("definitions", "validate", *target, env=cli_env(tmp_path))
-    assert result.returncode == 0, result.stderr
+    dagster("definitions", "validate", *target, env=cli_env(tmp_path))
 
 
 def test_job_execute_cleans_as_of_now_with_only_environment(pg_world, tmp_path):
@@ -53,9 +43,8 @@ def test_job_execute_cleans_as_of_now_with_only_environment(pg_world, tmp_path):
         SNAPSHOT_OPS_STORAGE_URL=pg_world.root.as_uri(),
     )
 
-    result = dagster("job", "execute", "-m", "snapshot_ops", "-j", "snapshot_cleanup_job", env=env)
+    result = dagster(*JOB_EXECUTE, env=env)
 
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert pg_world.is_deleted(expired) and not pg_world.has_file(expired)
     for kept in (fresh, permanent):
         assert not pg_world.is_deleted(kept) and pg_world.has_file(kept)
@@ -68,21 +57,13 @@ def test_job_execute_without_configuration_says_what_to_set(tmp_path):
     env = cli_env(tmp_path)
     env.pop("SNAPSHOT_OPS_DATABASE_URL", None)
     env.pop("SNAPSHOT_OPS_STORAGE_URL", None)
-    result = dagster("job", "execute", "-m", "snapshot_ops", "-j", "snapshot_cleanup_job", env=env)
+    result = dagster(*JOB_EXECUTE, env=env, returncode=None)
     assert result.returncode != 0
     assert "SNAPSHOT_OPS_DATABASE_URL" in result.stdout + result.stderr
 
 
 def test_demo_deletes_the_expired_and_keeps_the_rest(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "snapshot_ops.demo", "--dir", str(tmp_path / "demo")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_command(python_module("snapshot_ops.demo", "--dir", str(tmp_path / "demo")))
     lines = [line for line in result.stdout.splitlines() if "Snapshot " in line]
     assert lines, result.stdout
     for line in lines:

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 import os
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -24,6 +23,7 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from snapshot_ops.defs.jobs import CONCURRENCY_TAG
 from snapshot_ops.demo import job_command
+from snapshot_ops_tests.support.commands import python_module, run_command
 from snapshot_ops_tests.support.operations import REPO, production_home, production_instance
 from snapshot_ops_tests.support.world import NOW, World
 
@@ -52,16 +52,7 @@ def test_cli_run_through_production_instance_on_postgres(
         SNAPSHOT_OPS_DATABASE_URL=pg_world.db_url,
         SNAPSHOT_OPS_STORAGE_URL=pg_world.root.as_uri(),
     )
-    done = subprocess.run(
-        job_command("-c", str(config)),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_command(job_command("-c", str(config)), env=env)
 
     assert pg_world.is_deleted(expired) and not pg_world.has_file(expired)
     assert not pg_world.is_deleted(linked) and pg_world.has_file(linked)
@@ -157,16 +148,7 @@ def test_dg_checks_lists_and_launches_the_project(sqlite_url, storage_root, tmp_
         "list": ["list", "defs", "--json"],
         "launch": ["launch", "--job", "snapshot_cleanup_job", "--config-json", json.dumps(config)],
     }.items():
-        done = subprocess.run(
-            [dg, *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        done = run_command([dg, *args], env=env)
         outputs[name] = done.stdout + done.stderr
     assert "All definitions loaded successfully" in outputs["check"]
     assert "snapshot_cleanup_job" in outputs["list"]
@@ -179,15 +161,6 @@ def test_dg_checks_lists_and_launches_the_project(sqlite_url, storage_root, tmp_
 def test_embedded_default_needs_no_service(tmp_path: Path):
     """`make demo` runs on its own SQLite instance even with no PostgreSQL settings at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "SNAPSHOT_OPS_"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "snapshot_ops.demo", "--dir", str(tmp_path / "demo")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_command(python_module("snapshot_ops.demo", "--dir", str(tmp_path / "demo")), env=env)
     assert "RUN_SUCCESS" in done.stdout
     assert (tmp_path / "demo" / "dagster_home" / "history" / "runs.db").exists()

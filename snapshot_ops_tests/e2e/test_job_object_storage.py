@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
-import sys
 
 import pytest
 
 from snapshot_ops.rules import PERMANENT_TYPE
+from snapshot_ops_tests.support.commands import python_module, run_command
 from snapshot_ops_tests.support.stores import AZURITE_KEY, TEST_AWS_SECRET
 from snapshot_ops_tests.support.world import NOW, World
 
@@ -143,11 +142,10 @@ def test_the_cli_finds_the_store_from_the_environment(
             SNAPSHOT_OPS_DATABASE_URL=postgres_url,
             SNAPSHOT_OPS_STORAGE_URL=store.url,
         )
-        command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "snapshot_ops"]
+        command = python_module("dagster", "job", "execute", "-m", "snapshot_ops")
         command += ["-j", "snapshot_cleanup_job", "-c", str(config)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        done = run_command(command, env=env)
 
-        assert done.returncode == 0, done.stderr[-3000:]
         assert world.is_deleted(expired) and not world.has_file(expired)
         assert not world.is_deleted(fresh) and world.has_file(fresh)
         assert "RUN_SUCCESS" in done.stdout + done.stderr

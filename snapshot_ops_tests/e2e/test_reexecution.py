@@ -28,6 +28,29 @@ pytestmark = pytest.mark.e2e
 EXPIRED = 30
 
 
+def reexecute_from_failure(world, home, monkeypatch) -> tuple[str, str, set[str]]:
+    """Report the one run in the instance at `home` failed (what run monitoring does for a
+    dead worker) and re-execute it from failure in process; assert the re-execution
+    succeeds. Return the crashed run's id, the re-execution's id and the step keys it ran."""
+    monkeypatch.setenv("SNAPSHOT_OPS_DATABASE_URL", world.db_url)
+    monkeypatch.setenv("SNAPSHOT_OPS_STORAGE_URL", world.root.as_uri())
+    job = ReconstructableRepository.for_module(
+        "snapshot_ops.definitions", "defs"
+    ).get_reconstructable_job("snapshot_cleanup_job")
+    with DagsterInstance.from_config(str(home)) as instance:
+        [crashed] = instance.get_runs()
+        instance.report_run_failed(crashed)
+        with execute_job(
+            job,
+            instance,
+            reexecution_options=ReexecutionOptions.from_failure(crashed.run_id, instance),
+        ) as result:
+            assert result.success
+            retry_id = result.run_id
+            executed = set(instance.get_run_by_id(retry_id).step_keys_to_execute)
+    return crashed.run_id, retry_id, executed
+
+
 def test_reexecution_from_failure_finishes_the_journal_under_its_own_run(
     pg_world, tmp_path, monkeypatch
 ):
@@ -40,22 +63,7 @@ def test_reexecution_from_failure_finishes_the_journal_under_its_own_run(
     journaled = {p.file_id for p in pg_world.pending()}
     assert journaled and all(state(pg_world)[i] == (True, True) for i in journaled)
 
-    monkeypatch.setenv("SNAPSHOT_OPS_DATABASE_URL", pg_world.db_url)
-    monkeypatch.setenv("SNAPSHOT_OPS_STORAGE_URL", pg_world.root.as_uri())
-    job = ReconstructableRepository.for_module(
-        "snapshot_ops.definitions", "defs"
-    ).get_reconstructable_job("snapshot_cleanup_job")
-    with DagsterInstance.from_config(str(home)) as instance:
-        [crashed] = instance.get_runs()
-        instance.report_run_failed(crashed)  # what run monitoring does for a dead worker
-        with execute_job(
-            job,
-            instance,
-            reexecution_options=ReexecutionOptions.from_failure(crashed.run_id, instance),
-        ) as result:
-            assert result.success
-            retry_id = result.run_id
-            executed = instance.get_run_by_id(retry_id).step_keys_to_execute
+    crashed_id, retry_id, executed = reexecute_from_failure(pg_world, home, monkeypatch)
 
     assert "finish_pending_deletes" not in executed  # the path that used to skip the journal
     now = state(pg_world)
@@ -63,7 +71,7 @@ def test_reexecution_from_failure_finishes_the_journal_under_its_own_run(
     assert all(now[i] == (False, True) for i in linked)
     assert pg_world.pending() == []
     first, retry = pg_world.run_log()
-    assert (first.run_id, first.status) == (crashed.run_id, "crashed")
+    assert (first.run_id, first.status) == (crashed_id, "crashed")
     assert (retry.run_id, retry.status) == (retry_id, "succeeded")
     assert first.deleted_count + retry.deleted_count == EXPIRED
     assert retry.deleted_count >= len(journaled)
@@ -101,22 +109,7 @@ def test_reexecution_from_failure_finishes_a_killed_range(pg_world, tmp_path, mo
     assert len(journaled) == 5 and all(between[i] == (True, True) for i in journaled)
     assert sum(s == (True, False) for s in between.values()) == 10  # range_0's
 
-    monkeypatch.setenv("SNAPSHOT_OPS_DATABASE_URL", pg_world.db_url)
-    monkeypatch.setenv("SNAPSHOT_OPS_STORAGE_URL", pg_world.root.as_uri())
-    job = ReconstructableRepository.for_module(
-        "snapshot_ops.definitions", "defs"
-    ).get_reconstructable_job("snapshot_cleanup_job")
-    with DagsterInstance.from_config(str(home)) as instance:
-        [crashed] = instance.get_runs()
-        instance.report_run_failed(crashed)  # what run monitoring does for a dead worker
-        with execute_job(
-            job,
-            instance,
-            reexecution_options=ReexecutionOptions.from_failure(crashed.run_id, instance),
-        ) as result:
-            assert result.success
-            retry_id = result.run_id
-            executed = set(instance.get_run_by_id(retry_id).step_keys_to_execute)
+    crashed_id, retry_id, executed = reexecute_from_failure(pg_world, home, monkeypatch)
 
     # Dagster re-runs the killed range's step, not range_2's, which the killed run never
     # started: record_cleanup_run cleans a range that has no report.
@@ -130,7 +123,7 @@ def test_reexecution_from_failure_finishes_a_killed_range(pg_world, tmp_path, mo
     assert all(now[i] == (False, True) for i in linked)
     assert pg_world.pending() == []
     first, retry = pg_world.run_log()
-    assert (first.run_id, first.status, first.deleted_count) == (crashed.run_id, "crashed", 10)
+    assert (first.run_id, first.status, first.deleted_count) == (crashed_id, "crashed", 10)
     assert (retry.run_id, retry.status, retry.deleted_count) == (retry_id, "succeeded", 20)
     assert first.missing_count == retry.missing_count == 0
     assert first.bytes_reclaimed + retry.bytes_reclaimed == 100 * EXPIRED

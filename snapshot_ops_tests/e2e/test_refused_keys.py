@@ -19,8 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import threading
 import urllib.parse
 from pathlib import Path
@@ -30,7 +28,7 @@ import sqlalchemy as sa
 
 from snapshot_ops import checkpoints
 from snapshot_ops.db import Catalog, make_engine
-from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.commands import python_module, run_command
 from snapshot_ops_tests.support.jobs import step_metadata
 from snapshot_ops_tests.support.scenarios import wait_paused
 from snapshot_ops_tests.support.stores import FolderStore, S3Store
@@ -316,18 +314,14 @@ def test_a_file_replaced_by_a_symlink_after_the_check_releases_its_row(
 # -- the journal command -----------------------------------------------------------------------
 
 
-def journal_command(world: World, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_OPS_")}
-    env["SNAPSHOT_OPS_DATABASE_URL"] = world.db_url
-    return subprocess.run(
-        [sys.executable, "-m", "snapshot_ops.journal", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def without_snapshot_ops_settings() -> dict[str, str]:
+    """This process's environment without any SNAPSHOT_OPS_* variable."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_OPS_")}
+
+
+def journal_command(world: World, *args: str, returncode: int | None = 0):
+    env = {**without_snapshot_ops_settings(), "SNAPSHOT_OPS_DATABASE_URL": world.db_url}
+    return run_command(python_module("snapshot_ops.journal", *args), env=env, returncode=returncode)
 
 
 def test_the_journal_command_lists_and_releases_an_entry_that_cannot_succeed(world):
@@ -340,25 +334,22 @@ def test_the_journal_command_lists_and_releases_an_entry_that_cannot_succeed(wor
 
     listed = journal_command(world, "list")
 
-    assert listed.returncode == 0, listed.stderr
     [entry] = json.loads(listed.stdout)
     assert (entry["file_id"], entry["storage_key"], entry["row_storage_key"]) == (stuck, key, key)
     assert entry["row_marked"] is True and entry["attempts"] == 1
     assert "File name too long" in entry["last_error"]
 
     # Only rows the journal holds are released: a settled row given alongside stays marked.
-    released = journal_command(world, "release", stuck, done)
+    released = journal_command(world, "release", stuck, done, returncode=1)
 
-    assert released.returncode == 1
     assert json.loads(released.stdout) == {"released": [stuck], "not_in_journal": [done]}
     assert done in released.stderr
     assert not world.is_deleted(stuck) and world.pending() == []
     assert world.is_deleted(done)
     assert json.loads(journal_command(world, "list").stdout) == []
 
-    again = journal_command(world, "release", stuck)  # nothing left to release
+    again = journal_command(world, "release", stuck, returncode=1)  # nothing left to release
 
-    assert again.returncode == 1
     assert json.loads(again.stdout) == {"released": [], "not_in_journal": [stuck]}
     assert not world.is_deleted(stuck)
 
@@ -369,15 +360,9 @@ def test_the_journal_command_lists_and_releases_an_entry_that_cannot_succeed(wor
 
 
 def test_the_journal_command_without_a_database_says_what_to_set(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPSHOT_OPS_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "snapshot_ops.journal", "list"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_command(
+        python_module("snapshot_ops.journal", "list"),
+        env=without_snapshot_ops_settings(),
+        returncode=2,
     )
-    assert result.returncode == 2
     assert "SNAPSHOT_OPS_DATABASE_URL" in result.stderr

@@ -21,13 +21,12 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import checkpoints
+from snapshot_ops_tests.support.commands import run_command
 from snapshot_ops_tests.support.scenarios import bulk_add, state, wait_paused
 
 
 def chattr(flag: str, *paths) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["chattr", flag, *map(str, paths)], capture_output=True, text=True, check=False
-    )
+    return run_command(["chattr", flag, *map(str, paths)], returncode=None)
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import sqlalchemy as sa
 
@@ -24,7 +22,7 @@ from snapshot_ops.demo import app_tables
 from snapshot_ops.drift import reconcile
 from snapshot_ops.reconcile import reconcile_resources
 from snapshot_ops.storage import open_storage
-from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.commands import python_module, run_command
 from snapshot_ops_tests.support.world import NOW
 
 DAY = dt.timedelta(days=1)
@@ -112,16 +110,7 @@ def test_command_prints_json_and_exits_3_on_drift(pg_world):
         "SNAPSHOT_OPS_DATABASE_URL": pg_world.db_url,
         "SNAPSHOT_OPS_STORAGE_URL": pg_world.root.as_uri(),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "snapshot_ops.reconcile"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 3, result.stderr
+    result = run_command(python_module("snapshot_ops.reconcile"), env=env, returncode=3)
     report = json.loads(result.stdout)
     assert report["drift"] is True
     assert report["missing_objects"] == {"count": 1, "sample": [ids["lost"]]}

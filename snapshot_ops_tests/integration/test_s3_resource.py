@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from botocore.config import Config
@@ -23,7 +21,7 @@ from dagster_aws.s3 import S3Resource
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage, storage_s3_resource
 from snapshot_ops.reconcile import reconcile_resources
 from snapshot_ops.storage import Outcome
-from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.commands import python_module, run_command
 from snapshot_ops_tests.support.faultproxy import Fault, Seen
 from snapshot_ops_tests.support.jobs import run_cleanup
 from snapshot_ops_tests.support.stores import TEST_AWS_SECRET
@@ -169,17 +167,8 @@ def test_the_report_command_uses_the_s3_settings_of_the_definitions(
         "SNAPSHOT_OPS_S3_AWS_ACCESS_KEY_ID": "test-key-id",
         "SNAPSHOT_OPS_S3_AWS_SECRET_ACCESS_KEY": TEST_AWS_SECRET,
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "snapshot_ops.reconcile"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_command(python_module("snapshot_ops.reconcile"), env=env, returncode=3)
 
-    assert result.returncode == 3, result.stderr
     report = json.loads(result.stdout)
     assert report["objects"] == 2
     assert report["orphan_objects"] == {"count": 1, "sample": ["zz/orphan.pdf"]}

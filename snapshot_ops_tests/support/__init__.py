@@ -7,6 +7,7 @@
 - faultproxy.py: the fault-injecting HTTP proxy in front of moto and Azurite;
 - operations.py: a production Dagster instance home, an alert webhook receiver, and the
   real dagster-webserver and dagster-daemon;
+- commands.py: `run_command`, a command line run to completion (`python -m ...`, `dagster ...`);
 - scenarios.py: bulk data, the job as a real process, the checkpoint pause handshake;
 - time_representations.py: the ways applications store "createdAt" and "deletedAt";
 - waiting.py: `wait_until` (the one polling loop), `free_port`, `wait_for_port`.

@@ -33,6 +33,7 @@ import yaml
 
 from snapshot_ops.demo import job_command
 from snapshot_ops_tests.support import REPO
+from snapshot_ops_tests.support.commands import run_command
 from snapshot_ops_tests.support.waiting import free_port, still_running, wait_until
 from snapshot_ops_tests.support.world import NOW, World
 
@@ -285,15 +286,7 @@ def execute(
         run_config["execution"] = engine.execution
     path = tmp_path / f"run-{uuid.uuid4().hex[:8]}.yaml"
     path.write_text(yaml.safe_dump(run_config))
-    done = subprocess.run(
-        job_command("-c", str(path)),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    done = run_command(job_command("-c", str(path)), env=env, returncode=None)
     output = done.stdout[-4000:] + done.stderr[-4000:]
     instance = production_instance(env)
     try:

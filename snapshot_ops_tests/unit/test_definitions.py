@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ from dagster import build_schedule_context
 from snapshot_ops.definitions import defs
 from snapshot_ops.defs.schedules import build_daily_schedule, schedule_timezone
 from snapshot_ops.errors import ConfigError
+from snapshot_ops_tests.support.commands import run_command
 
 
 def test_job_steps_run_in_protocol_order():
@@ -79,7 +79,5 @@ def test_loading_the_definitions_leaves_optional_packages_unimported():
     )
     # The default executor: a configured Celery or k8s one imports its package, as it must.
     env = {k: v for k, v in os.environ.items() if k != "SNAPSHOT_OPS_EXECUTOR"}
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
-    )
+    loaded = run_command([sys.executable, "-c", probe], env=env)
     assert json.loads(loaded.stdout) == []

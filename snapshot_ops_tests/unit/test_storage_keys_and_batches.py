@@ -69,62 +69,6 @@ def store(tmp_path):
     backend.close()
 
 
-def test_delete_in_batches_answers_each_key_in_order_sending_each_name_once(store):
-    root, backend = store
-    sent: list[list[str]] = []
-
-    def delete_batch(names: list[str]):
-        sent.append(list(names))
-        return {result.key: result for result in backend.delete_many(names)}
-
-    def delete_one(name: str):
-        raise AssertionError(f"{name} was sent alone, though every name fits in a batch")
-
-    keys = [
-        "5.pdf",
-        "1.pdf",
-        "../escape.pdf",
-        "2.pdf",
-        "1.pdf",
-        "3.pdf",
-        "gone.pdf",
-        "4.pdf",
-        "folder.pdf",
-    ]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = delete_in_batches(
-            keys,
-            name_of=lambda key: f"p/{check_key(key)}",
-            batch_size=2,
-            pool=pool,
-            delete_batch=delete_batch,
-            delete_one=delete_one,
-        )
-
-    assert [r.key for r in results] == keys
-    assert [r.outcome for r in results] == [
-        Outcome.DELETED,
-        Outcome.DELETED,
-        Outcome.REFUSED,
-        Outcome.DELETED,
-        Outcome.DELETED,
-        Outcome.DELETED,
-        Outcome.MISSING,
-        Outcome.DELETED,
-        Outcome.REFUSED,
-    ]
-    # A key refused before sending keeps check_key's reason; the store's answer keeps its own.
-    assert "empty, '.' or '..' segment" in results[2].error
-    assert "not a regular file" in results[8].error
-    assert all(r.error is None for r in results if r.outcome is not Outcome.REFUSED)
-    assert all(len(batch) <= 2 for batch in sent)
-    names = sorted(name for batch in sent for name in batch)
-    assert names == sorted(
-        f"p/{n}" for n in ("1.pdf", "2.pdf", "3.pdf", "4.pdf", "5.pdf", "gone.pdf", "folder.pdf")
-    )
-    assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
-
-
 REJECTED = "MalformedXML: the request carried p/6.pdf"
 
 
@@ -147,21 +91,70 @@ def recording(backend, poison: str = ""):
     return batches, alone, delete_batch, delete_one
 
 
+def delete_under_p(keys, delete_batch, delete_one, *, batch_size: int, workers: int, **options):
+    """`delete_in_batches` of `keys` as the names `p/<key>`, on a real pool of `workers`
+    threads; `options`: its other keyword arguments."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return delete_in_batches(
+            keys,
+            name_of=lambda key: f"p/{check_key(key)}",
+            batch_size=batch_size,
+            pool=pool,
+            delete_batch=delete_batch,
+            delete_one=delete_one,
+            **options,
+        )
+
+
+def test_delete_in_batches_answers_each_key_in_order_sending_each_name_once(store):
+    root, backend = store
+    sent, alone, delete_batch, delete_one = recording(backend)
+    keys = [
+        "5.pdf",
+        "1.pdf",
+        "../escape.pdf",
+        "2.pdf",
+        "1.pdf",
+        "3.pdf",
+        "gone.pdf",
+        "4.pdf",
+        "folder.pdf",
+    ]
+    results = delete_under_p(keys, delete_batch, delete_one, batch_size=2, workers=2)
+
+    assert [r.key for r in results] == keys
+    assert [r.outcome for r in results] == [
+        Outcome.DELETED,
+        Outcome.DELETED,
+        Outcome.REFUSED,
+        Outcome.DELETED,
+        Outcome.DELETED,
+        Outcome.DELETED,
+        Outcome.MISSING,
+        Outcome.DELETED,
+        Outcome.REFUSED,
+    ]
+    # A key refused before sending keeps check_key's reason; the store's answer keeps its own.
+    assert "empty, '.' or '..' segment" in results[2].error
+    assert "not a regular file" in results[8].error
+    assert all(r.error is None for r in results if r.outcome is not Outcome.REFUSED)
+    assert alone == []  # every name fits in a batch
+    assert all(len(batch) <= 2 for batch in sent)
+    names = sorted(name for batch in sent for name in batch)
+    assert names == sorted(
+        f"p/{n}" for n in ("1.pdf", "2.pdf", "3.pdf", "4.pdf", "5.pdf", "gone.pdf", "folder.pdf")
+    )
+    assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
+
+
 def test_a_rejected_batch_is_halved_down_to_the_one_name_which_goes_alone(store, caplog):
     root, backend = store
     for n in (6, 7, 8):
         (root / "p" / f"{n}.pdf").write_bytes(b"data")
     batches, alone, delete_batch, delete_one = recording(backend, poison="p/6.pdf")
     keys = [f"{n}.pdf" for n in range(1, 9)]
-    with caplog.at_level(logging.WARNING), ThreadPoolExecutor(max_workers=1) as pool:
-        results = delete_in_batches(
-            keys,
-            name_of=lambda key: f"p/{check_key(key)}",
-            batch_size=8,
-            pool=pool,
-            delete_batch=delete_batch,
-            delete_one=delete_one,
-        )
+    with caplog.at_level(logging.WARNING):
+        results = delete_under_p(keys, delete_batch, delete_one, batch_size=8, workers=1)
 
     assert [(r.key, r.outcome) for r in results] == [(k, Outcome.DELETED) for k in keys]
     assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
@@ -184,16 +177,14 @@ def test_names_a_batch_cannot_carry_go_alone_and_never_in_a_batch(store):
     unbatchable = {"p/2.pdf", "p/4.pdf"}
     batches, alone, delete_batch, delete_one = recording(backend)
     keys = ["1.pdf", "2.pdf", "3.pdf", "4.pdf", "5.pdf", "2.pdf"]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = delete_in_batches(
-            keys,
-            name_of=lambda key: f"p/{check_key(key)}",
-            batch_size=2,
-            pool=pool,
-            delete_batch=delete_batch,
-            delete_one=delete_one,
-            batchable=lambda name: name not in unbatchable,
-        )
+    results = delete_under_p(
+        keys,
+        delete_batch,
+        delete_one,
+        batch_size=2,
+        workers=2,
+        batchable=lambda name: name not in unbatchable,
+    )
 
     assert [(r.key, r.outcome) for r in results] == [(k, Outcome.DELETED) for k in keys]
     assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
