@@ -17,12 +17,8 @@ and its journal entry is removed once the store confirms it is gone. A crash any
 leaves either a live row with its object, or a marked row with a journal entry that the
 next run finishes.
 
-No transaction on the application's database is open while the store works: a run takes
-journal entries as a committed *lease* (`claim_pending`: `claimed_by` = its run id,
-`lease_until`), deletes their objects with no transaction open, then settles them in a new
-short transaction that only touches entries it still holds (`settle_pending`). That
-transaction also adds what it settled to the settling run's `cleanup_runs` row, so an
-object is counted once, by the run that settled it, even when that run is later killed.
+No transaction on the application's database is open while the store works: a run holds
+journal entries as committed leases and settles them afterwards (see `journal`).
 """
 
 from snapshot_ops.db.candidates import Candidate, CandidateSummary, MarkedBatch, ReadBatch

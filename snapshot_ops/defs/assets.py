@@ -201,6 +201,11 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
 # -- metadata ---------------------------------------------------------------------------------
 
 
+def _or_null(make: Callable[[Any], MetadataValue], value: Any) -> MetadataValue:
+    """`make(value)`, or MetadataValue.null() when `value` is None (Dagster keeps the key)."""
+    return MetadataValue.null() if value is None else make(value)
+
+
 def reclaimed_metadata(figures: savings.DayFigures) -> dict[str, Any]:
     """A day's metadata; the numbers are plotted over the partitions in the UI."""
     start, end = savings.day_bounds(figures.day, figures.day, figures.timezone)
@@ -208,11 +213,7 @@ def reclaimed_metadata(figures: savings.DayFigures) -> dict[str, Any]:
         "bytesReclaimed": figures.bytes_reclaimed,
         "deletedCount": figures.deleted_count,
         "errors": figures.error_count,
-        "runAt": (
-            MetadataValue.timestamp(figures.last_run_at)
-            if figures.last_run_at is not None
-            else MetadataValue.null()
-        ),
+        "runAt": _or_null(MetadataValue.timestamp, figures.last_run_at),
         "runs": figures.runs,
         "failedRuns": figures.failed_runs,
         "alreadyMissing": figures.missing_count,
@@ -232,11 +233,7 @@ def savings_metadata(view: savings.SavingsView, table_name: str) -> dict[str, An
         "previousBytes30d": view.previous_bytes,
         "previousFiles30d": view.previous_files,
         "changeBytes": view.change_bytes,
-        "changePercent": (
-            MetadataValue.float(view.change_pct)
-            if view.change_pct is not None
-            else MetadataValue.null()
-        ),
+        "changePercent": _or_null(MetadataValue.float, view.change_pct),
         "reclaimed30d": savings.human_bytes(view.total_bytes),
         "asOf": view.as_of.isoformat(),
         "firstDay": view.first_day.isoformat(),

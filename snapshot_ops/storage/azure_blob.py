@@ -37,8 +37,10 @@ from snapshot_ops.storage.base import (
     Outcome,
     RefusedKey,
     StorageBackend,
+    all_failed,
     check_key,
     delete_in_batches,
+    prefixed,
     refused_by,
 )
 
@@ -119,14 +121,14 @@ class AzureBlobBackend(StorageBackend):
                 raise BatchRejected(
                     f"blob batch answered {exc.status_code} {code}".strip()
                 ) from exc
-            return _all_failed(names, f"blob batch failed as a whole: {_first_line(exc)}")
+            return all_failed(names, f"blob batch failed as a whole: {_first_line(exc)}")
         except AzureError as exc:
-            return _all_failed(names, f"blob batch failed as a whole: {_first_line(exc)}")
+            return all_failed(names, f"blob batch failed as a whole: {_first_line(exc)}")
         except ValueError as exc:  # the SDK could not read the answer as a batch answer
-            return _all_failed(names, f"blob batch answer unreadable: {exc}")
+            return all_failed(names, f"blob batch answer unreadable: {exc}")
         if len(responses) != len(names):
             reason = f"blob batch answered {len(responses)} results for {len(names)} deletes"
-            return _all_failed(names, reason)
+            return all_failed(names, reason)
         results: dict[str, DeleteResult] = {}
         # The SDK yields the sub-responses in the order the deletes were sent.
         for name, response in zip(names, responses, strict=True):
@@ -175,9 +177,7 @@ class AzureBlobBackend(StorageBackend):
             return None
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        start = self.prefix
-        if prefix:
-            start = f"{start}/{check_key(prefix)}" if start else check_key(prefix)
+        start = prefixed(self.prefix, prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
         names = self.container.list_blob_names(name_starts_with=start + "/" if start else None)
         for name in names:
@@ -187,11 +187,6 @@ class AzureBlobBackend(StorageBackend):
         self._batches.shutdown(wait=True)
         self._lookups.shutdown(wait=True)
         self.container.close()
-
-
-def _all_failed(names: list[str], reason: str) -> dict[str, DeleteResult]:
-    log.warning("%s (%d keys stay pending)", reason, len(names))
-    return {n: DeleteResult(n, Outcome.FAILED, f"{n!r}: {reason}") for n in names}
 
 
 def _code(exc: AzureError) -> str:

@@ -187,6 +187,21 @@ def delete_in_batches(
     return [results[key] for key in keys]
 
 
+def all_failed(names: Sequence[str], reason: str) -> dict[str, DeleteResult]:
+    """Each of `names` FAILED with `reason` (a batch request that failed as a whole: its
+    rows stay marked and journaled, retried on the next run); logged once as a warning."""
+    log.warning("%s (%d keys stay pending)", reason, len(names))
+    return {name: DeleteResult(name, Outcome.FAILED, f"{name!r}: {reason}") for name in names}
+
+
+def prefixed(root: str, prefix: str) -> str:
+    """The object name prefix of the keys under `prefix` in a store rooted at `root` ("":
+    the bucket's or container's top). Raises RefusedKey for an unsafe `prefix`."""
+    if not prefix:
+        return root
+    return f"{root}/{check_key(prefix)}" if root else check_key(prefix)
+
+
 def chunked(items: Iterable[str], size: int) -> Iterator[list[str]]:
     """Split `items` into lists of at most `size` items."""
     chunk: list[str] = []

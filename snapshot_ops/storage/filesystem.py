@@ -131,21 +131,14 @@ class FilesystemBackend(StorageBackend):
     def _delete_one(self, key: str, folders: _Folders) -> DeleteResult:
         try:
             parent, name = folders.parent_of(key)
-        except RefusedKey as exc:
-            return DeleteResult(key, Outcome.REFUSED, str(exc))
-        except FileNotFoundError:
-            return DeleteResult(key, Outcome.MISSING)
-        except OSError as exc:
-            return DeleteResult(key, Outcome.FAILED, f"{key!r}: {exc.strerror}")
-        except UnicodeEncodeError as exc:
-            return _not_a_file_name(key, exc)
-        try:
             mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
             if not stat.S_ISREG(mode):
                 kind = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
                 return DeleteResult(key, Outcome.REFUSED, f"storage key {key!r} is {kind}")
             os.unlink(name, dir_fd=parent)
             return DeleteResult(key, Outcome.DELETED)
+        except RefusedKey as exc:  # from parent_of: unsafe, or a symlink on the way
+            return DeleteResult(key, Outcome.REFUSED, str(exc))
         except FileNotFoundError:
             return DeleteResult(key, Outcome.MISSING)
         except OSError as exc:

@@ -46,8 +46,10 @@ from snapshot_ops.storage.base import (
     Outcome,
     RefusedKey,
     StorageBackend,
+    all_failed,
     check_key,
     delete_in_batches,
+    prefixed,
     refused_by,
 )
 
@@ -165,9 +167,9 @@ class S3Backend(StorageBackend):
             code = exc.response.get("Error", {}).get("Code", "")
             if status in _SPLIT_STATUSES and code not in _WHOLE_REQUEST_400:
                 raise BatchRejected(f"DeleteObjects answered {status} {code}") from exc
-            return self._whole_batch_failed(full_keys, exc)
+            return all_failed(full_keys, f"DeleteObjects failed for the whole batch: {exc}")
         except BotoCoreError as exc:
-            return self._whole_batch_failed(full_keys, exc)
+            return all_failed(full_keys, f"DeleteObjects failed for the whole batch: {exc}")
         results = {
             item["Key"]: DeleteResult(item["Key"], Outcome.DELETED)
             for item in response.get("Deleted", [])
@@ -183,14 +185,6 @@ class S3Backend(StorageBackend):
             if key not in results:  # the store said nothing about it: assume nothing happened
                 results[key] = DeleteResult(key, Outcome.FAILED, f"{key!r}: no result from store")
         return {key: results[key] for key in full_keys}
-
-    @staticmethod
-    def _whole_batch_failed(
-        full_keys: list[str], exc: ClientError | BotoCoreError
-    ) -> dict[str, DeleteResult]:
-        reason = f"DeleteObjects failed for the whole batch: {exc}"
-        log.warning("%s (%d keys stay pending)", reason, len(full_keys))
-        return {k: DeleteResult(k, Outcome.FAILED, f"{k!r}: {reason}") for k in full_keys}
 
     def _delete_single(self, full_key: str) -> DeleteResult:
         """`DeleteObject` for one key, carried in the URL: S3 answers 204 whether or not
@@ -231,9 +225,7 @@ class S3Backend(StorageBackend):
             return None
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        start = self.prefix
-        if prefix:
-            start = f"{start}/{check_key(prefix)}" if start else check_key(prefix)
+        start = prefixed(self.prefix, prefix)
         listing = {"Bucket": self.bucket}
         if start:
             listing["Prefix"] = start + "/"
