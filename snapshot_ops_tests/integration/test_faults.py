@@ -77,10 +77,16 @@ def test_storage_refusing_some_deletes_fails_the_run_and_the_next_run_finishes(w
 
 
 def terminate_other_backends(engine: sa.Engine) -> int:
+    """Terminate every other connection to the database and wait until each has exited.
+
+    pg_terminate_backend without a timeout only signals the backend: a connection the job
+    checks out right after could still answer its ping and die in its next statement.
+    With a timeout (PostgreSQL 14+) it returns once the backend is gone (5 s at most).
+    """
     with engine.connect() as conn:
         killed = conn.execute(
             sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         ).scalar_one()
