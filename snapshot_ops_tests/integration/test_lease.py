@@ -26,6 +26,7 @@ from snapshot_ops.db import BACKOFF_BASE, backoff
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.faultproxy import Fault, Seen
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job
+from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import NOW, World
 
 HELD_SECONDS = 8.0
@@ -44,11 +45,12 @@ def held_delete_run(world: World, s3_store, home) -> tuple[object, list[str]]:
     proxy = s3_store.proxy
     proxy.add_fault(Fault(is_delete_objects, None, delay=HELD_SECONDS))
     process = start_job(world, home, batch_size=100, SNAPSHOT_OPS_STORAGE_URL=s3_store.url)
-    deadline = time.monotonic() + 120
-    while not proxy.requests(is_delete_objects):
+
+    def sent() -> bool:
         assert process.poll() is None, process.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "the run never sent its DeleteObjects"
-        time.sleep(0.05)
+        return bool(proxy.requests(is_delete_objects))
+
+    wait_until(sent, timeout=120, interval=0.05, what="the run's DeleteObjects at the proxy")
     time.sleep(0.5)  # the request is in the proxy's hold now
     return process, expired
 

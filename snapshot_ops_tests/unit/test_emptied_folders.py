@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from snapshot_ops.defs.jobs import snapshot_cleanup_job
-from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.defs.resources import SnapshotStorage
 from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
-from snapshot_ops_tests.support.world import NOW, World
+from snapshot_ops_tests.support.jobs import run_cleanup
+from snapshot_ops_tests.support.world import World
 
 DAY = dt.timedelta(days=1)
 
@@ -127,12 +127,7 @@ def test_the_job_removes_the_day_folders_it_empties(sqlite_url, storage_root, re
     if not remove:
         storage = SnapshotStorage(url=storage_root.as_uri(), remove_empty_folders=False)
 
-    result = snapshot_cleanup_job.execute_in_process(
-        run_config={
-            "ops": {"identify_expired_candidates": {"config": {"reference_time": NOW.isoformat()}}}
-        },
-        resources={"database": SnapshotDatabase(url=sqlite_url), "storage": storage},
-    )
+    result = run_cleanup(sqlite_url, storage)
 
     assert result.success
     assert [log.deleted_count for log in world.run_log()] == [4]
