@@ -13,7 +13,7 @@ and upgrades from there.
 
 A new revision: `alembic revision --rev-id 0002 -m "what changes"` in the repository root
 (pyproject.toml's `[tool.alembic]` points at this folder), then write its `upgrade()` with
-`op` and the names from `own_names()`; see README, "The job's own tables".
+`op` and the names from `own_names()`; see docs/safety.md, "The job's own tables: migrations".
 """
 
 from __future__ import annotations
