@@ -22,9 +22,12 @@ import pytest
 from snapshot_ops.storage import Outcome, RefusedKey, check_key
 from snapshot_ops.storage.base import (
     BatchRejected,
+    DeleteResult,
     StorageBackend,
+    all_failed,
     chunked,
     delete_in_batches,
+    prefixed,
     refused_by,
 )
 from snapshot_ops.storage.filesystem import FilesystemBackend
@@ -217,3 +220,39 @@ def test_the_default_refusals_apply_the_shared_key_checks_only(store):
     }
     # The filesystem backend adds its own rule on top: a folder is not a file it deletes.
     assert set(backend.refusals(keys)) == {"../x.pdf", "p/folder.pdf"}
+
+
+def test_a_batch_failed_as_a_whole_fails_each_of_its_names_and_warns_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="snapshot_ops.storage.base"):
+        results = all_failed(["a/1.pdf", "b/2.pdf"], "503 SlowDown after 5 attempts")
+
+    assert results == {
+        "a/1.pdf": DeleteResult(
+            "a/1.pdf", Outcome.FAILED, "'a/1.pdf': 503 SlowDown after 5 attempts"
+        ),
+        "b/2.pdf": DeleteResult(
+            "b/2.pdf", Outcome.FAILED, "'b/2.pdf': 503 SlowDown after 5 attempts"
+        ),
+    }
+    assert [r.getMessage() for r in caplog.records] == [
+        "503 SlowDown after 5 attempts (2 keys stay pending)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("root", "prefix", "expected"),
+    [
+        ("", "", ""),
+        ("tenant", "", "tenant"),
+        ("", "ab", "ab"),
+        ("tenant", "ab/cd", "tenant/ab/cd"),
+    ],
+)
+def test_the_object_name_prefix_joins_root_and_a_checked_prefix(root, prefix, expected):
+    assert prefixed(root, prefix) == expected
+
+
+@pytest.mark.parametrize("root", ["", "tenant"])
+def test_an_unsafe_prefix_is_refused_under_any_root(root):
+    with pytest.raises(RefusedKey):
+        prefixed(root, "../other")
