@@ -430,8 +430,9 @@ def mark_and_delete(
     its objects are handed to the deleter: a file is never deleted before its row's mark
     is durable. Keys `storage` would refuse (`StorageBackend.refusals`; the shared key
     checks without a storage) are never marked: their rows stay live and each is reported
-    in the errors, every run. The deleter leases each batch's journal entries for `lease`
-    (see `delete_entries`). In a dry run the marks are rolled back and nothing is deleted.
+    in the errors, every run. Each batch's journal entries are written already leased to
+    `run_id` for `lease` (`Catalog.lock_and_mark`), so the deleter needs no claim. In a dry
+    run the marks are rolled back and nothing is deleted.
     With `after` and `upper` (keys from `Catalog.range_boundaries`) only the candidates
     after `after` up to `upper` included are walked: one range of a run split into ranges.
 
@@ -460,8 +461,8 @@ def mark_and_delete(
             cutoff=policy.cutoff, cursor=cursor, limit=limit, refusals=refusals, upper=upper
         )
 
-    # The next batch is read (and its keys checked by the store) on this thread while the
-    # current one is locked and marked: the read takes no lock and `lock_and_mark` checks
+    # The next batch is read (and its keys checked by the store) on a reader thread while
+    # the current one is locked and marked: the read takes no lock and `lock_and_mark` checks
     # every row again under its lock. Measured with `python -m bench.profile --rows 50000`:
     # the read and the check were a third of the marking loop's time, which is the step's
     # critical path (the deleting threads wait for it).
