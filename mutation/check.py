@@ -166,6 +166,12 @@ def prepare(name: str, mset: MutationSet, keep: bool) -> Path:
         "pytest_add_cli_args_test_selection": list(mset.tests),
         "pytest_add_cli_args": ["-p", "no:cacheprovider"],
         "use_git_change_detection": False,
+        # mutmut stops a mutant after 2 * multiplier * (its tests' clean duration + constant)
+        # CPU seconds. Its default multiplier (15) lets a mutant that loops forever hold a
+        # worker for half an hour; the CPU a clean run of the tests takes is below their wall
+        # time, so 1 * (duration + 10 s), doubled, still never stops one that would finish.
+        "timeout_multiplier": 1.0,
+        "timeout_constant": 10.0,
     }
     config = "\n[tool.mutmut]\n" + "".join(
         f"{key} = {json.dumps(value)}\n" for key, value in table.items()
