@@ -1,0 +1,215 @@
+"""The catalog's reading and releasing of journal entries, and its range boundaries, in
+process on both databases.
+
+The job and `python -m snapshot_ops.journal` use these (the end-to-end tier runs them in
+subprocesses); here each is called directly, so a change to its SQL fails a test that can
+say which rows it touched:
+
+- `journal()` lists every entry with its row's state now, in file_id order, and nothing
+  when the job never made its journal;
+- `release_pending` makes live again only the rows whose entries it dropped, and never an
+  entry a live run holds;
+- `range_boundaries` returns the every-th candidate's key in the marking walk's order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from snapshot_ops.defs.resources import SnapshotDatabase
+from snapshot_ops_tests.support.scenarios import DAY
+from snapshot_ops_tests.support.world import NOW
+
+pytestmark = pytest.mark.integration
+
+CUTOFF = NOW - 7 * DAY
+
+
+@pytest.fixture
+def catalog(world):
+    opened = SnapshotDatabase(url=world.db_url).open_catalog()
+    yield opened
+    opened.engine.dispose()
+
+
+def pending_table(world) -> str:
+    return (
+        "snapshot_ops_pending_deletes"
+        if world.db_url.startswith("sqlite")
+        else "snapshot_ops.pending_deletes"
+    )
+
+
+def mark(catalog, ids, *, run_id="r1", lease=None):
+    """Mark these candidates (and journal them) as run `run_id` would; return marked ids."""
+    catalog.start_run(
+        run_id=run_id, run_at=NOW, reference_time=NOW, cutoff=CUTOFF, dry_run=False,
+        candidate_count=len(ids),
+    )  # fmt: skip
+    batch = catalog.mark_batch(
+        cutoff=CUTOFF, cursor=None, limit=100, run_id=run_id, marked_at=NOW, lease=lease
+    )
+    marked = {c.file_id for c in batch.marked}
+    assert marked == set(ids)
+    return marked
+
+
+def test_the_journal_lists_each_entry_with_its_rows_state_now(world, catalog):
+    assert catalog.journal() == []  # the job never ran here: no journal table
+    catalog.ensure_own_tables()
+    assert catalog.journal() == [] and catalog.pending_count() == 0
+
+    kept, rekeyed, gone = (world.add(age=(10 + i) * DAY) for i in range(3))
+    mark(catalog, [kept, rekeyed, gone])
+    assert catalog.pending_count() == 3
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.update(world.files).where(world.files.c.fileId == rekeyed).values(storageKey="new")
+        )
+        conn.execute(sa.delete(world.files).where(world.files.c.fileId == gone))
+        conn.execute(
+            sa.text(
+                f"UPDATE {pending_table(world)} SET attempts = 2, last_error = 'Slow Down' "
+                "WHERE file_id = :id"
+            ),
+            {"id": kept},
+        )
+
+    entries = catalog.journal()
+    assert [e["file_id"] for e in entries] == sorted([kept, rekeyed, gone])
+    by_id = {e.pop("file_id"): e for e in entries}
+    for entry in by_id.values():
+        assert dt.datetime.fromisoformat(entry.pop("marked_at")).replace(tzinfo=dt.UTC) == NOW
+    key = {i: f"{i[:2]}/{i}.pdf" for i in (kept, rekeyed, gone)}
+    common = {"run_id": "r1"}
+    assert by_id == {
+        kept: {
+            "storage_key": key[kept], "row_storage_key": key[kept], "row_marked": True,
+            "attempts": 2, "last_error": "Slow Down", **common,
+        },
+        rekeyed: {
+            "storage_key": key[rekeyed], "row_storage_key": "new", "row_marked": True,
+            "attempts": 0, "last_error": None, **common,
+        },
+        gone: {
+            "storage_key": key[gone], "row_storage_key": None, "row_marked": None,
+            "attempts": 0, "last_error": None, **common,
+        },
+    }  # fmt: skip
+    assert catalog.pending_count() == 3
+
+
+def test_release_makes_live_only_the_rows_whose_entries_it_dropped(world, catalog):
+    catalog.ensure_own_tables()
+    free = [world.add(age=(10 + i) * DAY) for i in range(4)]
+    mark(catalog, free)
+    held, lapsed = world.add(age=20 * DAY), world.add(age=21 * DAY)
+    mark(catalog, [held, lapsed], run_id="r2", lease=dt.timedelta(minutes=5))
+    with world.engine.begin() as conn:  # r2's lease on `lapsed` ran out a minute ago
+        conn.execute(
+            sa.text(f"UPDATE {pending_table(world)} SET lease_until = :t WHERE file_id = :id"),
+            {"t": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1), "id": lapsed},
+        )
+    unjournaled = world.add(age=30 * DAY, deleted=True)  # marked, but no entry
+    assert catalog.release_pending([]) == []
+
+    released = catalog.release_pending(
+        [free[0], free[1], free[1], held, lapsed, unjournaled, "not-a-file"]
+    )
+    assert sorted(released) == sorted([free[0], free[1], lapsed])
+    assert {i: world.is_deleted(i) for i in [*free, held, lapsed, unjournaled]} == {
+        free[0]: False, free[1]: False, free[2]: True, free[3]: True,
+        held: True, lapsed: False, unjournaled: True,
+    }  # fmt: skip
+    assert [e.file_id for e in world.pending()] == sorted([free[2], free[3], held])
+    assert catalog.pending_count() == 3
+    assert all(world.has_file(i) for i in [*free, held, lapsed])  # objects are not touched
+
+    assert catalog.release_pending([free[0], free[2]]) == [free[2]]  # a second release
+    assert not world.is_deleted(free[2]) and catalog.pending_count() == 2
+
+
+def test_range_boundaries_are_every_kth_candidate_in_marking_order(world, catalog):
+    catalog.ensure_own_tables()
+    # Seven candidates, oldest first; two share a createdAt, so fileId orders them.
+    ages = [40, 35, 30, 30, 20, 15, 10]
+    ids = [world.add(age=age * DAY) for age in ages]
+    walk = sorted(zip(ages, ids, strict=True), key=lambda a: (-a[0], a[1]))
+    in_order = [i for _, i in walk]
+    # Not candidates: too young, linked, already deleted, another type.
+    world.add(age=6 * DAY)
+    world.add(age=50 * DAY, linked=True)
+    world.add(age=50 * DAY, deleted=True)
+    world.add(age=50 * DAY, snapshot_type="order")
+
+    def boundaries(every, most):
+        return [file_id for _, file_id in catalog.range_boundaries(CUTOFF, every=every, most=most)]
+
+    assert boundaries(3, 5) == [in_order[2], in_order[5]]
+    assert boundaries(3, 1) == [in_order[2]]
+    assert boundaries(2, 3) == [in_order[1], in_order[3], in_order[5]]
+    assert boundaries(1, 10) == in_order
+    assert boundaries(7, 5) == [in_order[6]]
+    assert boundaries(8, 5) == []
+    # Each boundary is a key the walk resumes after: the candidates after the first.
+    first = catalog.range_boundaries(CUTOFF, every=3, most=1)[0]
+    after = catalog.mark_batch(
+        cutoff=CUTOFF, cursor=first, limit=100, run_id="r1", marked_at=NOW, dry_run=True
+    )
+    assert [c.file_id for c in after.marked] == in_order[3:]
+
+
+def test_a_failed_runs_leases_are_free_at_once_and_no_other_runs(world, catalog):
+    catalog.ensure_own_tables()
+    failed = [world.add(age=(10 + i) * DAY) for i in range(2)]
+    mark(catalog, failed, run_id="failed", lease=dt.timedelta(minutes=5))
+    held = [world.add(age=20 * DAY)]
+    mark(catalog, held, run_id="live", lease=dt.timedelta(minutes=5))
+    free = [world.add(age=21 * DAY)]
+    mark(catalog, free, run_id="unleased")
+
+    catalog.release_leases("failed")
+
+    # A third run gets the failed run's entries and the free one now, not the live run's.
+    claimed, shared = catalog.claim_pending(
+        run_id="next", now=dt.datetime.now(dt.UTC), lease=dt.timedelta(minutes=5)
+    )
+    assert sorted(e.file_id for e in claimed) == sorted(failed + free) and shared == []
+    assert {e.file_id: e.claimed_by for e in world.pending()} == {
+        failed[0]: "next", failed[1]: "next", free[0]: "next", held[0]: "live",
+    }  # fmt: skip
+
+
+def test_mark_batch_passes_each_bound_to_the_read_and_the_mark(world, catalog):
+    catalog.ensure_own_tables()
+    ids = [world.add(age=(20 - i) * DAY) for i in range(5)]  # oldest first
+    catalog.start_run(
+        run_id="r1", run_at=NOW, reference_time=NOW, cutoff=CUTOFF, dry_run=False,
+        candidate_count=5,
+    )  # fmt: skip
+
+    def batch(**bounds):
+        args = dict(cutoff=CUTOFF, cursor=None, limit=100, run_id="r1", marked_at=NOW)
+        return catalog.mark_batch(**(args | bounds))
+
+    rehearsal = batch(dry_run=True)
+    assert [c.file_id for c in rehearsal.marked] == ids and world.live_rows() == 5
+    assert world.pending() == []
+
+    first = batch(limit=2)
+    assert [c.file_id for c in first.marked] == ids[:2]
+
+    # The 2nd candidate left is the upper bound; the store refuses the 1st one's key.
+    upper = catalog.range_boundaries(CUTOFF, every=2, most=1)[0]
+    refused_key = world.row(ids[2]).storageKey
+    second = batch(
+        cursor=first.cursor,
+        upper=upper,
+        refusals=lambda keys: {k: "test refusal" for k in keys if k == refused_key},
+    )
+    assert [c.file_id for c in second.marked] == [ids[3]]
+    assert [(c.file_id, why) for c, why in second.refused] == [(ids[2], "test refusal")]
+    assert [i for i in ids if world.is_deleted(i)] == [ids[0], ids[1], ids[3]]
