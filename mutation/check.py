@@ -1,12 +1,14 @@
 """Mutation testing of the modules that decide what is deleted, checked against a record.
 
     python -m mutation.check ci        # the fixed, fast set CI runs (a few minutes)
-    python -m mutation.check full      # every deciding module, by hand (long)
+    python -m mutation.check full      # every deciding module, by hand (hours): the groups
+                                       # selection, protocol and storage, one after another
+    python -m mutation.check protocol --module snapshot_ops/db/journal.py   # one module
     python -m mutation.check ci --update   # rewrite the record from this run's survivors
 
 Each set names the modules it mutates and the tests that must catch the mutants. The set is
 run by mutmut (pinned in constraints.txt) in its own working folder, `.mutation/<set>/`, so
-the two sets never share a cache and the work tree stays clean. Every mutant that the tests
+no two sets share a cache and the work tree stays clean. Every mutant that the tests
 do not catch (mutmut's "survived", "no tests", "suspicious" or "skipped") must be listed,
 with the reason it is acceptable, in `mutation/survivors-<set>.toml`; one that is not listed
 there is a new survivor and fails the command (exit 1), which prints its name and its diff.
@@ -55,6 +57,11 @@ class MutationSet:
     tests: tuple[str, ...]
 
 
+def tests_in(*paths: str) -> tuple[str, ...]:
+    """pytest arguments selecting these test files (paths under snapshot_ops_tests/)."""
+    return tuple(f"snapshot_ops_tests/{path}" for path in paths)
+
+
 SETS = {
     # The pure rules and the key checks and batch shape every object store shares, against
     # their unit tests (real folders, no services): a few minutes on 2 cores.
@@ -67,27 +74,89 @@ SETS = {
             "snapshot_ops_tests/unit/test_storage_keys_and_batches.py",
         ),
     ),
-    # Everything that decides what is deleted: the rules, the SQL of the protocol and the
-    # journal, the cleanup loops and each backend's reading of per-key results, against the
-    # unit and integration tiers (the end-to-end tier runs the job in subprocesses, which
-    # mutmut cannot attribute to a function, and takes too long per mutant).
-    "full": MutationSet(
+    # The three groups below together mutate everything that decides what is deleted, each
+    # group against the tests whose job is to pin it: unit and integration tests, and the
+    # end-to-end tests that run the job in process (mutmut cannot attribute what a
+    # subprocess runs to a function, so the others would only cost time). Each survivor
+    # runs all the tests that reach its function, so tests that run the job for other ends
+    # (alerts, housekeeping, reconcile, migrations of the Dagster instance) are left out.
+    #
+    # What is a candidate: the retention rules, the candidate SQL and the marking protocol,
+    # the engine and the schema.
+    "selection": MutationSet(
         modules=(
             "snapshot_ops/rules.py",
+            "snapshot_ops/db/candidates.py",
             "snapshot_ops/db/engine.py",
             "snapshot_ops/db/schema.py",
-            "snapshot_ops/db/runlog.py",
-            "snapshot_ops/db/candidates.py",
-            "snapshot_ops/db/journal.py",
+        ),
+        tests=tests_in(
+            "unit/test_rules.py",
+            "unit/test_rules_bounds.py",
+            "integration/test_property_oracle.py",
+            "integration/test_concurrent_attach.py",
+            "integration/test_journal_entries.py",
+            "integration/test_cleanup_loops.py",
+            "integration/test_lease.py",
+            "integration/test_faults.py",
+            "integration/test_migrations.py",
+            "integration/test_least_privilege.py",
+            "e2e/test_time_formats.py",
+            "e2e/test_job_rules.py",
+            "e2e/test_bad_input.py",
+            "e2e/test_safety_valves.py",
+            "e2e/test_run_outcomes_at_bounds.py",
+            "e2e/test_key_ranges.py",
+        ),
+    ),
+    # What happens to a marked row: the cleanup loops, the journal and the run log.
+    "protocol": MutationSet(
+        modules=(
             "snapshot_ops/cleanup.py",
+            "snapshot_ops/db/journal.py",
+            "snapshot_ops/db/runlog.py",
+        ),
+        tests=tests_in(
+            "integration/test_cleanup_loops.py",
+            "integration/test_lease.py",
+            "integration/test_faults.py",
+            "integration/test_concurrent_attach.py",
+            "integration/test_journal_entries.py",
+            "integration/test_checkpoint_order.py",
+            "e2e/test_bad_input.py",
+            "e2e/test_job_rules.py",
+            "e2e/test_refused_keys.py",
+            "e2e/test_safety_valves.py",
+            "e2e/test_run_outcomes_at_bounds.py",
+            "e2e/test_key_ranges.py",
+        ),
+    ),
+    # What the stores answer: the key checks, batching and each backend's per-key results.
+    "storage": MutationSet(
+        modules=(
             "snapshot_ops/storage/base.py",
             "snapshot_ops/storage/s3.py",
             "snapshot_ops/storage/azure_blob.py",
             "snapshot_ops/storage/filesystem.py",
         ),
-        tests=("snapshot_ops_tests", "-m", "unit or integration"),
+        tests=tests_in(
+            "unit/test_storage_filesystem.py",
+            "unit/test_storage_keys_and_batches.py",
+            "unit/test_storage_urls.py",
+            "unit/test_emptied_folders.py",
+            "integration/test_storage_contract.py",
+            "integration/test_storage_batches.py",
+            "integration/test_object_storage_requests.py",
+            "integration/test_s3_resource.py",
+            "integration/test_faults.py",
+            "e2e/test_object_store_faults.py",
+            "e2e/test_job_object_storage.py",
+            "e2e/test_refused_keys.py",
+        ),
     ),
 }
+#: `full`: every group, one after another.
+FULL = ("selection", "protocol", "storage")
 
 #: mutmut's statuses that mean the tests noticed the mutant.
 CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
@@ -166,12 +235,13 @@ def prepare(name: str, mset: MutationSet, keep: bool) -> Path:
         "pytest_add_cli_args_test_selection": list(mset.tests),
         "pytest_add_cli_args": ["-p", "no:cacheprovider"],
         "use_git_change_detection": False,
-        # mutmut stops a mutant after 2 * multiplier * (its tests' clean duration + constant)
-        # CPU seconds. Its default multiplier (15) lets a mutant that loops forever hold a
-        # worker for half an hour; the CPU a clean run of the tests takes is below their wall
-        # time, so 1 * (duration + 10 s), doubled, still never stops one that would finish.
-        "timeout_multiplier": 1.0,
-        "timeout_constant": 10.0,
+        # mutmut stops a mutant after (its tests' clean call time + constant) * multiplier
+        # seconds of wall time (twice that of CPU). Its default multiplier, 15, lets a mutant
+        # that loops forever hold a worker for half an hour. The clean time it measures leaves
+        # out fixture set-up, and parallel mutants slow each other: a survivor's pass took
+        # 3.8 times its clean time with 4 at once on 2 cores, so 8 leaves room to spare.
+        "timeout_multiplier": 8.0,
+        "timeout_constant": 30.0,
     }
     config = "\n[tool.mutmut]\n" + "".join(
         f"{key} = {json.dumps(value)}\n" for key, value in table.items()
@@ -244,21 +314,30 @@ def toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def write_record(path: Path, name: str, survivors: list[Survivor], old: list[dict]) -> None:
+def write_record(
+    path: Path, name: str, survivors: list[Survivor], old: list[dict], others: list[dict]
+) -> None:
+    """Rewrite the record: `survivors` (keeping the reasons `old` gave them) and, as they
+    were, the entries `others` of modules this run did not mutate."""
     reasons: dict[tuple[str, str], list[str]] = {}
     for entry in old:
         key = (entry["function"], entry["mutation"].strip("\n"))
         reasons.setdefault(key, []).append(entry.get("why", ""))
+    entries = [
+        (e["function"], e["mutation"].strip("\n"), e.get("status", ""), e.get("why", ""))
+        for e in others
+    ]
+    for survivor in survivors:
+        kept = reasons.get(survivor.identity) or [""]
+        entries.append((*survivor.identity, survivor.status, kept.pop(0)))
     target = "mutation-ci" if name == "ci" else "mutation"
     parts = [RECORD_HEADER.format(name=name, target=target)]
-    for survivor in sorted(survivors, key=lambda s: s.identity):
-        kept = reasons.get(survivor.identity) or [""]
-        why = kept.pop(0)
+    for function, mutation, status, why in sorted(entries):
         parts.append(
             "\n[[survivor]]\n"
-            f"function = {toml_string(survivor.function)}\n"
-            f"mutation = {toml_string(survivor.mutation)}\n"
-            f"status = {toml_string(survivor.status)}\n"
+            f"function = {toml_string(function)}\n"
+            f"mutation = {toml_string(mutation)}\n"
+            f"status = {toml_string(status)}\n"
             f"why = {toml_string(why)}\n"
         )
     path.write_text("".join(parts))
@@ -278,45 +357,25 @@ def compare(survivors: list[Survivor], record: list[dict]) -> tuple[list[Survivo
     return new, unexplained, stale
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("set", choices=sorted(SETS))
-    parser.add_argument("--update", action="store_true", help="rewrite the survivors file")
-    parser.add_argument("--keep", action="store_true", help="reuse the last run's results")
-    parser.add_argument(
-        "--module",
-        action="append",
-        help="mutate only this module of the set (repeatable); the record is checked for it only",
-    )
-    parser.add_argument("--max-children", type=int, default=None, help="parallel mutants")
-    args = parser.parse_args(argv)
-
-    mset = SETS[args.set]
-    if args.module:
-        unknown = sorted(set(args.module) - set(mset.modules))
-        if unknown:
-            parser.error(f"not in the set {args.set}: {', '.join(unknown)}")
-        mset = MutationSet(modules=tuple(args.module), tests=mset.tests)
-        if args.update:
-            parser.error("--update rewrites the whole record: run it without --module")
-    record_path = HERE / f"survivors-{args.set}.toml"
+def check(name: str, mset: MutationSet, *, update: bool, keep: bool, children: int | None) -> int:
+    """Run one set (or the chosen modules of it) and check its survivors against its record:
+    0 when every survivor is listed with a reason, 1 when not."""
+    record_path = HERE / f"survivors-{name}.toml"
     started = time.monotonic()
-    work = prepare(args.set, mset, keep=args.keep)
-    run_mutmut(work, args.max_children)
+    work = prepare(name, mset, keep=keep)
+    run_mutmut(work, children)
     survivors, statuses = collect(work, mset)
     elapsed = time.monotonic() - started
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
-    say(
-        f"mutation: set {args.set}: {sum(statuses.values())} mutants ({summary}) in {elapsed:.0f} s"
-    )
+    say(f"mutation: set {name}: {sum(statuses.values())} mutants ({summary}) in {elapsed:.0f} s")
 
-    record = load_record(record_path)
-    if args.module:
-        names = tuple(m.removesuffix(".py").replace("/", ".") + "." for m in mset.modules)
-        record = [entry for entry in record if entry["function"].startswith(names)]
-    if args.update:
-        write_record(record_path, args.set, survivors, record)
-        record = load_record(record_path)
+    everything = load_record(record_path)
+    prefixes = tuple(m.removesuffix(".py").replace("/", ".") + "." for m in mset.modules)
+    record = [entry for entry in everything if entry["function"].startswith(prefixes)]
+    if update:  # the entries of modules this run did not mutate stay as they are
+        others = [entry for entry in everything if entry not in record]
+        write_record(record_path, name, survivors, record, others)
+        record = [e for e in load_record(record_path) if e["function"].startswith(prefixes)]
         say(f"mutation: wrote {len(survivors)} survivors to {record_path.relative_to(REPO)}")
 
     new, unexplained, stale = compare(survivors, record)
@@ -339,6 +398,36 @@ def main(argv: list[str] | None = None) -> int:
     accepted = len(survivors) - len(new) - len(unexplained)
     say(f"mutation: {caught + accepted} passed, {len(new) + len(unexplained)} failed")
     return 1 if new or unexplained else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("set", choices=[*sorted(SETS), "full"])
+    parser.add_argument("--update", action="store_true", help="rewrite the survivors file")
+    parser.add_argument("--keep", action="store_true", help="reuse the last run's results")
+    parser.add_argument(
+        "--module",
+        action="append",
+        help="mutate only this module of the set (repeatable); the record is checked for it only",
+    )
+    parser.add_argument("--max-children", type=int, default=None, help="parallel mutants")
+    args = parser.parse_args(argv)
+
+    names = FULL if args.set == "full" else (args.set,)
+    chosen = set(args.module or ())
+    unknown = sorted(chosen - {m for name in names for m in SETS[name].modules})
+    if unknown:
+        parser.error(f"not in the set {args.set}: {', '.join(unknown)}")
+    failed = 0
+    for name in names:
+        mset = SETS[name]
+        if chosen:
+            modules = tuple(m for m in mset.modules if m in chosen)
+            if not modules:
+                continue
+            mset = MutationSet(modules=modules, tests=mset.tests)
+        failed |= check(name, mset, update=args.update, keep=args.keep, children=args.max_children)
+    return failed
 
 
 if __name__ == "__main__":

@@ -9,16 +9,20 @@ say which rows it touched:
   when the job never made its journal;
 - `release_pending` makes live again only the rows whose entries it dropped, and never an
   entry a live run holds;
+- `release_leases` and `close_crashed_runs` free the entries of runs that ended, and no
+  other run's;
 - `range_boundaries` returns the every-th candidate's key in the marking walk's order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import sqlalchemy as sa
 
+from snapshot_ops.db import CRASHED, RUNNING, SUCCEEDED
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.scenarios import DAY
 from snapshot_ops_tests.support.world import NOW
@@ -213,3 +217,28 @@ def test_mark_batch_passes_each_bound_to_the_read_and_the_mark(world, catalog):
     assert [c.file_id for c in second.marked] == [ids[3]]
     assert [(c.file_id, why) for c, why in second.refused] == [(ids[2], "test refusal")]
     assert [i for i in ids if world.is_deleted(i)] == [ids[0], ids[1], ids[3]]
+
+
+def test_closing_crashed_runs_closes_only_running_rows_and_frees_their_leases(world, catalog):
+    catalog.ensure_own_tables()
+    crashed = [world.add(age=(10 + i) * DAY) for i in range(2)]
+    mark(catalog, crashed, run_id="crashed", lease=dt.timedelta(minutes=5))
+    live = [world.add(age=20 * DAY)]
+    mark(catalog, live, run_id="live", lease=dt.timedelta(minutes=5))
+    mark(catalog, [], run_id="finished")
+    catalog.finish_run("finished", status=SUCCEEDED, errors=[])
+    reason = "the run ended without closing its log"
+
+    catalog.close_crashed_runs([], reason)  # nothing to close: nothing changes
+    catalog.close_crashed_runs(["crashed", "finished"], reason)
+
+    runs = {r.run_id: r for r in world.run_log()}
+    assert {i: (r.status, r.error_count) for i, r in runs.items()} == {
+        "crashed": (CRASHED, 1), "live": (RUNNING, 0), "finished": (SUCCEEDED, 0),
+    }  # fmt: skip
+    assert json.loads(runs["crashed"].errors) == [reason]
+    assert runs["crashed"].finished_at is not None and runs["live"].finished_at is None
+    claimed, _ = catalog.claim_pending(
+        run_id="next", now=dt.datetime.now(dt.UTC), lease=dt.timedelta(minutes=5)
+    )
+    assert sorted(e.file_id for e in claimed) == sorted(crashed)
