@@ -117,6 +117,7 @@ SETS = {
             "snapshot_ops/db/runlog.py",
         ),
         tests=tests_in(
+            "unit/test_lease_length.py",
             "integration/test_cleanup_loops.py",
             "integration/test_lease.py",
             "integration/test_faults.py",
