@@ -1,10 +1,14 @@
-"""The tests' shared fixtures (see support/) and the tier of each test.
+"""The tests' shared fixtures (see support/), the tier of each test, and the local time zone
+the suite runs in.
 
 A test's tier is the folder it is in (unit/, integration/, e2e/) unless it carries a tier
 marker of its own: `pytest -m unit` (or `integration`, `e2e`) selects it by that marker.
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import pytest
 
@@ -16,6 +20,17 @@ pytest_plugins = [
 ]
 
 TIERS = ("unit", "integration", "e2e")
+
+#: The suite runs as a worker whose local time zone is neither UTC nor a whole number of
+#: hours from it, so a naive local clock where the job means UTC (`datetime.now()` without
+#: a zone) moves leases, backoffs and run times by 5 h 30 min and fails the tests that
+#: check them. The processes the tests start inherit it.
+WORKER_TIME_ZONE = "Asia/Kolkata"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["TZ"] = WORKER_TIME_ZONE
+    time.tzset()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
