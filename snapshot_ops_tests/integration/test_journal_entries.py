@@ -10,7 +10,8 @@ say which rows it touched:
 - `release_pending` makes live again only the rows whose entries it dropped, and never an
   entry a live run holds;
 - `release_leases` and `close_crashed_runs` free the entries of runs that ended, and no
-  other run's;
+  other run's; `close_crashed_runs` and `finish_run_if_running` close only the run-log rows
+  of runs still running, with the time they closed them;
 - `range_boundaries` returns the every-th candidate's key in the marking walk's order.
 """
 
@@ -22,7 +23,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops.db import CRASHED, RUNNING, SUCCEEDED
+from snapshot_ops.db import CRASHED, FAILED, MAX_STORED_ERRORS, RUNNING, SUCCEEDED
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.scenarios import DAY
 from snapshot_ops_tests.support.world import NOW
@@ -45,6 +46,16 @@ def pending_table(world) -> str:
         if world.db_url.startswith("sqlite")
         else "snapshot_ops.pending_deletes"
     )
+
+
+def assert_just_now(stamp):
+    """`stamp` (as the run log stores it: aware on PostgreSQL, naive UTC on SQLite) is the
+    current UTC time, within a minute."""
+    if isinstance(stamp, str):
+        stamp = dt.datetime.fromisoformat(stamp)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    assert abs(dt.datetime.now(dt.UTC) - stamp) < dt.timedelta(minutes=1), stamp
 
 
 def mark(catalog, ids, *, run_id="r1", lease=None):
@@ -237,8 +248,30 @@ def test_closing_crashed_runs_closes_only_running_rows_and_frees_their_leases(wo
         "crashed": (CRASHED, 1), "live": (RUNNING, 0), "finished": (SUCCEEDED, 0),
     }  # fmt: skip
     assert json.loads(runs["crashed"].errors) == [reason]
-    assert runs["crashed"].finished_at is not None and runs["live"].finished_at is None
+    assert_just_now(runs["crashed"].finished_at)
+    assert runs["live"].finished_at is None
     claimed, _ = catalog.claim_pending(
         run_id="next", now=dt.datetime.now(dt.UTC), lease=dt.timedelta(minutes=5)
     )
     assert sorted(e.file_id for e in claimed) == sorted(crashed)
+
+
+def test_a_failed_run_is_closed_only_if_still_running_and_no_other_run(world, catalog):
+    catalog.ensure_own_tables()
+    for run_id in ("failed", "other", "finished"):
+        mark(catalog, [], run_id=run_id)
+    catalog.finish_run("finished", status=SUCCEEDED, errors=[])
+    errors = [f"error {n}" for n in range(MAX_STORED_ERRORS + 1)]
+
+    catalog.finish_run_if_running("failed", errors=errors)
+    catalog.finish_run_if_running("finished", errors=["too late"])
+
+    runs = {r.run_id: r for r in world.run_log()}
+    assert {i: (r.status, r.error_count) for i, r in runs.items()} == {
+        "failed": (FAILED, MAX_STORED_ERRORS + 1), "other": (RUNNING, 0),
+        "finished": (SUCCEEDED, 0),
+    }  # fmt: skip
+    assert json.loads(runs["failed"].errors) == errors[:MAX_STORED_ERRORS]
+    assert json.loads(runs["finished"].errors) == []
+    assert_just_now(runs["failed"].finished_at)
+    assert runs["other"].finished_at is None
