@@ -147,3 +147,19 @@ def test_a_batch_short_of_the_cap_reads_on(world):
     assert changed == [ids[1]]
     assert marked.marked_count == 2
     assert [world.is_deleted(i) for i in ids] == [True, False, True]
+
+
+def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world):
+    # A row's "sizeBytes" is the figure when it is 0 or more; NULL or negative means
+    # unknown, and the object is measured before it is deleted (each object here: 10 bytes).
+    sizes = {world.add(age=10 * DAY, size=size): size for size in (0, None, -5, 7)}
+    catalog = catalog_for(world)
+    backend = FilesystemBackend(str(world.root))
+    marked, deleted = mark_and_delete(
+        catalog, backend, policy(), run_id="r", marked_at=NOW, batch_size=10
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert not any(world.has_file(i) for i in sizes)
+    assert marked.bytes_marked == 7  # what the rows say they hold
+    assert (deleted.removed, deleted.bytes_reclaimed) == (4, 0 + 10 + 10 + 7)
