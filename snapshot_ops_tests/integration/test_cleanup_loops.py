@@ -163,3 +163,43 @@ def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world)
     assert not any(world.has_file(i) for i in sizes)
     assert marked.bytes_marked == 7  # what the rows say they hold
     assert (deleted.removed, deleted.bytes_reclaimed) == (4, 0 + 10 + 10 + 7)
+
+
+def test_the_journal_sweep_pages_through_every_entry_once(world):
+    # Six rows an earlier run marked and journaled, then stopped. In file_id order: two
+    # whose object a live row names by now (dropped from the journal, object kept), one
+    # the store fails (it stays, tried once), and three that go. Pages of 2: the first is
+    # all shared, so the sweep must step past it on the shared ids alone.
+    from snapshot_ops.cleanup import finish_pending
+    from snapshot_ops.storage.base import DeleteResult, Outcome
+
+    ids = sorted(world.add(age=10 * DAY) for _ in range(6))
+    shared, failing, going = ids[:2], ids[3], [ids[2], *ids[4:]]
+    catalog = catalog_for(world)
+    mark_and_delete(catalog, None, policy(), run_id="earlier", marked_at=NOW, batch_size=10)
+    for file_id in shared:
+        world.add(age=DAY, key=world.row(file_id).storageKey, with_file=False)
+    failing_key = world.row(failing).storageKey
+    requests: list[list[str]] = []
+
+    class FailingStore(FilesystemBackend):
+        def delete_many(self, keys):
+            requests.append(list(keys))
+            done = super().delete_many([k for k in keys if k != failing_key])
+            failed = DeleteResult(failing_key, Outcome.FAILED, "test failure")
+            by_key = {r.key: r for r in done}
+            return [by_key.get(k, failed) for k in keys]
+
+    backend = FailingStore(str(world.root))
+    report = finish_pending(
+        catalog, backend, run_id="sweep", lease=dt.timedelta(minutes=5), batch_size=2
+    )
+    backend.close()
+    catalog.engine.dispose()
+    key = {i: world.row(i).storageKey for i in ids}
+    assert requests == [[key[ids[2]], key[ids[3]]], [key[ids[4]], key[ids[5]]]]
+    assert (report.removed, report.kept_shared) == (3, shared)
+    assert [e.file_id for e in world.pending()] == [failing]
+    assert world.pending()[0].attempts == 1
+    assert not any(world.has_file(i) for i in going)
+    assert all(world.has_file(i) for i in [*shared, failing])
