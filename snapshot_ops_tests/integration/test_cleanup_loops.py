@@ -169,7 +169,8 @@ def test_the_journal_sweep_pages_through_every_entry_once(world):
     # Six rows an earlier run marked and journaled, then stopped. In file_id order: two
     # whose object a live row names by now (dropped from the journal, object kept), one
     # the store fails (it stays, tried once), and three that go. Pages of 2: the first is
-    # all shared, so the sweep must step past it on the shared ids alone.
+    # all shared, so the sweep must step past it on the shared ids alone. The failure's
+    # error, 2,600 characters, is kept to its first 2,000.
     from snapshot_ops.cleanup import finish_pending
     from snapshot_ops.storage.base import DeleteResult, Outcome
 
@@ -186,7 +187,7 @@ def test_the_journal_sweep_pages_through_every_entry_once(world):
         def delete_many(self, keys):
             requests.append(list(keys))
             done = super().delete_many([k for k in keys if k != failing_key])
-            failed = DeleteResult(failing_key, Outcome.FAILED, "test failure")
+            failed = DeleteResult(failing_key, Outcome.FAILED, "test failure " * 200)
             by_key = {r.key: r for r in done}
             return [by_key.get(k, failed) for k in keys]
 
@@ -200,6 +201,8 @@ def test_the_journal_sweep_pages_through_every_entry_once(world):
     assert requests == [[key[ids[2]], key[ids[3]]], [key[ids[4]], key[ids[5]]]]
     assert (report.removed, report.kept_shared) == (3, shared)
     assert [e.file_id for e in world.pending()] == [failing]
-    assert world.pending()[0].attempts == 1
+    [entry] = world.pending()
+    assert entry.attempts == 1
+    assert entry.last_error == ("test failure " * 200)[:2000]  # the journal keeps 2,000 chars
     assert not any(world.has_file(i) for i in going)
     assert all(world.has_file(i) for i in [*shared, failing])
