@@ -166,16 +166,17 @@ def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world)
 
 
 def test_the_journal_sweep_pages_through_every_entry_once(world):
-    # Six rows an earlier run marked and journaled, then stopped. In file_id order: two
-    # whose object a live row names by now (dropped from the journal, object kept), one
-    # the store fails (it stays, tried once), and three that go. Pages of 2: the first is
-    # all shared, so the sweep must step past it on the shared ids alone. The failure's
-    # error, 2,600 characters, is kept to its first 2,000.
+    # Six rows an earlier run marked and journaled, then stopped. Three have an object a
+    # live row names by now (dropped from the journal, object kept), one the store fails
+    # (it stays, tried once), two go. In file_id order and pages of 2: the first page is
+    # all shared, so the sweep steps past it on the shared ids alone; the second mixes a
+    # shared entry after one that goes. The failure's 2,600-character error is kept to
+    # its first 2,000.
     from snapshot_ops.cleanup import finish_pending
     from snapshot_ops.storage.base import DeleteResult, Outcome
 
     ids = sorted(world.add(age=10 * DAY) for _ in range(6))
-    shared, failing, going = ids[:2], ids[3], [ids[2], *ids[4:]]
+    shared, failing, going = [ids[0], ids[1], ids[3]], ids[4], [ids[2], ids[5]]
     catalog = catalog_for(world)
     mark_and_delete(catalog, None, policy(), run_id="earlier", marked_at=NOW, batch_size=10)
     for file_id in shared:
@@ -198,8 +199,8 @@ def test_the_journal_sweep_pages_through_every_entry_once(world):
     backend.close()
     catalog.engine.dispose()
     key = {i: world.row(i).storageKey for i in ids}
-    assert requests == [[key[ids[2]], key[ids[3]]], [key[ids[4]], key[ids[5]]]]
-    assert (report.removed, report.kept_shared) == (3, shared)
+    assert requests == [[key[ids[2]]], [key[ids[4]], key[ids[5]]]]
+    assert (report.removed, report.kept_shared) == (2, shared)
     assert [e.file_id for e in world.pending()] == [failing]
     [entry] = world.pending()
     assert entry.attempts == 1
