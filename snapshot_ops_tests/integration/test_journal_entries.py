@@ -12,6 +12,8 @@ say which rows it touched:
 - `release_leases` and `close_crashed_runs` free the entries of runs that ended, and no
   other run's; `close_crashed_runs` and `finish_run_if_running` close only the run-log rows
   of runs still running, with the time they closed them;
+- `release_stale` releases, page by page, every entry whose row names another object now,
+  and logs each;
 - `range_boundaries` returns the every-th candidate's key in the marking walk's order.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
 import pytest
 import sqlalchemy as sa
@@ -275,3 +278,38 @@ def test_a_failed_run_is_closed_only_if_still_running_and_no_other_run(world, ca
     assert json.loads(runs["finished"].errors) == []
     assert_just_now(runs["failed"].finished_at)
     assert runs["other"].finished_at is None
+
+
+def test_stale_entries_are_released_in_pages_and_each_is_logged(world, catalog, caplog):
+    from snapshot_ops.cleanup import release_stale
+
+    catalog.ensure_own_tables()
+    stale = [world.add(age=(10 + i) * DAY) for i in range(5)]
+    kept = world.add(age=30 * DAY)
+    mark(catalog, [*stale, kept])
+    old_key = {i: world.row(i).storageKey for i in stale}
+    with world.engine.begin() as conn:  # the application points each row at a new object
+        for file_id in stale:
+            conn.execute(
+                sa.update(world.files)
+                .where(world.files.c.fileId == file_id)
+                .values(storageKey=f"fixed/{file_id}.pdf")
+            )
+    limits: list[int] = []
+    stale_pending = catalog.stale_pending
+
+    def paged(*, limit):
+        limits.append(limit)
+        return stale_pending(limit=limit)
+
+    catalog.stale_pending = paged
+    with caplog.at_level(logging.INFO, logger="snapshot_ops.cleanup"):
+        report = release_stale(catalog, batch_size=2)
+
+    assert sorted(report.released) == sorted(stale) and limits == [2, 2, 2]
+    assert not any(world.is_deleted(i) for i in stale) and world.is_deleted(kept)
+    assert [e.file_id for e in world.pending()] == [kept]
+    logged = [r.getMessage() for r in caplog.records if r.name == "snapshot_ops.cleanup"]
+    for file_id in stale:
+        assert f"released {file_id}: its row no longer names {old_key[file_id]!r}" in logged
+    assert len(logged) == len(stale)
