@@ -207,3 +207,32 @@ def test_the_journal_sweep_pages_through_every_entry_once(world):
     assert entry.last_error == ("test failure " * 200)[:2000]  # the journal keeps 2,000 chars
     assert not any(world.has_file(i) for i in going)
     assert all(world.has_file(i) for i in [*shared, failing])
+
+
+def test_the_journal_sweep_reports_progress_at_most_every_interval_and_at_the_end(world):
+    from snapshot_ops.cleanup import finish_pending
+
+    ids = [world.add(age=(8 + n) * DAY) for n in range(5)]
+    catalog = catalog_for(world)
+    mark_and_delete(catalog, None, policy(), run_id="earlier", marked_at=NOW, batch_size=10)
+    ticks = iter(range(0, 1000, 2))
+    reports = []
+    backend = FilesystemBackend(str(world.root))
+    finish_pending(
+        catalog,
+        backend,
+        run_id="sweep",
+        lease=dt.timedelta(minutes=5),
+        batch_size=1,
+        progress=reports.append,
+        candidates=5,
+        progress_interval=7,
+        clock=lambda: next(ticks),
+    )
+    backend.close()
+    catalog.engine.dispose()
+    assert not any(world.has_file(i) for i in ids)
+    # Started at 0; pages of one end at 2, 4, 6, 8 (reported), 10, and the end at 12 is
+    # reported although only 4 s passed since.
+    assert [(r.deleted, r.total, r.elapsed_seconds) for r in reports] == [(4, 5, 8), (5, 5, 12)]
+    assert all(r.marked == 0 for r in reports)
