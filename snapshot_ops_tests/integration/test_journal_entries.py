@@ -313,3 +313,25 @@ def test_stale_entries_are_released_in_pages_and_each_is_logged(world, catalog, 
     for file_id in stale:
         assert f"released {file_id}: its row no longer names {old_key[file_id]!r}" in logged
     assert len(logged) == len(stale)
+
+
+def test_entries_backing_off_are_listed_in_file_id_order_until_their_time(world, catalog):
+    # Marked (and journaled) in "createdAt" order, which is not their file_id order here.
+    ids = sorted(world.add(age=(10 + i) * DAY) for i in range(3))
+    catalog.ensure_own_tables()
+    mark(catalog, ids)
+    now = dt.datetime.now(dt.UTC)
+    waits = {ids[0]: dt.timedelta(hours=2), ids[1]: -dt.timedelta(seconds=1), ids[2]: DAY}
+    with world.engine.begin() as conn:
+        for file_id, wait in waits.items():
+            conn.execute(
+                sa.text(
+                    f"UPDATE {pending_table(world)} SET attempts = 2, last_error = 'Slow Down', "
+                    "next_attempt_at = :at WHERE file_id = :id"
+                ),
+                {"at": now + wait, "id": file_id},
+            )
+    backed_off = catalog.backed_off(now)
+    assert [(b.file_id, b.attempts, b.last_error) for b in backed_off] == [
+        (ids[0], 2, "Slow Down"), (ids[2], 2, "Slow Down"),
+    ]  # fmt: skip
