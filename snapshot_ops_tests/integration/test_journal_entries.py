@@ -321,15 +321,14 @@ def test_entries_backing_off_are_listed_in_file_id_order_until_their_time(world,
     catalog.ensure_own_tables()
     mark(catalog, ids)
     now = dt.datetime.now(dt.UTC)
-    waits = {ids[0]: dt.timedelta(hours=2), ids[1]: -dt.timedelta(seconds=1), ids[2]: DAY}
+    waits = {ids[0]: dt.timedelta(hours=2), ids[1]: dt.timedelta(0), ids[2]: DAY}  # 0: due now
+    p = catalog.pending  # written as the job writes it (on SQLite, the same text format)
     with world.engine.begin() as conn:
         for file_id, wait in waits.items():
             conn.execute(
-                sa.text(
-                    f"UPDATE {pending_table(world)} SET attempts = 2, last_error = 'Slow Down', "
-                    "next_attempt_at = :at WHERE file_id = :id"
-                ),
-                {"at": now + wait, "id": file_id},
+                sa.update(p)
+                .where(p.c.file_id == file_id)
+                .values(attempts=2, last_error="Slow Down", next_attempt_at=now + wait)
             )
     backed_off = catalog.backed_off(now)
     assert [(b.file_id, b.attempts, b.last_error) for b in backed_off] == [

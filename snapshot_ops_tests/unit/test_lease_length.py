@@ -1,6 +1,7 @@
 """A batch's lease is LEASE_SAFETY_FACTOR x attempts x (connect + read timeout + backoff),
 never less than MIN_LEASE (cleanup.lease_length): longer than the store can take to answer,
-so no live run loses the entries it is deleting."""
+so no live run loses the entries it is deleting. And the progress line a long loop logs
+says what is left only when it can tell."""
 
 from __future__ import annotations
 
@@ -33,3 +34,18 @@ def test_the_lease_outlasts_every_attempt_of_a_batch(attempts, connect, read, ba
 def test_without_a_backoff_only_the_timeouts_count():
     lease = lease_length(max_attempts=10, connect_timeout_seconds=10.0, read_timeout_seconds=20.0)
     assert lease == dt.timedelta(minutes=15)
+
+
+def test_progress_says_how_long_is_left_only_when_it_can_tell():
+    from snapshot_ops.cleanup import Progress
+
+    assert Progress(marked=1_500, deleted=1_000, total=6_000, elapsed_seconds=3).describe() == (
+        "1,500 rows marked, 1,000 objects deleted of 6,000 in 3 s (500 rows/s, about 9 s left)"
+    )
+    # No total (or no rate yet): nothing about what is left.
+    assert Progress(marked=0, deleted=20, total=None, elapsed_seconds=4).describe() == (
+        "0 rows marked, 20 objects deleted in 4 s (5 rows/s)"
+    )
+    assert Progress(marked=0, deleted=0, total=10, elapsed_seconds=0).describe() == (
+        "0 rows marked, 0 objects deleted of 10 in 0 s (0 rows/s)"
+    )
