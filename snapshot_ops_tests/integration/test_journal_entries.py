@@ -323,8 +323,8 @@ def test_entries_backing_off_are_listed_in_file_id_order_until_their_time(world,
     now = dt.datetime.now(dt.UTC)
     waits = {ids[0]: dt.timedelta(hours=2), ids[1]: dt.timedelta(0), ids[2]: DAY}  # 0: due now
     p = catalog.pending  # written as the job writes it (on SQLite, the same text format)
-    with world.engine.begin() as conn:
-        for file_id, wait in waits.items():
+    with world.engine.begin() as conn:  # last file_id first: stored out of file_id order
+        for file_id, wait in reversed(waits.items()):
             conn.execute(
                 sa.update(p)
                 .where(p.c.file_id == file_id)
