@@ -43,14 +43,6 @@ def catalog(world):
     opened.engine.dispose()
 
 
-def pending_table(world) -> str:
-    return (
-        "snapshot_ops_pending_deletes"
-        if world.db_url.startswith("sqlite")
-        else "snapshot_ops.pending_deletes"
-    )
-
-
 def assert_just_now(stamp):
     """`stamp` (as the run log stores it: aware on PostgreSQL, naive UTC on SQLite) is the
     current UTC time, within a minute."""
@@ -89,11 +81,9 @@ def test_the_journal_lists_each_entry_with_its_rows_state_now(world, catalog):
         )
         conn.execute(sa.delete(world.files).where(world.files.c.fileId == gone))
         conn.execute(
-            sa.text(
-                f"UPDATE {pending_table(world)} SET attempts = 2, last_error = 'Slow Down' "
-                "WHERE file_id = :id"
-            ),
-            {"id": kept},
+            sa.update(catalog.pending)
+            .where(catalog.pending.c.file_id == kept)
+            .values(attempts=2, last_error="Slow Down")
         )
 
     entries = catalog.journal()
@@ -128,8 +118,9 @@ def test_release_makes_live_only_the_rows_whose_entries_it_dropped(world, catalo
     mark(catalog, [held, lapsed], run_id="r2", lease=dt.timedelta(minutes=5))
     with world.engine.begin() as conn:  # r2's lease on `lapsed` ran out a minute ago
         conn.execute(
-            sa.text(f"UPDATE {pending_table(world)} SET lease_until = :t WHERE file_id = :id"),
-            {"t": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1), "id": lapsed},
+            sa.update(catalog.pending)
+            .where(catalog.pending.c.file_id == lapsed)
+            .values(lease_until=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
         )
     unjournaled = world.add(age=30 * DAY, deleted=True)  # marked, but no entry
     assert catalog.release_pending([]) == []
@@ -322,7 +313,7 @@ def test_entries_backing_off_are_listed_in_file_id_order_until_their_time(world,
     mark(catalog, ids)
     now = dt.datetime.now(dt.UTC)
     waits = {ids[0]: dt.timedelta(hours=2), ids[1]: dt.timedelta(0), ids[2]: DAY}  # 0: due now
-    p = catalog.pending  # written as the job writes it (on SQLite, the same text format)
+    p = catalog.pending  # the job's own table object: times stored in its format
     with world.engine.begin() as conn:  # last file_id first: stored out of file_id order
         for file_id, wait in reversed(waits.items()):
             conn.execute(
