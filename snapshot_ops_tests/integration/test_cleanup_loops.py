@@ -4,10 +4,14 @@ marked by a run that stopped before deleting are finished by the next run."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
 
+from snapshot_ops import checkpoints, cleanup
 from snapshot_ops.cleanup import mark_and_delete
 from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.rules import make_policy
@@ -236,3 +240,49 @@ def test_the_journal_sweep_reports_progress_at_most_every_interval_and_at_the_en
     # reported although only 4 s passed since.
     assert [(r.deleted, r.total, r.elapsed_seconds) for r in reports] == [(4, 5, 8), (5, 5, 12)]
     assert all(r.marked == 0 for r in reports)
+
+
+def test_a_failed_batch_stops_the_marking_and_cancels_the_batches_still_queued(world, monkeypatch):
+    # DELETER_THREADS batches are deleted at once while MAX_BATCHES_IN_FLIGHT more wait.
+    # The first delete raises once that many batches are in; every other delete is held a
+    # second, long past the failure, so the queued batches are still queued when the loop
+    # sees it. The loop marks at most the batch it was blocked on and one more, the queued
+    # batches never reach the store, and the run raises the store's error. What was marked
+    # and not deleted stays journaled for the next run's sweep: nothing is lost.
+    batch_size, in_flight = 2, cleanup.DELETER_THREADS + cleanup.MAX_BATCHES_IN_FLIGHT
+    ids = [world.add(age=(8 + n) * DAY) for n in range(10 * batch_size)]
+    all_in, failed = threading.Event(), threading.Event()
+    marks, deletes = itertools.count(1), itertools.count()
+    reached = checkpoints.reached
+
+    def note(name: str) -> None:
+        reached(name)
+        if name == "after_mark_batch" and next(marks) == in_flight:
+            all_in.set()
+
+    monkeypatch.setattr(checkpoints, "reached", note)
+
+    class FailingOnce(FilesystemBackend):
+        def delete_many(self, keys):
+            if next(deletes) == 0:
+                assert all_in.wait(30)
+                failed.set()
+                raise ConnectionError("the store went away")
+            assert failed.wait(30)
+            time.sleep(1.0)
+            return super().delete_many(keys)
+
+    catalog = catalog_for(world)
+    backend = FailingOnce(str(world.root))
+    with pytest.raises(ConnectionError, match="the store went away"):
+        mark_and_delete(catalog, backend, policy(), run_id="r", marked_at=NOW, batch_size=2)
+    backend.close()
+    catalog.engine.dispose()
+
+    marked = {i for i in ids if world.is_deleted(i)}
+    gone = {i for i in ids if not world.has_file(i)}
+    assert in_flight * batch_size <= len(marked) <= (in_flight + 2) * batch_size
+    # Only the batches the deleting threads held when the first failed were deleted.
+    assert batch_size <= len(gone) <= cleanup.DELETER_THREADS * batch_size
+    assert gone <= marked
+    assert {e.file_id for e in world.pending()} == marked - gone
