@@ -111,7 +111,6 @@ def lease_length(
 def delete_entries(
     catalog: Catalog,
     storage: StorageBackend,
-    claim: Sequence[str] | None = None,
     *,
     run_id: str,
     lease: dt.timedelta,
@@ -129,7 +128,7 @@ def delete_entries(
     claimed).
     """
     entries, shared = catalog.claim_pending(
-        run_id=run_id, now=_now(), lease=lease, after=after, limit=limit, only=claim
+        run_id=run_id, now=_now(), lease=lease, after=after, limit=limit
     )
     if not entries and not shared:
         return DeleteReport(), None

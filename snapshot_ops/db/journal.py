@@ -27,6 +27,9 @@ from snapshot_ops.db.schema import Tables
 #: then every run reports it as an error by name without sending it to the store.
 BACKOFF_BASE = dt.timedelta(hours=1)
 BACKOFF_CAP = dt.timedelta(days=7)
+#: A failed delete's error is kept in the entry's `last_error` up to this many characters
+#: (a store's message can carry a whole response body).
+MAX_ERROR_CHARS = 2000
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -104,6 +107,12 @@ class Journal(Tables):
                 .values(claimed_by=None, lease_until=None)
             )
 
+    def _unheld(self, now: dt.datetime) -> sa.ColumnElement[bool]:
+        """Entries no run holds at `now`: never leased, or leased until `now` or earlier
+        (a lease holds until `lease_until`, not at it)."""
+        p = self.pending.c
+        return sa.or_(p.claimed_by.is_(None), p.lease_until <= now)
+
     def claim_pending(
         self,
         *,
@@ -112,28 +121,24 @@ class Journal(Tables):
         lease: dt.timedelta,
         after: str | None = None,
         limit: int | None = None,
-        only: Sequence[str] | None = None,
     ) -> tuple[list[PendingDelete], list[str]]:
         """Lease journal entries to `run_id` until `now + lease`, in one short transaction.
 
         Takes entries no run holds (or whose lease has run out) and that are not waiting out
-        a backoff: either the next `limit` after `after` in file_id order (to sweep the whole
-        journal) or those among `only` (the batch this run has just marked). The lease is
-        committed before the caller talks to the store, so no transaction stays open during
-        the delete, and another run skips these entries until the lease ends.
+        a backoff: the next `limit` after `after` in file_id order. The lease is committed
+        before the caller talks to the store, so no transaction stays open during the
+        delete, and another run skips these entries until the lease ends.
 
         Entries whose object a live row still names (see `keys_in_use`) are not this row's
         alone to delete: they are dropped from the journal here, object kept.
         Returns (leased entries to delete, in file_id order; file_ids dropped as shared).
         """
         p = self.pending.c
-        free = sa.or_(p.claimed_by.is_(None), p.lease_until < now)
+        free = self._unheld(now)
         due = sa.or_(p.next_attempt_at.is_(None), p.next_attempt_at <= now)
         pick = sa.select(p.file_id).where(free, due)
         if after is not None:
             pick = pick.where(p.file_id > after)
-        if only is not None:
-            pick = pick.where(self._in(p.file_id, list(only)))
         pick = pick.order_by(p.file_id).limit(limit)
         if not self.is_sqlite:  # a competing claim's rows are skipped, not waited for
             pick = pick.with_for_update(skip_locked=True)
@@ -203,7 +208,7 @@ class Journal(Tables):
                     [
                         {
                             "failed_id": file_id,
-                            "error": error[:2000],
+                            "error": error[:MAX_ERROR_CHARS],
                             "retry_at": now + backoff(attempts + 1),
                         }
                         for file_id, (attempts, error) in failed.items()
@@ -267,7 +272,7 @@ class Journal(Tables):
                     sa.delete(self.pending)
                     .where(
                         self._in(p.file_id, list(dict.fromkeys(file_ids))),
-                        sa.or_(p.claimed_by.is_(None), p.lease_until <= now),
+                        self._unheld(now),
                     )
                     .returning(p.file_id)
                 ).scalars()

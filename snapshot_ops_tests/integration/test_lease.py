@@ -161,9 +161,11 @@ def test_only_the_lease_holder_settles_and_counts(world):
         lease = dt.timedelta(minutes=5)
         held, _ = catalog.claim_pending(run_id="a", now=now, lease=lease)
         assert sorted(e.file_id for e in held) == sorted(ids)
-        # While a's lease runs, b gets nothing; once it has run out, b takes the entries.
-        assert catalog.claim_pending(run_id="b", now=now, lease=lease) == ([], [])
-        later = now + lease + dt.timedelta(seconds=1)
+        # While a's lease runs, to its last microsecond, b gets nothing; at its end (a
+        # lease holds until `lease_until`, not at it), b takes the entries.
+        last = now + lease - dt.timedelta(microseconds=1)
+        assert catalog.claim_pending(run_id="b", now=last, lease=lease) == ([], [])
+        later = now + lease
         taken, _ = catalog.claim_pending(run_id="b", now=later, lease=lease)
         assert len(taken) == 5
         # a, whose lease ran out, answers first: it must change and count nothing, not
