@@ -324,12 +324,17 @@ def test_a_batch_leased_at_marking_is_left_to_its_marker(world):
                 run_id=run, run_at=NOW, reference_time=NOW, cutoff=NOW, dry_run=False,
                 candidate_count=0,
             )  # fmt: skip
+        lease, before = dt.timedelta(minutes=5), dt.datetime.now(dt.UTC)
         batch = marker.mark_batch(
-            cutoff=NOW - 7 * DAY, cursor=None, limit=10, run_id="a", marked_at=NOW,
-            lease=dt.timedelta(minutes=5),
-        )  # fmt: skip
+            cutoff=NOW - 7 * DAY, cursor=None, limit=10, run_id="a", marked_at=NOW, lease=lease
+        )
+        after = dt.datetime.now(dt.UTC)
         assert sorted(c.file_id for c in batch.marked) == sorted(ids)
-        assert {e.claimed_by for e in world.pending()} == {"a"}
+        # Each entry carries its row's size and a lease that ends `lease` after the marking
+        # (so a sweep takes it over if run a dies holding it).
+        marked = world.pending()
+        assert {(e.claimed_by, e.size_bytes) for e in marked} == {("a", 100)}
+        assert all(before + lease <= aware(e.lease_until) <= after + lease for e in marked)
 
         swept = finish_pending(
             sweeper, backend, run_id="b", lease=dt.timedelta(minutes=5), batch_size=10
