@@ -37,11 +37,11 @@ class Candidate:
 
 @dataclass(frozen=True)
 class CandidateSummary:
-    """Read-only figures about what a run would delete and keep."""
+    """Read-only figures about what a run would delete and keep (`Catalog.summarize`)."""
 
     candidates: int
-    known_bytes: int
-    unknown_size: int
+    known_bytes: int  # bytes the candidates' rows give: the sum of their sizes above 0
+    unknown_size: int  # candidates whose "sizeBytes" is NULL or negative (unknown)
     kept_linked: int  # expired parse-session snapshots kept because an order links them
 
 

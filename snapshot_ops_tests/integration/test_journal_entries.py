@@ -14,7 +14,9 @@ say which rows it touched:
   of runs still running, with the time they closed them;
 - `release_stale` releases, page by page, every entry whose row names another object now,
   and logs each;
-- `range_boundaries` returns the every-th candidate's key in the marking walk's order.
+- `range_boundaries` returns the every-th candidate's key in the marking walk's order;
+- `summarize` gives the figures a run's plan shows (candidates, their known bytes, those
+  without a size, expired rows kept because an order links them).
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops.db import CRASHED, FAILED, MAX_STORED_ERRORS, RUNNING, SUCCEEDED
+from snapshot_ops.db import (
+    CRASHED,
+    FAILED,
+    MAX_STORED_ERRORS,
+    RUNNING,
+    SUCCEEDED,
+    CandidateSummary,
+)
 from snapshot_ops.defs.resources import SnapshotDatabase
+from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.scenarios import DAY
 from snapshot_ops_tests.support.world import NOW
 
@@ -325,3 +335,21 @@ def test_entries_backing_off_are_listed_in_file_id_order_until_their_time(world,
     assert [(b.file_id, b.attempts, b.last_error) for b in backed_off] == [
         (ids[0], 2, "Slow Down"), (ids[2], 2, "Slow Down"),
     ]  # fmt: skip
+
+
+def test_the_plans_figures_count_candidates_their_sizes_and_the_linked_rows_kept(world, catalog):
+    # Known bytes sum the sizes above 0; a NULL or negative size is unknown, and 0 is a
+    # known size that adds nothing. Linked, young, already marked and permanent rows are no
+    # candidates; of the linked ones, only the expired parse session's counts as kept.
+    for size in (0, None, -5, 7, 100):
+        world.add(age=8 * DAY, size=size)
+    world.add(age=8 * DAY, size=1000, linked=True)
+    world.add(age=6 * DAY, size=1000)
+    world.add(age=6 * DAY, size=1000, linked=True)
+    world.add(age=8 * DAY, size=1000, deleted=True)
+    world.add(age=8 * DAY, size=1000, snapshot_type=PERMANENT_TYPE)
+    world.add(age=8 * DAY, size=1000, snapshot_type=PERMANENT_TYPE, linked=True)
+
+    assert catalog.summarize(CUTOFF) == CandidateSummary(
+        candidates=5, known_bytes=107, unknown_size=2, kept_linked=1
+    )
