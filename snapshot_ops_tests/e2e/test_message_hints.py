@@ -34,7 +34,7 @@ from snapshot_ops.settings import schedule_timezone
 from snapshot_ops.storage import open_storage
 from snapshot_ops_tests.support.jobs import failure_message, run_cleanup, step_metadata
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, state
-from snapshot_ops_tests.support.world import NOW, World
+from snapshot_ops_tests.support.world import NOW
 
 #: An instant with its offset, as the messages write them.
 INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?[+-]\d{2}:\d{2}")
@@ -260,16 +260,6 @@ def test_a_table_called_otherwise_is_found_with_the_setting_the_message_names(db
 
 
 # -- a NULL "createdAt" ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def nullable_world(db_url, storage_root):
-    """A World whose "createdAt" column allows NULL, as many applications' do."""
-    world = World(db_url, storage_root, create_tables=False)
-    world.files.c.createdAt.nullable = True
-    world.files.metadata.create_all(world.engine)
-    yield world
-    world.engine.dispose()
 
 
 def test_a_row_without_created_at_is_kept_and_reported(nullable_world):

@@ -16,7 +16,8 @@ say which rows it touched:
   and logs each;
 - `range_boundaries` returns the every-th candidate's key in the marking walk's order;
 - `summarize` gives the figures a run's plan shows (candidates, their known bytes, those
-  without a size, expired rows kept because an order links them).
+  without a size, expired rows kept because an order links them), and `count_undated` the
+  rows no run can date.
 """
 
 from __future__ import annotations
@@ -353,3 +354,29 @@ def test_the_plans_figures_count_candidates_their_sizes_and_the_linked_rows_kept
     assert catalog.summarize(CUTOFF) == CandidateSummary(
         candidates=5, known_bytes=107, unknown_size=2, kept_linked=1
     )
+
+
+def test_undated_rows_are_counted_only_where_a_dated_one_would_be_a_candidate(nullable_world):
+    # Live, unlinked parse-session snapshots without "createdAt": no run can expire them,
+    # so they are counted and reported. Linked, already marked, permanent or dated rows
+    # are not.
+    world = nullable_world
+    counted = [world.add(age=8 * DAY) for _ in range(2)]
+    others = [
+        world.add(age=8 * DAY, linked=True),
+        world.add(age=8 * DAY, deleted=True),
+        world.add(age=8 * DAY, snapshot_type=PERMANENT_TYPE),
+    ]
+    world.add(age=8 * DAY)
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.update(world.files)
+            .where(world.files.c.fileId.in_([*counted, *others]))
+            .values(createdAt=None)
+        )
+
+    catalog = SnapshotDatabase(url=world.db_url).open_catalog()
+    try:
+        assert catalog.count_undated() == 2
+    finally:
+        catalog.engine.dispose()

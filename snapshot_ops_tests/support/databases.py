@@ -139,6 +139,16 @@ def world(db_url: str, storage_root: Path) -> Iterator[World]:
 
 
 @pytest.fixture
+def nullable_world(db_url: str, storage_root: Path) -> Iterator[World]:
+    """A World whose "createdAt" column allows NULL, as many applications' do."""
+    w = World(db_url, storage_root, create_tables=False)
+    w.files.c.createdAt.nullable = True
+    w.files.metadata.create_all(w.engine)
+    yield w
+    w.engine.dispose()
+
+
+@pytest.fixture
 def pg_world(postgres_url: str, storage_root: Path) -> Iterator[World]:
     w = World(postgres_url, storage_root)
     yield w
