@@ -234,6 +234,12 @@ def test_mark_batch_passes_each_bound_to_the_read_and_the_mark(world, catalog):
     assert [(c.file_id, why) for c, why in second.refused] == [(ids[2], "test refusal")]
     assert [i for i in ids if world.is_deleted(i)] == [ids[0], ids[1], ids[3]]
 
+    # A batch whose every key the store refuses marks nothing, and the walk goes on past it.
+    refused = batch(cursor=second.cursor, refusals=lambda keys: dict.fromkeys(keys, "refused"))
+    assert (refused.marked, refused.attached_meanwhile) == ([], [])
+    assert [c.file_id for c, _ in refused.refused] == [ids[4]] and refused.cursor is not None
+    assert not world.is_deleted(ids[4])
+
 
 def test_closing_crashed_runs_closes_only_running_rows_and_frees_their_leases(world, catalog):
     catalog.ensure_own_tables()
@@ -354,6 +360,8 @@ def test_the_plans_figures_count_candidates_their_sizes_and_the_linked_rows_kept
     assert catalog.summarize(CUTOFF) == CandidateSummary(
         candidates=5, known_bytes=107, unknown_size=2, kept_linked=1
     )
+    # With no candidate, every figure is 0 (no sum of nothing).
+    assert catalog.summarize(CUTOFF - 30 * DAY) == CandidateSummary(0, 0, 0, 0)
 
 
 def test_undated_rows_are_counted_only_where_a_dated_one_would_be_a_candidate(nullable_world):
