@@ -241,6 +241,34 @@ def test_mark_batch_passes_each_bound_to_the_read_and_the_mark(world, catalog):
     assert not world.is_deleted(ids[4])
 
 
+def test_rows_that_stop_being_candidates_after_the_read_are_not_marked(world, catalog):
+    # The read takes no lock (the marking loop reads the next batch while it marks this
+    # one), so lock_and_mark applies the whole rule again under its lock: a row made
+    # permanent, re-dated or marked by another run since the read stays as it is now.
+    catalog.ensure_own_tables()
+    ids = [world.add(age=(20 - i) * DAY) for i in range(4)]
+    catalog.start_run(
+        run_id="r1", run_at=NOW, reference_time=NOW, cutoff=CUTOFF, dry_run=False,
+        candidate_count=4,
+    )  # fmt: skip
+    read = catalog.read_batch(cutoff=CUTOFF, cursor=None, limit=10)
+    assert sorted(c.file_id for c in read.passed.values()) == sorted(ids)
+    files = world.files
+    with world.engine.begin() as conn:
+        for file_id, change in zip(
+            ids[:3],
+            [{"snapshotType": PERMANENT_TYPE}, {"createdAt": NOW - DAY}, {"deletedAt": NOW}],
+            strict=True,
+        ):
+            conn.execute(sa.update(files).where(files.c.fileId == file_id).values(**change))
+
+    batch = catalog.lock_and_mark(read, cutoff=CUTOFF, run_id="r1", marked_at=NOW)
+
+    assert [c.file_id for c in batch.marked] == [ids[3]]
+    assert [e.file_id for e in world.pending()] == [ids[3]]
+    assert [world.is_deleted(i) for i in ids] == [False, False, True, True]
+
+
 def test_closing_crashed_runs_closes_only_running_rows_and_frees_their_leases(world, catalog):
     catalog.ensure_own_tables()
     crashed = [world.add(age=(10 + i) * DAY) for i in range(2)]
