@@ -37,7 +37,7 @@ from snapshot_ops_tests.support.time_representations import (
     RepWorld,
     set_database_timezone,
 )
-from snapshot_ops_tests.support.world import NOW
+from snapshot_ops_tests.support.world import NOW, World
 
 HOUR = dt.timedelta(hours=1)
 US = dt.timedelta(microseconds=1)
@@ -326,3 +326,22 @@ def test_the_job_reads_each_representation_as_its_application_writes_it(rep):
     for instant in (NOW, NOW + 123_456 * US, NOW - 7 * DAY + 999_999 * US):
         assert fmt.encode(instant) == rep.write(instant)
         assert fmt.decode(rep.write(instant)) == rep.read(rep.write(instant))
+
+
+@pytest.mark.integration
+def test_a_text_deleted_at_beside_a_timestamp_created_at_is_refused(postgres_url, storage_root):
+    # "createdAt" is a PostgreSQL timestamp but "deletedAt" is text: how to write it cannot
+    # be told from "createdAt", so the catalog refuses before anything is touched, naming
+    # the column.
+    world = World(postgres_url, storage_root, create_tables=False)
+    world.files.c.deletedAt.type = sa.Text()
+    world.files.metadata.create_all(world.engine)
+    world.add(age=10 * DAY)
+    catalog = SnapshotDatabase(url=postgres_url).open_catalog()
+    try:
+        with pytest.raises(TimeFormatError, match='"deletedAt" .* is declared TEXT, not a'):
+            catalog.times  # noqa: B018
+        assert world.live_rows() == 1
+    finally:
+        catalog.engine.dispose()
+        world.engine.dispose()
