@@ -99,13 +99,12 @@ class Candidates(Tables):
             return TimeFormat("timestamp", naive=not getattr(declared, "timezone", False))
         if created.kind != "timestamp":
             return created
-        if self.time_format in ("iso_text", "epoch_seconds", "epoch_milliseconds"):
-            return TimeFormat(self.time_format)
+        # "createdAt" is a native PostgreSQL timestamp, so time_format is auto or timestamp
+        # (timeformat.detect refuses any other) and says nothing about a non-timestamp column.
         raise TimeFormatError(
             f'"deletedAt" of {quoted(self.files)} is declared {declared}, not a timestamp '
-            'like "createdAt", so how to write it is unknown; nothing was touched. Set '
-            "time_format on the database resource (SNAPSHOT_OPS_TIME_FORMAT) to iso_text, "
-            "epoch_seconds or epoch_milliseconds."
+            'like "createdAt", so how to write it is unknown; nothing was touched. Declare '
+            '"deletedAt" with the type of "createdAt".'
         )
 
     # -- candidates -------------------------------------------------------------------------

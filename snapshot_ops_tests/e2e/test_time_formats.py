@@ -332,15 +332,20 @@ def test_the_job_reads_each_representation_as_its_application_writes_it(rep):
 def test_a_text_deleted_at_beside_a_timestamp_created_at_is_refused(postgres_url, storage_root):
     # "createdAt" is a PostgreSQL timestamp but "deletedAt" is text: how to write it cannot
     # be told from "createdAt", so the catalog refuses before anything is touched, naming
-    # the column.
+    # the column and what to change.
     world = World(postgres_url, storage_root, create_tables=False)
     world.files.c.deletedAt.type = sa.Text()
     world.files.metadata.create_all(world.engine)
     world.add(age=10 * DAY)
     catalog = SnapshotDatabase(url=postgres_url).open_catalog()
     try:
-        with pytest.raises(TimeFormatError, match='"deletedAt" .* is declared TEXT, not a'):
+        with pytest.raises(
+            TimeFormatError, match='"deletedAt" .* is declared TEXT, not a'
+        ) as refused:
             catalog.times  # noqa: B018
+        # The advice is one that works: time_format cannot help here (with a native
+        # timestamp "createdAt" it must be auto or timestamp).
+        assert 'Declare "deletedAt" with the type of "createdAt"' in str(refused.value)
         assert world.live_rows() == 1
     finally:
         catalog.engine.dispose()
