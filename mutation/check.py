@@ -4,6 +4,8 @@
     python -m mutation.check full      # every deciding module, by hand (hours): the groups
                                        # selection, protocol and storage, one after another
     python -m mutation.check protocol --module snapshot_ops/db/journal.py   # one module
+    python -m mutation.check selection --keep \
+        --function snapshot_ops.db.candidates.Candidates.summarize          # one function
     python -m mutation.check ci --update   # rewrite the record from this run's survivors
 
 Each set names the modules it mutates and the tests that must catch the mutants. The set is
@@ -12,6 +14,11 @@ no two sets share a cache and the work tree stays clean. Every mutant that the t
 do not catch (mutmut's "survived", "no tests", "suspicious" or "skipped") must be listed,
 with the reason it is acceptable, in `mutation/survivors-<set>.toml`; one that is not listed
 there is a new survivor and fails the command (exit 1), which prints its name and its diff.
+
+`--module` and `--function` (each repeatable, together their union) choose what is run and
+checked: the mutants of those modules and functions, against the record's entries for them.
+With `--keep`, verdicts of earlier runs in the set's folder stay, so a set can be judged in
+parts and checked whole at the end.
 
 A survivor is identified by the function it is in and the lines the mutation changes (as
 text, indentation ignored), not by mutmut's running number, so edits elsewhere in the module
@@ -222,6 +229,48 @@ def mutation_of(diff: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The part of a set that one command runs and checks: whole modules (paths, as in
+    `MutationSet.modules`) and single functions (dotted, as the record names them). Empty
+    means the whole set."""
+
+    modules: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.modules or self.functions)
+
+    def patterns(self) -> list[str]:
+        """mutmut's names of the scope's mutants, as the globs `mutmut run` accepts."""
+        return [f"{dotted(module)}.*" for module in self.modules] + [
+            mangled(function) + "__mutmut_*" for function in self.functions
+        ]
+
+    def covers(self, function: str) -> bool:
+        """Whether the record entry or mutant of this (dotted) function is in the scope."""
+        if not self:
+            return True
+        return function in self.functions or any(
+            function.startswith(dotted(module) + ".") for module in self.modules
+        )
+
+
+def mangled(function: str) -> str:
+    """The inverse of `function_of`: `pkg.mod.func` -> `pkg.mod.x_func`, and
+    `pkg.mod.Cls.meth` -> `pkg.mod.xǁClsǁmeth` (a class name starts with a capital)."""
+    owner, _, name = function.rpartition(".")
+    module, _, cls = owner.rpartition(".")
+    if cls[:1].isupper():
+        return f"{module}.xǁ{cls}ǁ{name}"
+    return f"{owner}.x_{name}"
+
+
+def dotted(module: str) -> str:
+    """`snapshot_ops/db/journal.py` -> `snapshot_ops.db.journal`."""
+    return module.removesuffix(".py").replace("/", ".")
+
+
 def prepare(name: str, mset: MutationSet, keep: bool) -> Path:
     """The set's working folder: this project's pyproject.toml plus the set's mutmut table,
     the package and the tests (linked), and what the tests read beside them."""
@@ -261,10 +310,13 @@ def prepare(name: str, mset: MutationSet, keep: bool) -> Path:
     return work
 
 
-def run_mutmut(work: Path, max_children: int | None) -> None:
+def run_mutmut(work: Path, max_children: int | None, patterns: list[str]) -> None:
+    """`mutmut run` in the set's folder: every mutant not yet judged there, or with
+    `patterns`, the mutants they name (judged again even if judged before)."""
     command = [sys.executable, "-m", "mutmut", "run"]
     if max_children:
         command += ["--max-children", str(max_children)]
+    command += patterns
     env = dict(os.environ)
     # The mutated copy must be the one imported, also by subprocesses the tests start.
     env["PYTHONPATH"] = str(work / "mutants")
@@ -275,8 +327,8 @@ def run_mutmut(work: Path, max_children: int | None) -> None:
         sys.exit(2)
 
 
-def collect(work: Path, mset: MutationSet) -> tuple[list[Survivor], Counter[str]]:
-    """Every uncaught mutant of the set's modules, and the count of each status."""
+def collect(work: Path, mset: MutationSet, scope: Scope) -> tuple[list[Survivor], Counter[str]]:
+    """Every uncaught mutant of the set's modules in the scope, and the count of each status."""
     os.chdir(work)  # mutmut's own helpers read mutants/ relative to the current folder
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.mutation.diff_apply import get_diff_for_mutant
@@ -290,6 +342,8 @@ def collect(work: Path, mset: MutationSet) -> tuple[list[Survivor], Counter[str]
             say(f"mutation: no mutants recorded for {module}")
             sys.exit(2)
         for mutant, exit_code in sorted(data.exit_code_by_key.items()):
+            if not scope.covers(function_of(mutant)):
+                continue
             status = status_by_exit_code[exit_code]
             statuses[status] += 1
             if status in CAUGHT:
@@ -358,25 +412,26 @@ def compare(survivors: list[Survivor], record: list[dict]) -> tuple[list[Survivo
     return new, unexplained, stale
 
 
-def check(name: str, mset: MutationSet, *, update: bool, keep: bool, children: int | None) -> int:
-    """Run one set (or the chosen modules of it) and check its survivors against its record:
+def check(name: str, scope: Scope, *, update: bool, keep: bool, children: int | None) -> int:
+    """Run one set (or the scope's part of it) and check its survivors against its record:
     0 when every survivor is listed with a reason, 1 when not."""
+    mset = SETS[name]
     record_path = HERE / f"survivors-{name}.toml"
     started = time.monotonic()
     work = prepare(name, mset, keep=keep)
-    run_mutmut(work, children)
-    survivors, statuses = collect(work, mset)
+    run_mutmut(work, children, scope.patterns())
+    survivors, statuses = collect(work, mset, scope)
     elapsed = time.monotonic() - started
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
     say(f"mutation: set {name}: {sum(statuses.values())} mutants ({summary}) in {elapsed:.0f} s")
 
+    in_set = Scope(modules=mset.modules)
     everything = load_record(record_path)
-    prefixes = tuple(m.removesuffix(".py").replace("/", ".") + "." for m in mset.modules)
-    record = [entry for entry in everything if entry["function"].startswith(prefixes)]
-    if update:  # the entries of modules this run did not mutate stay as they are
+    record = [e for e in everything if in_set.covers(e["function"]) and scope.covers(e["function"])]
+    if update:  # the entries of what this run did not mutate stay as they are
         others = [entry for entry in everything if entry not in record]
         write_record(record_path, name, survivors, record, others)
-        record = [e for e in load_record(record_path) if e["function"].startswith(prefixes)]
+        record = [e for e in load_record(record_path) if e not in others]
         say(f"mutation: wrote {len(survivors)} survivors to {record_path.relative_to(REPO)}")
 
     new, unexplained, stale = compare(survivors, record)
@@ -409,25 +464,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--module",
         action="append",
-        help="mutate only this module of the set (repeatable); the record is checked for it only",
+        default=[],
+        help="run only this module of the set (repeatable); the record is checked for it only",
+    )
+    parser.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        help="run only this function (dotted, as the record names it; repeatable); the record "
+        "is checked for it only",
     )
     parser.add_argument("--max-children", type=int, default=None, help="parallel mutants")
     args = parser.parse_args(argv)
 
     names = FULL if args.set == "full" else (args.set,)
-    chosen = set(args.module or ())
-    unknown = sorted(chosen - {m for name in names for m in SETS[name].modules})
+    modules = {m for name in names for m in SETS[name].modules}
+    unknown = sorted(set(args.module) - modules) + sorted(
+        f for f in args.function if not Scope(modules=tuple(modules)).covers(f)
+    )
     if unknown:
         parser.error(f"not in the set {args.set}: {', '.join(unknown)}")
     failed = 0
     for name in names:
         mset = SETS[name]
-        if chosen:
-            modules = tuple(m for m in mset.modules if m in chosen)
-            if not modules:
-                continue
-            mset = MutationSet(modules=modules, tests=mset.tests)
-        failed |= check(name, mset, update=args.update, keep=args.keep, children=args.max_children)
+        scope = Scope(
+            modules=tuple(m for m in mset.modules if m in args.module),
+            functions=tuple(f for f in args.function if Scope(modules=mset.modules).covers(f)),
+        )
+        if (args.module or args.function) and not scope:
+            continue
+        failed |= check(name, scope, update=args.update, keep=args.keep, children=args.max_children)
     return failed
 
 
