@@ -17,8 +17,8 @@ there is a new survivor and fails the command (exit 1), which prints its name an
 
 `--module` and `--function` (each repeatable, together their union) choose what is run and
 checked: the mutants of those modules and functions, against the record's entries for them.
-With `--keep`, verdicts of earlier runs in the set's folder stay, so a set can be judged in
-parts and checked whole at the end.
+With `--keep`, verdicts of earlier runs in the set's folder stay and only mutants without
+one are run, so a set can be judged in parts and checked whole at the end.
 
 A survivor is identified by the function it is in and the lines the mutation changes (as
 text, indentation ignored), not by mutmut's running number, so edits elsewhere in the module
@@ -327,6 +327,26 @@ def run_mutmut(work: Path, max_children: int | None, patterns: list[str]) -> Non
         sys.exit(2)
 
 
+def unjudged(work: Path, mset: MutationSet, scope: Scope) -> list[str] | None:
+    """mutmut's names of the scope's mutants that have no verdict in `work` yet, or None
+    when `work` holds no mutants (a first run)."""
+    os.chdir(work)
+    from mutmut.mutation.data import SourceFileMutationData
+
+    known, waiting = False, []
+    for module in mset.modules:
+        data = SourceFileMutationData(path=Path(module))
+        data.load()
+        known = known or bool(data.exit_code_by_key)
+        waiting += [
+            mutant
+            for mutant, exit_code in data.exit_code_by_key.items()
+            if exit_code is None and scope.covers(function_of(mutant))
+        ]
+    os.chdir(REPO)
+    return waiting if known else None
+
+
 def collect(work: Path, mset: MutationSet, scope: Scope) -> tuple[list[Survivor], Counter[str]]:
     """Every uncaught mutant of the set's modules in the scope, and the count of each status."""
     os.chdir(work)  # mutmut's own helpers read mutants/ relative to the current folder
@@ -419,7 +439,11 @@ def check(name: str, scope: Scope, *, update: bool, keep: bool, children: int | 
     record_path = HERE / f"survivors-{name}.toml"
     started = time.monotonic()
     work = prepare(name, mset, keep=keep)
-    run_mutmut(work, children, scope.patterns())
+    names = scope.patterns()
+    if keep and scope:  # mutmut runs named mutants again: name only those not yet judged
+        names = unjudged(work, mset, scope) or []
+    if names or not scope:
+        run_mutmut(work, children, names)
     survivors, statuses = collect(work, mset, scope)
     elapsed = time.monotonic() - started
     summary = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
