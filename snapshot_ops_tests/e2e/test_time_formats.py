@@ -11,6 +11,8 @@ Pinned down here:
   8601, numbers whose unit is unclear, varying offsets, a varying fraction width before
   `Z`) stops the run before anything is touched, with a message naming the column, a
   sample value and the setting; `time_format` settles the unit when the data cannot.
+- For every representation on PostgreSQL, the index advice, applied, gives the candidate
+  walk an index range scan on "createdAt" in the walk's order (no sort), text in byte order.
 - For every representation, `bound` compares exactly at the cutoff (pure, byte order).
 The random datasets for every representation are in test_property_oracle.py.
 """
@@ -151,6 +153,37 @@ def test_text_on_postgresql_is_compared_in_byte_order(postgres_url, storage_root
 
     assert world.is_deleted(just_older) and not world.has_file(just_older)
     assert not world.is_deleted(just_younger) and world.has_file(just_younger)
+    world.engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "rep", [r for r in REPRESENTATIONS if r.dialect == "postgres"], ids=lambda r: r.name
+)
+def test_the_advised_indexes_serve_the_candidate_walk(postgres_url, storage_root, rep):
+    # The index advice, applied as the database owner would, must give the walk's keyset
+    # query an index range scan in its own order: for text "createdAt" that needs the
+    # index in byte order (COLLATE "C"), as the query compares; in the column's own
+    # collation the cutoff becomes a filter and every batch a sort of all candidates.
+    world = RepWorld(postgres_url, storage_root, rep)
+    for age in range(1, 21):
+        world.add(age=age * DAY, linked=age % 5 == 0)
+    catalog = SnapshotDatabase(url=postgres_url).open_catalog()
+    owner = catalog.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:  # CONCURRENTLY runs outside a transaction
+        for statement in catalog.missing_indexes():
+            conn.exec_driver_sql(statement)
+    query = catalog._candidate_query(NOW - 7 * DAY, None, 100)
+    sql = query.compile(catalog.engine, compile_kwargs={"literal_binds": True})
+    with catalog.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # 20 rows: else it scans
+        plan = "\n".join(conn.exec_driver_sql(f"EXPLAIN {sql}").scalars())
+
+    scan = plan.partition('Index Scan using "SnapshotFiles_expiry_idx"')[2]
+    assert "Index Cond:" in scan.splitlines()[1] and '"createdAt"' in scan.splitlines()[1], plan
+    assert "Sort" not in plan, plan
+    assert '"OrderAttachments_fileId_idx"' in plan, plan  # the linkage probe
+    catalog.engine.dispose()
     world.engine.dispose()
 
 
