@@ -12,8 +12,10 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from snapshot_ops.defs.resources import SnapshotDatabase
+from snapshot_ops.demo import app_tables
 from snapshot_ops.rules import PERMANENT_TYPE
-from snapshot_ops_tests.support.jobs import step_metadata
+from snapshot_ops_tests.support.jobs import run_cleanup, step_metadata
 from snapshot_ops_tests.support.world import World
 
 DAY = dt.timedelta(days=1)
@@ -273,3 +275,38 @@ def test_missing_indexes_are_recommended_never_created(world):
                 conn.exec_driver_sql(statement)
     result = world.run()
     assert step_metadata(result, "identify_expired_candidates")["missingIndexes"] == "none"
+
+
+def test_tables_in_the_app_schema_are_cleaned_and_advised_there(postgres_url, storage_root):
+    # The application's tables live in schema "app"; same-named tables in "public", first
+    # on the search path, hold a row that would be expired there. The run and its index
+    # advice must name "app"'s tables, never reach "public"'s.
+    decoy = World(postgres_url, storage_root)
+    untouched = decoy.add(age=10 * DAY)
+    world = World(postgres_url, storage_root, create_tables=False)
+    with world.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA app")
+    world.files, world.attachments = app_tables(sa.MetaData(), schema="app")
+    world.files.metadata.create_all(world.engine)
+    expired, linked = world.add(age=10 * DAY), world.add(age=10 * DAY, linked=True)
+    database = SnapshotDatabase(url=postgres_url, app_schema="app")
+
+    result = run_cleanup(database, storage_root.as_uri())
+
+    assert result.success
+    assert world.is_deleted(expired) and not world.has_file(expired)
+    assert not world.is_deleted(linked) and world.has_file(linked)
+    assert not decoy.is_deleted(untouched) and decoy.has_file(untouched)
+    advice = step_metadata(result, "identify_expired_candidates")["missingIndexes"]
+    owner = world.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with owner.connect() as conn:  # CONCURRENTLY runs outside a transaction
+        for statement in advice.splitlines():
+            conn.exec_driver_sql(statement)
+    inspector = sa.inspect(world.engine)
+    assert len(inspector.get_indexes("SnapshotFiles", schema="app")) == 2
+    assert len(inspector.get_indexes("OrderAttachments", schema="app")) == 1
+    assert inspector.get_indexes("SnapshotFiles") == []
+    result = run_cleanup(database, storage_root.as_uri())
+    assert step_metadata(result, "identify_expired_candidates")["missingIndexes"] == "none"
+    world.engine.dispose()
+    decoy.engine.dispose()
