@@ -96,7 +96,7 @@ class Candidates(Tables):
         application writes "createdAt": its two time columns share one representation."""
         declared = self._declared["deletedAt"]
         if not self.is_sqlite and isinstance(declared, sa.DateTime):
-            return TimeFormat("timestamp", naive=not getattr(declared, "timezone", False))
+            return TimeFormat("timestamp", naive=not declared.timezone)
         if created.kind != "timestamp":
             return created
         # "createdAt" is a native PostgreSQL timestamp, so time_format is auto or timestamp
