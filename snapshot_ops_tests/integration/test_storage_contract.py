@@ -3,13 +3,14 @@
 Each test runs once per backend against the real service and checks the objects in the
 store afterwards: deletes happen, a missing object counts as gone, unsafe keys are refused
 and never sent, a key the store refuses fails alone while the rest of its batch is deleted,
-sizes are read from the store, and listing stays under the prefix.
+sizes are read from the store, and listing stays under the prefix (or, without one, names
+every object whole).
 """
 
 from __future__ import annotations
 
-from snapshot_ops.storage import Outcome
-from snapshot_ops_tests.support.stores import AzureStore, S3Store
+from snapshot_ops.storage import Outcome, open_storage
+from snapshot_ops_tests.support.stores import TEST_RETRY, AzureStore, S3Store
 
 UNSAFE_KEYS = ["", "/etc/passwd", "../outside.pdf", "a/../../outside.pdf", "a//b.pdf", "./a.pdf"]
 
@@ -110,6 +111,22 @@ def test_listing_stays_under_the_prefix(store):
 
     assert everything == ["a/1.pdf", "a/2.pdf", "b/3.pdf"]
     assert under_a == ["a/1.pdf", "a/2.pdf"]
+
+
+def test_listing_at_the_store_top_names_every_object_and_an_empty_prefix_nothing(store):
+    # A URL without a prefix: the bucket's, container's or folder's top. Keys are then
+    # the whole object names, and a prefix nothing is under lists nothing.
+    store.put_raw("top.pdf", b"x")
+    store.put("a/1.pdf", b"x")
+    backend = open_storage(store.url.rsplit("/", 1)[0], **TEST_RETRY)
+    try:
+        everything = sorted(backend.list_keys())
+        nothing = list(backend.list_keys("nothing-here"))
+    finally:
+        backend.close()
+
+    assert everything == ["snapshots/a/1.pdf", "top.pdf"]
+    assert nothing == []
 
 
 def test_duplicate_keys_get_one_result_each(store):
