@@ -5,7 +5,9 @@ Against moto's S3 server and Azurite behind the fault proxy, and real folders:
 - a batch the store rejects as a whole because of one key in it (400, as S3 answers
   MalformedXML) is halved until that key goes alone by a single-object delete: every other
   key is deleted in the same call, with a bounded number of extra requests;
-- a key the store keeps refusing alone fails with the store's reason, naming the key;
+- a key the store keeps refusing alone fails with the store's reason, naming the key; a
+  404 to it counts as gone only when the object is gone, not the bucket or container;
+- Azure deletes a blob with its snapshots, in a batch and alone;
 - keys an S3 XML body cannot carry intact (control characters, U+FFFE, a carriage return)
   never go in a batch but by `DeleteObject`, the key in the URL; Azure's batch carries any
   name; a key that is not valid Unicode (a lone surrogate) is refused on every backend;
@@ -118,6 +120,58 @@ def test_a_key_the_store_refuses_alone_fails_by_name_and_the_others_go(object_st
     failed = results[KEYS.index(BAD)]
     assert repr(store.full_key(BAD)) in failed.error and refusal in failed.error
     assert [key for key in KEYS if store.exists(key)] == [BAD]
+
+
+#: A store's 404 to a key deleted alone, by what is gone: (S3's code, Azure's code).
+NOT_FOUND = {
+    "object": ("NoSuchKey", "BlobNotFound"),
+    "bucket": ("NoSuchBucket", "ContainerNotFound"),
+}
+
+
+@pytest.mark.parametrize("gone", list(NOT_FOUND))
+def test_a_404_to_a_key_alone_is_missing_only_when_its_object_is_gone(object_store, gone):
+    # The object gone (an S3-compatible store's NoSuchKey; S3 itself answers 204, and
+    # Azure's BlobNotFound) counts as already deleted; the bucket or container gone is a
+    # failure: the key stays pending.
+    store = object_store
+    for key in KEYS:
+        store.put(key, b"x")
+    reject_batches_holding(store, BAD)
+    s3_code, azure_code = NOT_FOUND[gone]
+    if store.url.startswith("s3://"):
+        code = s3_code
+        store.proxy.add_fault(s3_error(single_delete_of(store, BAD), 404, code, "Not Found", 100))
+    else:
+        code = azure_code
+        store.proxy.add_fault(azure_error(single_delete_of(store, BAD), 404, code, times=100))
+
+    results = delete(store, KEYS)
+
+    outcome = Outcome.MISSING if gone == "object" else Outcome.FAILED
+    assert [r.outcome for r in results] == [outcome if k == BAD else Outcome.DELETED for k in KEYS]
+    if gone == "bucket":
+        error = results[KEYS.index(BAD)].error
+        assert repr(store.full_key(BAD)) in error and code in error, error
+    assert [key for key in KEYS if store.exists(key)] == [BAD]
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["in-a-batch", "alone"])
+def test_azure_deletes_a_blob_with_its_snapshots(azure_store, alone):
+    # A blob snapshot holds the same expired bytes; Azure refuses to delete a blob that
+    # has snapshots unless they go with it (409 SnapshotsPresent).
+    store = azure_store
+    for key in KEYS:
+        store.put(key, b"x")
+    store.container.get_blob_client(store.full_key(BAD)).create_snapshot()
+    if alone:
+        reject_batches_holding(store, BAD)
+
+    results = delete(store, KEYS)
+
+    assert [r.outcome for r in results] == [Outcome.DELETED] * len(KEYS)
+    assert list(store.container.list_blobs(include=["snapshots"])) == []
+    assert len(store.proxy.requests(is_single_delete)) == alone
 
 
 def test_every_key_the_store_rejects_in_a_batch_is_found(object_store):
