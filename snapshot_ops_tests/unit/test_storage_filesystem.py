@@ -84,10 +84,15 @@ def test_a_folder_is_not_deleted(layout):
 
 def test_sizes_of_present_missing_and_refused_keys(layout):
     _, _, backend = layout
-    assert backend.sizes(["a/x.pdf", "a/nope.pdf", "link_dir/secret.pdf"]) == {
+    # A refused key has no size: were the symlink's target measured, a run would count as
+    # reclaimed the bytes of a file outside the root that it never deletes.
+    keys = ["a/x.pdf", "a/nope.pdf", "link_dir/secret.pdf", "a/link.pdf", "a"]
+    assert backend.sizes(keys) == {
         "a/x.pdf": 5,
         "a/nope.pdf": None,
         "link_dir/secret.pdf": None,
+        "a/link.pdf": None,
+        "a": None,
     }
 
 
