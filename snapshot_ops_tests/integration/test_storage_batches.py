@@ -156,6 +156,34 @@ def test_a_404_to_a_key_alone_is_missing_only_when_its_object_is_gone(object_sto
     assert [key for key in KEYS if store.exists(key)] == [BAD]
 
 
+@pytest.mark.parametrize("failure", ["unknown-code", "hang-up"])
+def test_a_key_alone_that_fails_otherwise_fails_by_name_and_the_others_go(object_store, failure):
+    # An error code the SDK does not know (a plain string, not its enum) is still named;
+    # a connection that hangs up (after the SDK's retries) fails the key, not the call.
+    store = object_store
+    for key in KEYS:
+        store.put(key, b"x")
+    reject_batches_holding(store, BAD)
+    alone = single_delete_of(store, BAD)
+    if failure == "hang-up":
+        fault = Fault(alone, None, hang_up=True, times=100)
+    elif store.url.startswith("s3://"):
+        fault = s3_error(alone, 409, "SomeNewConflict", "Conflict", times=100)
+    else:
+        fault = azure_error(alone, 409, "SomeNewConflict", times=100)
+    store.proxy.add_fault(fault)
+
+    results = delete(store, KEYS, max_attempts=2)
+
+    assert [r.outcome for r in results] == [
+        Outcome.FAILED if k == BAD else Outcome.DELETED for k in KEYS
+    ]
+    error = results[KEYS.index(BAD)].error
+    assert repr(store.full_key(BAD)) in error
+    assert failure != "unknown-code" or "SomeNewConflict" in error, error
+    assert [key for key in KEYS if store.exists(key)] == [BAD]
+
+
 @pytest.mark.parametrize("alone", [False, True], ids=["in-a-batch", "alone"])
 def test_azure_deletes_a_blob_with_its_snapshots(azure_store, alone):
     # A blob snapshot holds the same expired bytes; Azure refuses to delete a blob that
