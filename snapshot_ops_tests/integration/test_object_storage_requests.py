@@ -3,7 +3,8 @@
 Seen at the fault-injecting proxy in front of moto's S3 server and Azurite: DeleteObjects
 carries at most 1,000 keys and a correct Content-MD5, a Blob Batch at most 256 deletes, no
 more batches run at once than configured, throttling is retried by the SDK, and a batch
-the store keeps failing leaves every key in it failed (to stay pending) with its object.
+the store keeps failing leaves every key in it failed (to stay pending) with its object,
+and a size the store refuses is unknown and logged with the object and the store's answer.
 """
 
 from __future__ import annotations
@@ -108,3 +109,33 @@ def test_a_batch_that_keeps_failing_fails_each_key(request, backend_name):
     assert all(store.exists(key) for key in keys)
     for r in results:  # the SDK's error text must not carry a secret
         assert TEST_AWS_SECRET not in (r.error or "") and AZURITE_KEY not in (r.error or "")
+
+
+@pytest.mark.parametrize("backend_name", ["s3", "azure"])
+def test_a_size_the_store_refuses_is_unknown_and_logged(request, backend_name, caplog):
+    # e.g. a role without s3:GetObject: the run still deletes, with that object's bytes
+    # unknown, and the warning names the object and the store's answer.
+    store = request.getfixturevalue(f"{backend_name}_store")
+    for key in ("z/a.pdf", "z/b.pdf"):
+        store.put(key, b"xyz")
+    denied = store.full_key("z/b.pdf")
+
+    def head_of_denied(seen: Seen) -> bool:
+        return seen.method == "HEAD" and seen.path.endswith("/" + denied)
+
+    if backend_name == "s3":
+        store.proxy.add_fault(s3_error(head_of_denied, 403, "AccessDenied", "denied", times=9))
+        answer = "403"  # a HEAD answer has no body: botocore's code is the status
+    else:
+        store.proxy.add_fault(azure_error(head_of_denied, 403, "AuthorizationFailure", times=9))
+        answer = "Operation returned an invalid status 'Forbidden'"
+    backend = store.open()
+    try:
+        with caplog.at_level("WARNING", logger="snapshot_ops.storage"):
+            sizes = backend.sizes(["z/a.pdf", "z/b.pdf"])
+    finally:
+        backend.close()
+
+    assert sizes == {"z/a.pdf": 3, "z/b.pdf": None}
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("snapshot_ops.")]
+    assert warnings == [f"size of {denied} unknown: {answer}"]
