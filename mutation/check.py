@@ -114,6 +114,7 @@ SETS = {
             "e2e/test_safety_valves.py",
             "e2e/test_run_outcomes_at_bounds.py",
             "e2e/test_key_ranges.py",
+            "e2e/test_message_hints.py",
         ),
     ),
     # What happens to a marked row: the cleanup loops, the journal and the run log.
@@ -137,6 +138,7 @@ SETS = {
             "e2e/test_safety_valves.py",
             "e2e/test_run_outcomes_at_bounds.py",
             "e2e/test_key_ranges.py",
+            "e2e/test_message_hints.py",
         ),
     ),
     # What the stores answer: the key checks, batching and each backend's per-key results.
