@@ -67,16 +67,12 @@ class AzureBlobBackend(StorageBackend):
         prefix: str = "",
         *,
         parallel_batches: int,
-        deletes_per_batch: int = MAX_DELETES_PER_BATCH,
     ) -> None:
-        if not 1 <= deletes_per_batch <= MAX_DELETES_PER_BATCH:
-            raise ValueError(f"deletes_per_batch must be 1..{MAX_DELETES_PER_BATCH}")
         self.container = container
         self.prefix = prefix.strip("/")
         if self.prefix:
             check_key(self.prefix)
         self.description = f"az://{container.container_name}/{self.prefix}"
-        self.deletes_per_batch = deletes_per_batch
         self._batches = ThreadPoolExecutor(parallel_batches, thread_name_prefix="az-delete")
         self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="az-props")
 
@@ -102,7 +98,7 @@ class AzureBlobBackend(StorageBackend):
         return delete_in_batches(
             keys,
             name_of=self._name,
-            batch_size=self.deletes_per_batch,
+            batch_size=MAX_DELETES_PER_BATCH,
             pool=self._batches,
             delete_batch=self._delete_batch,
             delete_one=self._delete_single,

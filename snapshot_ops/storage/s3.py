@@ -108,17 +108,13 @@ class S3Backend(StorageBackend):
         prefix: str = "",
         *,
         parallel_batches: int,
-        keys_per_request: int = MAX_KEYS_PER_REQUEST,
     ) -> None:
-        if not 1 <= keys_per_request <= MAX_KEYS_PER_REQUEST:
-            raise ValueError(f"keys_per_request must be 1..{MAX_KEYS_PER_REQUEST}")
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         if self.prefix:
             check_key(self.prefix)
         self.description = f"s3://{bucket}/{self.prefix}"
-        self.keys_per_request = keys_per_request
         # Registered before signing so the header is covered by the SigV4 signature.
         client.meta.events.register("before-sign.s3.DeleteObjects", add_content_md5)
         self._batches = ThreadPoolExecutor(parallel_batches, thread_name_prefix="s3-delete")
@@ -149,7 +145,7 @@ class S3Backend(StorageBackend):
         return delete_in_batches(
             keys,
             name_of=self._full_key,
-            batch_size=self.keys_per_request,
+            batch_size=MAX_KEYS_PER_REQUEST,
             pool=self._batches,
             delete_batch=self._delete_request,
             delete_one=self._delete_single,
