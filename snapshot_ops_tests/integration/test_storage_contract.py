@@ -144,14 +144,21 @@ def test_duplicate_keys_get_one_result_each(store):
 
 def test_refusals_name_what_the_store_cannot_take_and_send_nothing(store):
     # S3 takes object keys of up to 1,024 bytes (UTF-8, prefix "snapshots/" included);
-    # Azure takes blob names of up to 1,024 characters, no control characters, and no
-    # segment ending with a dot; a filesystem refuses what is not a regular file.
+    # Azure takes blob names of up to 1,024 characters and 254 segments, no control
+    # characters, and no segment ending with a dot; a filesystem refuses what is not a
+    # regular file.
     fits = "k/" + "\u00e9" * 506  # 1,024 bytes on S3, 528 characters on Azure
     s3_too_long = "k/" + "\u00e9" * 507  # 1,026 bytes
     azure_too_long = "k/" + "x" * 1013  # 1,025 characters (and bytes) with the prefix
+    azure_longest = "k/" + "x" * 1012  # 1,024
+    # Azure takes at most 254 path segments: the prefix is one.
+    azure_deepest, azure_too_deep = "/".join("d" * 253), "/".join("d" * 254)
     backend = store.open()
     try:
-        refused = backend.refusals([fits, s3_too_long, azure_too_long, "a./b.pdf", "c\x01.pdf"])
+        refused = backend.refusals(
+            [fits, s3_too_long, azure_too_long, azure_longest, azure_deepest, azure_too_deep]
+            + ["a./b.pdf", "c\x01.pdf"]
+        )
         unsafe = backend.refusals([*UNSAFE_KEYS, "ok.pdf"])
     finally:
         backend.close()
@@ -162,7 +169,10 @@ def test_refusals_name_what_the_store_cannot_take_and_send_nothing(store):
         assert sorted(refused) == sorted([s3_too_long, azure_too_long])
         assert "1026 bytes" in refused[s3_too_long]
     elif isinstance(store, AzureStore):
-        assert sorted(refused) == sorted([azure_too_long, "a./b.pdf", "c\x01.pdf"])
+        expected = [azure_too_long, azure_too_deep, "a./b.pdf", "c\x01.pdf"]
+        assert sorted(refused) == sorted(expected)
+        assert "1025 characters" in refused[azure_too_long]
+        assert "255 path segments" in refused[azure_too_deep]
     else:
         # Names too long for the filesystem fail at delete time instead (retried).
         assert refused == {}
