@@ -113,20 +113,25 @@ def test_listing_stays_under_the_prefix(store):
     assert under_a == ["a/1.pdf", "a/2.pdf"]
 
 
-def test_listing_at_the_store_top_names_every_object_and_an_empty_prefix_nothing(store):
+def test_a_backend_at_the_store_top_works_on_whole_object_names(store):
     # A URL without a prefix: the bucket's, container's or folder's top. Keys are then
     # the whole object names, and a prefix nothing is under lists nothing.
     store.put_raw("top.pdf", b"x")
-    store.put("a/1.pdf", b"x")
+    store.put("a/1.pdf", b"xyz")
     backend = open_storage(store.url.rsplit("/", 1)[0], **TEST_RETRY)
     try:
         everything = sorted(backend.list_keys())
         nothing = list(backend.list_keys("nothing-here"))
+        sizes = backend.sizes(["snapshots/a/1.pdf"])
+        [result] = backend.delete_many(["top.pdf"])
     finally:
         backend.close()
 
     assert everything == ["snapshots/a/1.pdf", "top.pdf"]
     assert nothing == []
+    assert sizes == {"snapshots/a/1.pdf": 3}
+    assert result.outcome is Outcome.DELETED
+    assert store.all_keys() == {"snapshots/a/1.pdf"}
 
 
 def test_duplicate_keys_get_one_result_each(store):
