@@ -235,14 +235,13 @@ def container_client(
     retry_backoff_seconds: float,
     connect_timeout: float,
     read_timeout: float,
-    environ: dict[str, str] | None = None,
 ) -> ContainerClient:
     """A client for `container` from the SDK's standard credential sources.
 
     `AZURE_STORAGE_CONNECTION_STRING` wins; otherwise `AZURE_STORAGE_ACCOUNT_URL` (or
     `AZURE_STORAGE_ACCOUNT_NAME` for the public cloud) with `DefaultAzureCredential`.
     """
-    env = os.environ if environ is None else environ
+    env = os.environ
     # The SDK's exponential retry: wait b + b**n seconds before retry n (b = backoff).
     retry = ExponentialRetry(
         initial_backoff=retry_backoff_seconds,
