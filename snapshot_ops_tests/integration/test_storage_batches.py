@@ -25,7 +25,13 @@ import pytest
 
 from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
-from snapshot_ops_tests.support.faultproxy import Fault, Seen, azure_error, s3_error
+from snapshot_ops_tests.support.faultproxy import (
+    Fault,
+    Seen,
+    azure_error,
+    s3_error,
+    s3_result_as_error,
+)
 from snapshot_ops_tests.support.stores import Store
 
 BACKENDS = ["s3", "azure"]
@@ -268,6 +274,29 @@ def test_a_store_or_connection_failure_is_never_split(object_store, failure):
 
 
 XML_UNSAFE = ["x/b\x01.pdf", "x/c\r.pdf", "x/d\ufffe.pdf", "x/e\x1f.pdf"]
+
+
+@pytest.mark.parametrize(
+    "code, outcome, keys",
+    [("NoSuchKey", Outcome.MISSING, KEYS), ("InternalError", Outcome.FAILED, [BAD])],
+    ids=["missing", "failed-alone-in-its-batch"],
+)
+def test_s3_per_key_errors_decide_each_key(s3_store, code, outcome, keys):
+    # An <Error> entry in a DeleteObjects answer: NoSuchKey (an S3-compatible store's way
+    # to say the object was gone) counts as gone, any other code fails that key with the
+    # store's code and message. In the second case the answer lists no key as deleted.
+    store = s3_store
+    for key in keys:
+        store.put(key, b"x")
+    rewrite = s3_result_as_error(store.full_key(BAD), code, "As the store says")
+    store.proxy.add_fault(Fault(is_batch, None, rewrite=rewrite, times=1))
+
+    results = delete(store, keys)
+
+    assert [r.outcome for r in results] == [outcome if k == BAD else Outcome.DELETED for k in keys]
+    if outcome is Outcome.FAILED:
+        error = results[keys.index(BAD)].error
+        assert f"{store.full_key(BAD)!r}: {code} As the store says" == error
 
 
 def test_s3_keys_xml_cannot_carry_go_by_delete_object(s3_store):

@@ -296,6 +296,28 @@ def without_s3_result(full_key: str) -> Rewrite:
     return rewrite
 
 
+def s3_result_as_error(full_key: str, code: str, message: str) -> Rewrite:
+    """Answer `full_key` in a DeleteObjects answer with an `<Error>` of `code` instead of its
+    `<Deleted>` entry (as an S3-compatible store may, e.g. NoSuchKey for a missing key)."""
+
+    def rewrite(
+        seen: Seen, status: int, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if status != 200:
+            return status, headers, body
+        ET.register_namespace("", S3_NS)
+        root = ET.fromstring(body)
+        for entry in root.findall(f"{{{S3_NS}}}Deleted"):
+            if entry.findtext(f"{{{S3_NS}}}Key") == full_key:
+                root.remove(entry)
+                error = ET.SubElement(root, f"{{{S3_NS}}}Error")
+                for tag, text in (("Key", full_key), ("Code", code), ("Message", message)):
+                    ET.SubElement(error, f"{{{S3_NS}}}{tag}").text = text
+        return status, headers, ET.tostring(root, xml_declaration=True, encoding="utf-8")
+
+    return rewrite
+
+
 def without_blob_subresponse(blob_path: str) -> Rewrite:
     """Leave the sub-response for `blob_path` (container/name) out of a Blob Batch answer.
 
