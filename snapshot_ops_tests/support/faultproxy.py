@@ -277,8 +277,8 @@ def azure_error(match: Callable[[Seen], bool], status: int, code: str, times: in
     return Fault(match, status, b"", {"x-ms-error-code": code}, times=times)
 
 
-def without_s3_result(full_key: str) -> Rewrite:
-    """Leave `full_key`'s `<Deleted>` or `<Error>` entry out of a DeleteObjects answer."""
+def _s3_delete_answer(edit: Callable[[ET.Element], None]) -> Rewrite:
+    """A rewrite that applies `edit` to the XML root of a successful DeleteObjects answer."""
 
     def rewrite(
         seen: Seen, status: int, headers: dict[str, str], body: bytes
@@ -287,35 +287,41 @@ def without_s3_result(full_key: str) -> Rewrite:
             return status, headers, body
         ET.register_namespace("", S3_NS)
         root = ET.fromstring(body)
-        for tag in ("Deleted", "Error"):
-            for entry in root.findall(f"{{{S3_NS}}}{tag}"):
-                if entry.findtext(f"{{{S3_NS}}}Key") == full_key:
-                    root.remove(entry)
+        edit(root)
         return status, headers, ET.tostring(root, xml_declaration=True, encoding="utf-8")
 
     return rewrite
+
+
+def _s3_entries(root: ET.Element, tag: str, full_key: str) -> list[ET.Element]:
+    """The answer's `<tag>` entries (Deleted or Error) for `full_key`."""
+    entries = root.findall(f"{{{S3_NS}}}{tag}")
+    return [e for e in entries if e.findtext(f"{{{S3_NS}}}Key") == full_key]
+
+
+def without_s3_result(full_key: str) -> Rewrite:
+    """Leave `full_key`'s `<Deleted>` or `<Error>` entry out of a DeleteObjects answer."""
+
+    def edit(root: ET.Element) -> None:
+        for tag in ("Deleted", "Error"):
+            for entry in _s3_entries(root, tag, full_key):
+                root.remove(entry)
+
+    return _s3_delete_answer(edit)
 
 
 def s3_result_as_error(full_key: str, code: str, message: str) -> Rewrite:
     """Answer `full_key` in a DeleteObjects answer with an `<Error>` of `code` instead of its
     `<Deleted>` entry (as an S3-compatible store may, e.g. NoSuchKey for a missing key)."""
 
-    def rewrite(
-        seen: Seen, status: int, headers: dict[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
-        if status != 200:
-            return status, headers, body
-        ET.register_namespace("", S3_NS)
-        root = ET.fromstring(body)
-        for entry in root.findall(f"{{{S3_NS}}}Deleted"):
-            if entry.findtext(f"{{{S3_NS}}}Key") == full_key:
-                root.remove(entry)
-                error = ET.SubElement(root, f"{{{S3_NS}}}Error")
-                for tag, text in (("Key", full_key), ("Code", code), ("Message", message)):
-                    ET.SubElement(error, f"{{{S3_NS}}}{tag}").text = text
-        return status, headers, ET.tostring(root, xml_declaration=True, encoding="utf-8")
+    def edit(root: ET.Element) -> None:
+        for entry in _s3_entries(root, "Deleted", full_key):
+            root.remove(entry)
+            error = ET.SubElement(root, f"{{{S3_NS}}}Error")
+            for tag, text in (("Key", full_key), ("Code", code), ("Message", message)):
+                ET.SubElement(error, f"{{{S3_NS}}}{tag}").text = text
 
-    return rewrite
+    return _s3_delete_answer(edit)
 
 
 def without_blob_subresponse(blob_path: str) -> Rewrite:
