@@ -154,6 +154,7 @@ SETS = {
             "unit/test_storage_keys_and_batches.py",
             "unit/test_storage_urls.py",
             "unit/test_emptied_folders.py",
+            "integration/test_azure_credential.py",
             "integration/test_storage_contract.py",
             "integration/test_storage_batches.py",
             "integration/test_object_storage_requests.py",

@@ -239,24 +239,30 @@ def container_client(
     """A client for `container` from the SDK's standard credential sources.
 
     `AZURE_STORAGE_CONNECTION_STRING` wins; otherwise `AZURE_STORAGE_ACCOUNT_URL` (or
-    `AZURE_STORAGE_ACCOUNT_NAME` for the public cloud) with `DefaultAzureCredential`.
+    `AZURE_STORAGE_ACCOUNT_NAME`, for https://NAME.blob.core.windows.net) with
+    `DefaultAzureCredential` (azure-identity, the `azure` extra). Each request is tried up to
+    `max_attempts` times, `connect_timeout` and `read_timeout` in seconds.
+    Raises ConfigError when no source is set, the connection string is not usable (without
+    repeating it), or the credential path lacks azure-identity; no request is made.
     """
     env = os.environ
-    # The SDK's exponential retry: wait b + b**n seconds before retry n (b = backoff).
-    retry = ExponentialRetry(
-        initial_backoff=retry_backoff_seconds,
-        increment_base=retry_backoff_seconds,
-        retry_total=max_attempts - 1,
-        random_jitter_range=min(3.0, retry_backoff_seconds / 2),
-    )
-    # Transport settings the SDK's clients accept; a timed-out request is retried as well.
-    transport = {"connection_timeout": connect_timeout, "read_timeout": read_timeout}
+    # The same retries and timeouts whichever credential is used: the SDK's exponential
+    # retry (wait b + b**n seconds before retry n, b = backoff) and its transport's timeouts
+    # (a timed-out request is retried as well).
+    options = {
+        "retry_policy": ExponentialRetry(
+            initial_backoff=retry_backoff_seconds,
+            increment_base=retry_backoff_seconds,
+            retry_total=max_attempts - 1,
+            random_jitter_range=min(3.0, retry_backoff_seconds / 2),
+        ),
+        "connection_timeout": connect_timeout,
+        "read_timeout": read_timeout,
+    }
     connection_string = env.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection_string:
         try:
-            service = BlobServiceClient.from_connection_string(
-                connection_string, retry_policy=retry, **transport
-            )
+            service = BlobServiceClient.from_connection_string(connection_string, **options)
         except ValueError as exc:
             # The SDK's message never repeats the string; ours must not either.
             raise ConfigError("AZURE_STORAGE_CONNECTION_STRING is not usable") from exc
@@ -276,7 +282,5 @@ def container_client(
             "az:// storage without a connection string uses DefaultAzureCredential, from "
             "the azure extra: pip install -c constraints.txt -e '.[azure]' (azure-identity)"
         ) from exc
-    service = BlobServiceClient(
-        account_url, credential=DefaultAzureCredential(), retry_policy=retry, **transport
-    )
+    service = BlobServiceClient(account_url, credential=DefaultAzureCredential(), **options)
     return service.get_container_client(container)

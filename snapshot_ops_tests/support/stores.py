@@ -43,8 +43,9 @@ AZURITE_KEY = (
 TEST_RETRY = {"max_attempts": 3, "retry_backoff_seconds": 0.05}
 
 
-def start_azurite(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start Azurite's blob service in memory on a free port; return (process, port)."""
+def start_azurite(workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start Azurite's blob service in memory on a free port, with Azurite's command-line
+    `options` added (e.g. --oauth basic); return (process, port)."""
     if not AZURITE.exists():
         raise RuntimeError(
             f"{AZURITE} is missing: run `make test` (it runs `npm install` from package.json)"
@@ -60,6 +61,7 @@ def start_azurite(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
             "--inMemoryPersistence",
             "--skipApiVersionCheck",  # the Python SDK may be newer than the emulator
             "--silent",
+            *options,
         ],
         cwd=workdir,  # anything Azurite writes despite in-memory persistence lands here
         stdout=subprocess.DEVNULL,

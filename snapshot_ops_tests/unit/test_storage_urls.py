@@ -3,17 +3,22 @@
 s3:// and az:// name a bucket or container and an optional prefix; a URL carrying
 credentials, a prefix that is not a plain relative path, or an unknown scheme is a
 ConfigError that says what to fix, without echoing a secret.
-The object-store timeouts reach the SDK's client and must be positive. The storage defaults
-are one set (storage.DEFAULTS) that the resource and open_storage share.
+Azure's credential sources are taken in the documented order (connection string, account
+URL, account name); none, an unusable one, or the credential path without azure-identity is
+a ConfigError naming what to set. The object-store timeouts reach the SDK's client and must
+be positive. The storage defaults are one set (storage.DEFAULTS) that the resource and
+open_storage share.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import inspect
+import sys
 from dataclasses import asdict
 
 import pytest
+from azure.identity import DefaultAzureCredential
 
 from snapshot_ops.defs.resources import SnapshotStorage
 from snapshot_ops.errors import ConfigError
@@ -82,8 +87,43 @@ def test_unusable_urls_are_config_errors(no_cloud_env, url):
 
 
 def test_azure_without_any_credential_source_says_what_to_set(no_cloud_env):
-    with pytest.raises(ConfigError, match="AZURE_STORAGE_CONNECTION_STRING"):
+    with pytest.raises(ConfigError) as caught:
         open_storage("az://container/prefix")
+    for name in (
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT_URL",
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "DefaultAzureCredential",
+    ):
+        assert name in str(caught.value)
+
+
+def test_an_unusable_connection_string_is_named_and_not_repeated(no_cloud_env, monkeypatch):
+    secret = "AccountKey=c2VjcmV0LWtleQ=="
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", f"AccountName;{secret}")
+    with pytest.raises(ConfigError) as caught:
+        open_storage("az://snapshots/parse")
+    assert str(caught.value) == "AZURE_STORAGE_CONNECTION_STRING is not usable"
+
+
+def test_the_account_name_names_the_public_cloud_endpoint(no_cloud_env, monkeypatch):
+    # No request is made: DefaultAzureCredential asks for a token on the first request
+    # (integration/test_azure_credential.py runs that path against a store).
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acmeparser")
+    backend = open_storage("az://snapshots/parse")
+    try:
+        assert backend.container.url == "https://acmeparser.blob.core.windows.net/snapshots"
+        assert isinstance(backend.container.credential, DefaultAzureCredential)
+    finally:
+        backend.close()
+
+
+def test_the_credential_path_without_azure_identity_names_the_extra(no_cloud_env, monkeypatch):
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acmeparser")
+    monkeypatch.setitem(sys.modules, "azure.identity", None)  # import fails as if absent
+    with pytest.raises(ConfigError) as caught:
+        open_storage("az://snapshots/parse")
+    assert "pip install -c constraints.txt -e '.[azure]'" in str(caught.value)
 
 
 def test_parallel_bound_and_attempts_are_checked(no_cloud_env):
