@@ -100,6 +100,7 @@ SETS = {
         tests=tests_in(
             "unit/test_rules.py",
             "unit/test_rules_bounds.py",
+            "unit/test_database_urls.py",
             "integration/test_property_oracle.py",
             "integration/test_concurrent_attach.py",
             "integration/test_journal_entries.py",

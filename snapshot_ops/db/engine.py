@@ -42,7 +42,14 @@ def database_url(raw: str) -> URL:
 
 
 def make_engine(raw_url: str) -> Engine:
-    """An engine for the application database, set up for the locking protocol."""
+    """An engine for the application database, set up for the locking protocol.
+
+    On SQLite each connection waits up to 60 s (its busy timeout) for a write lock the
+    application holds, rather than failing the run with "database is locked"; the job's own
+    write transactions take the lock up front (`BEGIN IMMEDIATE`) and its reads take none.
+    On PostgreSQL a pooled connection is checked before use, so one the server dropped while
+    it sat idle is replaced. Raises ConfigError as `database_url` does.
+    """
     url = database_url(raw_url)
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": 60})
