@@ -133,8 +133,7 @@ class FilesystemBackend(StorageBackend):
             parent, name = folders.parent_of(key)
             mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
             if not stat.S_ISREG(mode):
-                kind = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
-                return DeleteResult(key, Outcome.REFUSED, f"storage key {key!r} is {kind}")
+                return DeleteResult(key, Outcome.REFUSED, _not_a_regular_file(key, mode))
             os.unlink(name, dir_fd=parent)
             return DeleteResult(key, Outcome.DELETED)
         except RefusedKey as exc:  # from parent_of: unsafe, or a symlink on the way
@@ -154,15 +153,7 @@ class FilesystemBackend(StorageBackend):
             return str(exc)
         except OSError:
             return None
-        if stat.S_ISREG(mode):
-            return None
-        if stat.S_ISLNK(mode):
-            kind = "a symlink"
-        elif stat.S_ISDIR(mode):
-            kind = "a folder"
-        else:
-            kind = "not a regular file"
-        return f"storage key {key!r} is {kind}"
+        return None if stat.S_ISREG(mode) else _not_a_regular_file(key, mode)
 
     def _size_one(self, key: str, folders: _Folders) -> int | None:
         try:
@@ -171,6 +162,18 @@ class FilesystemBackend(StorageBackend):
         except (RefusedKey, OSError, UnicodeEncodeError):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _not_a_regular_file(key: str, mode: int) -> str:
+    """Why the object at `key`, whose `st_mode` is `mode`, is refused: the same words for
+    `refusals` before marking and for the delete."""
+    if stat.S_ISLNK(mode):
+        kind = "a symlink"
+    elif stat.S_ISDIR(mode):
+        kind = "a folder"
+    else:
+        kind = "not a regular file"
+    return f"storage key {key!r} is {kind}"
 
 
 def _not_a_file_name(key: str, exc: UnicodeEncodeError) -> DeleteResult:

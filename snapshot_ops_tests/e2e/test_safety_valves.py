@@ -79,7 +79,9 @@ def test_a_storage_url_naming_the_wrong_place_stops_the_run(world, tmp_path):
     result = world.run()
 
     assert not result.success
-    assert "the storage URL names the wrong place" in failure_message(result)
+    message = failure_message(result)
+    assert "the storage URL names the wrong place" in message
+    assert f"exists in file://{world.root.resolve()}. Nothing was deleted." in message
     world.root = real_root
     assert all(s == (False, True) for s in state(world).values())
     assert world.pending() == []

@@ -122,6 +122,7 @@ def test_refusals_name_what_a_delete_would_refuse_before_anything_is_marked(layo
         "a/long/" + "n" * 300,  # too long a name: the delete fails (and is retried), no refusal
         "a/link.pdf",  # the object is a symlink
         "link_dir/secret.pdf",  # a symlink on the way
+        "link_dir/deeper/secret.pdf",  # a symlink further up the way
         "a/x.pdf/inner.pdf",  # a file on the way
         "folder.pdf",  # a folder
         "a/pipe.pdf",  # not a regular file
@@ -130,12 +131,96 @@ def test_refusals_name_what_a_delete_would_refuse_before_anything_is_marked(layo
 
     refused = backend.refusals(keys)
 
-    assert sorted(refused) == sorted(keys[4:])
-    assert "symlink" in refused["a/link.pdf"] and "folder" in refused["folder.pdf"]
-    assert all(repr(key) in reason for key, reason in refused.items())
+    with pytest.raises(RefusedKey) as shared_check:
+        check_key("../outside/secret.pdf")
+    assert refused == {
+        "a/link.pdf": "storage key 'a/link.pdf' is a symlink",
+        "link_dir/secret.pdf": (
+            "storage key 'link_dir/secret.pdf' goes through 'link_dir', "
+            "which is a symlink or not a folder"
+        ),
+        "link_dir/deeper/secret.pdf": (
+            "storage key 'link_dir/deeper/secret.pdf' goes through 'link_dir', "
+            "which is a symlink or not a folder"
+        ),
+        "a/x.pdf/inner.pdf": (
+            "storage key 'a/x.pdf/inner.pdf' goes through 'x.pdf', "
+            "which is a symlink or not a folder"
+        ),
+        "folder.pdf": "storage key 'folder.pdf' is a folder",
+        "a/pipe.pdf": "storage key 'a/pipe.pdf' is not a regular file",
+        "../outside/secret.pdf": str(shared_check.value),
+    }
     # Asking touches nothing, and what it refuses the delete refuses too.
     assert (root / "a" / "x.pdf").read_bytes() == b"12345"
     assert os.path.islink(root / "a" / "link.pdf")
     assert (outside / "secret.pdf").read_bytes() == b"keep me"
     results = backend.delete_many(keys[4:])
-    assert {r.outcome for r in results} == {Outcome.REFUSED}
+    assert [(r.key, r.outcome, r.error) for r in results] == [
+        (key, Outcome.REFUSED, refused[key]) for key in keys[4:]
+    ]
+
+
+def test_a_key_the_file_system_fails_on_is_a_failure_naming_the_key(layout):
+    root, _, backend = layout
+    too_long = "a/" + "n" * 300
+    not_encodable = "a/\ud800.pdf"  # a lone surrogate, not one that escapes a byte: no file name
+    results = backend.delete_many([too_long, not_encodable])
+    assert [(r.key, r.outcome) for r in results] == [
+        (too_long, Outcome.FAILED),
+        (not_encodable, Outcome.REFUSED),
+    ]
+    assert results[0].error == f"{too_long!r}: File name too long"
+    assert results[1].error == (
+        f"storage key {not_encodable!r} is not a usable file name: 'utf-8' codec can't "
+        "encode character '\\ud800' in position 0: surrogates not allowed"
+    )
+    assert (root / "a" / "x.pdf").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 32])
+def test_keys_at_every_depth_are_deleted_and_every_folder_closed(tmp_path, workers):
+    # With one worker every key is in one slice, whose open folders are reused from key to
+    # key: a folder must be found under its own path, not a shorter one, and opened once.
+    root = tmp_path / "root"
+    keys = [
+        "top.pdf",
+        "x/f0.pdf",
+        "x/y/f1.pdf",
+        "x/y/z/f2.pdf",
+        "x/y/z/w/f3.pdf",
+        "x/z/f4.pdf",
+        "y/z/w/f5.pdf",
+    ]
+    for key in keys:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"s")
+    (root / "x" / "y" / "keep.pdf").write_bytes(b"k")
+    backend = FilesystemBackend(str(root), workers=workers)
+    open_before = len(os.listdir("/proc/self/fd"))
+    try:
+        results = backend.delete_many(keys)
+        open_after = len(os.listdir("/proc/self/fd"))
+    finally:
+        backend.close()
+
+    assert [(r.key, r.outcome) for r in results] == [(key, Outcome.DELETED) for key in keys]
+    assert open_after == open_before
+    assert [p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))] == [
+        "x",
+        "x/y",
+        "x/y/keep.pdf",
+    ]
+
+
+def test_the_root_must_be_an_absolute_folder_and_is_named_as_resolved(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(root, tmp_path / "mount")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        FilesystemBackend("root")
+    assert str(refused.value) == "storage root must be an absolute path, got 'root'"
+    backend = FilesystemBackend(str(tmp_path / "mount"))
+    backend.close()
+    assert backend.description == f"file://{os.path.realpath(root)}"

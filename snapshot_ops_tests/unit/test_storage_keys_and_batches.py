@@ -139,7 +139,7 @@ def test_delete_in_batches_answers_each_key_in_order_sending_each_name_once(stor
     ]
     # A key refused before sending keeps check_key's reason; the store's answer keeps its own.
     assert "empty, '.' or '..' segment" in results[2].error
-    assert "not a regular file" in results[8].error
+    assert results[8].error == "storage key 'p/folder.pdf' is a folder"
     assert all(r.error is None for r in results if r.outcome is not Outcome.REFUSED)
     assert alone == []  # every name fits in a batch
     assert all(len(batch) <= 2 for batch in sent)
