@@ -12,6 +12,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from snapshot_ops.db import make_engine
+from snapshot_ops.db.schema import Tables
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.demo import app_tables
 from snapshot_ops.rules import PERMANENT_TYPE
@@ -275,6 +277,32 @@ def test_missing_indexes_are_recommended_never_created(world):
                 conn.exec_driver_sql(statement)
     result = world.run()
     assert step_metadata(result, "identify_expired_candidates")["missingIndexes"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("primary_key", "advised"), [(("fileId", "orderId"), False), (("orderId", "fileId"), True)]
+)
+def test_a_primary_key_leading_with_the_column_serves_as_its_index(
+    postgres_url, primary_key, advised
+):
+    # An attachment table keyed by ("fileId", "orderId"), in the application's own schema,
+    # is searched by "fileId" through its key: no index is advised. Keyed the other way
+    # round, it is not.
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA app")
+    files, attachments = app_tables(sa.MetaData(), schema="app")
+    attachments.append_constraint(sa.PrimaryKeyConstraint(*primary_key))
+    files.metadata.create_all(engine)
+    try:
+        advice = Tables(engine, app_schema="app").missing_indexes()
+    finally:
+        engine.dispose()
+    assert ['"OrderAttachments_fileId_idx"' in statement for statement in advice] == [
+        False,
+        False,
+        *([True] if advised else []),
+    ]
 
 
 def test_tables_in_the_app_schema_are_cleaned_and_advised_there(postgres_url, storage_root):
