@@ -9,6 +9,9 @@ say which rows it touched:
   when the job never made its journal;
 - `release_pending` makes live again only the rows whose entries it dropped, and never an
   entry a live run holds;
+- `start_run` opens a run's row once, with the first call's figures; `finish_run` closes it
+  with its status, errors, the time and the counters it is given, and returns the counters
+  the settle transactions added; `running_runs` lists the others still running;
 - `release_leases` and `close_crashed_runs` free the entries of runs that ended, and no
   other run's; `close_crashed_runs` and `finish_run_if_running` close only the run-log rows
   of runs still running, with the time they closed them;
@@ -62,6 +65,14 @@ def assert_just_now(stamp):
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=dt.UTC)
     assert abs(dt.datetime.now(dt.UTC) - stamp) < dt.timedelta(minutes=1), stamp
+
+
+def naive_utc(stamp):
+    """`stamp` as naive UTC, however the run log stored it (aware on PostgreSQL, naive
+    UTC on SQLite, where a driver may also hand back text)."""
+    if isinstance(stamp, str):
+        stamp = dt.datetime.fromisoformat(stamp)
+    return stamp.astimezone(dt.UTC).replace(tzinfo=None) if stamp.tzinfo else stamp
 
 
 def mark(catalog, ids, *, run_id="r1", lease=None):
@@ -314,6 +325,63 @@ def test_a_failed_run_is_closed_only_if_still_running_and_no_other_run(world, ca
     assert json.loads(runs["finished"].errors) == []
     assert_just_now(runs["failed"].finished_at)
     assert runs["other"].finished_at is None
+
+
+def test_a_run_log_row_is_opened_once_with_the_first_calls_figures(world, catalog):
+    catalog.ensure_own_tables()
+    opened = {"run_at": NOW, "reference_time": NOW - DAY, "cutoff": CUTOFF, "dry_run": True}
+    catalog.start_run(run_id="r", candidate_count=7, **opened)
+    # A re-execution's later step opens the same run's row again: nothing changes.
+    catalog.start_run(
+        run_id="r", run_at=NOW + DAY, reference_time=NOW, cutoff=NOW, dry_run=False,
+        candidate_count=9,
+    )  # fmt: skip
+
+    [row] = world.run_log()
+    assert (row.run_id, row.status, row.candidate_count, bool(row.dry_run)) == (
+        "r", RUNNING, 7, True,
+    )  # fmt: skip
+    assert [naive_utc(getattr(row, k)) for k in ("run_at", "reference_time", "cutoff")] == [
+        naive_utc(opened[k]) for k in ("run_at", "reference_time", "cutoff")
+    ]
+    counters = ("marked_count", "deleted_count", "missing_count", "bytes_reclaimed")
+    assert [getattr(row, k) for k in counters] == [0, 0, 0, 0]
+    assert (row.error_count, row.finished_at) == (0, None)
+
+
+def test_finishing_a_run_closes_its_row_and_returns_what_it_settled(world, catalog):
+    catalog.ensure_own_tables()
+    for run_id in ("dry", "other"):
+        mark(catalog, [], run_id=run_id)
+    # What settle transactions added while the run went on (settle_pending).
+    with world.engine.begin() as conn:
+        conn.execute(
+            sa.update(catalog.runs)
+            .where(catalog.runs.c.run_id == "dry")
+            .values(deleted_count=3, missing_count=1, bytes_reclaimed=300)
+        )
+
+    figures = catalog.finish_run("dry", status=SUCCEEDED, errors=["one"], marked_count=5)
+
+    assert figures == {
+        "marked_count": 5, "deleted_count": 3, "missing_count": 1, "bytes_reclaimed": 300,
+    }  # fmt: skip
+    runs = {r.run_id: r for r in world.run_log()}
+    dry, other = runs["dry"], runs["other"]
+    assert (dry.status, dry.marked_count, dry.error_count) == (SUCCEEDED, 5, 1)
+    assert json.loads(dry.errors) == ["one"]
+    assert_just_now(dry.finished_at)
+    assert (other.status, other.marked_count, other.finished_at) == (RUNNING, 0, None)
+
+
+def test_running_runs_are_those_still_running_besides_the_asking_one(world, catalog):
+    catalog.ensure_own_tables()
+    for run_id in ("asking", "crashed", "finished"):
+        mark(catalog, [], run_id=run_id)
+    catalog.finish_run("finished", status=SUCCEEDED, errors=[])
+
+    assert catalog.running_runs(besides="asking") == ["crashed"]
+    assert sorted(catalog.running_runs(besides="finished")) == ["asking", "crashed"]
 
 
 def test_stale_entries_are_released_in_pages_and_each_is_logged(world, catalog, caplog):

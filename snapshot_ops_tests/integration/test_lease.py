@@ -8,6 +8,10 @@ entry whose delete keeps failing backs off without holding up the others.
   the rows being deleted at once.
 - Two runs holding leases on the same entries (one lease ran out): only the holder's settle
   counts, on both databases.
+- A claim takes the next entries after its cursor that no run holds and that are due by its
+  instant (at it included), each with its key, size and attempts; on PostgreSQL a claim made
+  while another claim's transaction holds the first entries takes the next ones at once
+  instead of waiting for them. Only keys a live row names are in use.
 - A key whose delete keeps failing: the others go in the same run; after its second failure
   it is retried only after a delay that doubles, and reported by name in every run.
 """
@@ -22,7 +26,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from snapshot_ops.db import BACKOFF_BASE, backoff
+from snapshot_ops.db import BACKOFF_BASE, PendingDelete, backoff
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops_tests.support.faultproxy import Fault, Seen
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job
@@ -191,6 +195,103 @@ def test_only_the_lease_holder_settles_and_counts(world):
         catalog.engine.dispose()
 
 
+@pytest.mark.integration
+def test_a_claim_takes_the_next_due_entries_after_its_cursor(world):
+    catalog = SnapshotDatabase(url=world.db_url).open_catalog()
+    try:
+        catalog.ensure_own_tables()
+        ids = sorted(journal(world, catalog, 6))
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        due = {ids[3]: now, ids[4]: now + dt.timedelta(microseconds=1)}
+        p = catalog.pending.c
+        with world.engine.begin() as conn:
+            for file_id, at in due.items():
+                conn.execute(
+                    sa.update(catalog.pending)
+                    .where(p.file_id == file_id)
+                    .values(next_attempt_at=at, attempts=2)
+                )
+        # The previous page ended at ids[2], which is still journaled (its delete failed
+        # and was released): the next page starts after it. ids[3] is due at exactly `now`,
+        # ids[4] one microsecond later, so it waits.
+        claimed, shared = catalog.claim_pending(
+            run_id="r", now=now, lease=dt.timedelta(minutes=5), after=ids[2], limit=2
+        )
+        assert claimed == [
+            PendingDelete(ids[3], f"bulk/{ids[3][-2:]}/{ids[3]}.pdf", 100, 2),
+            PendingDelete(ids[5], f"bulk/{ids[5][-2:]}/{ids[5]}.pdf", 100, 0),
+        ]
+        assert shared == []
+        assert {e.file_id for e in world.pending() if e.claimed_by == "r"} == {ids[3], ids[5]}
+    finally:
+        catalog.engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_claim_skips_entries_a_competing_claim_is_taking_without_waiting(pg_world):
+    # On PostgreSQL, a second claim while a first one's transaction holds the first entries
+    # (between its pick and its commit) takes the next ones at once: it neither waits for
+    # the first claim's row locks nor takes its entries after them. A claim that waited
+    # would fail on the database's lock timeout here.
+    with pg_world.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        database = pg_world.engine.url.database
+        conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET lock_timeout = '2s'")
+    catalog = SnapshotDatabase(url=pg_world.db_url).open_catalog()
+    try:
+        catalog.ensure_own_tables()
+        ids = sorted(journal(pg_world, catalog, 6))
+        now, lease = dt.datetime.now(dt.UTC), dt.timedelta(minutes=5)
+        p = catalog.pending.c
+        with pg_world.engine.begin() as first:
+            first.execute(
+                sa.update(catalog.pending)
+                .where(p.file_id.in_(ids[:3]))
+                .values(claimed_by="first", lease_until=now + lease)
+            )
+            second, _ = catalog.claim_pending(run_id="second", now=now, lease=lease, limit=3)
+            assert [e.file_id for e in second] == ids[3:]
+        holders = [e.claimed_by for e in pg_world.pending()]
+        assert holders == ["first"] * 3 + ["second"] * 3
+    finally:
+        catalog.engine.dispose()
+
+
+@pytest.mark.integration
+def test_a_claim_passes_over_entries_another_run_holds(world):
+    catalog = SnapshotDatabase(url=world.db_url).open_catalog()
+    try:
+        catalog.ensure_own_tables()
+        ids = sorted(journal(world, catalog, 4))
+        now, lease = dt.datetime.now(dt.UTC), dt.timedelta(minutes=5)
+        p = catalog.pending.c
+        with world.engine.begin() as conn:
+            conn.execute(
+                sa.update(catalog.pending)
+                .where(p.file_id.in_(ids[:2]))
+                .values(claimed_by="other", lease_until=now + lease)
+            )
+        # The first two in file_id order are held: a claim of two takes the two after them.
+        claimed, _ = catalog.claim_pending(run_id="r", now=now, lease=lease, limit=2)
+        assert [e.file_id for e in claimed] == ids[2:]
+    finally:
+        catalog.engine.dispose()
+
+
+@pytest.mark.integration
+def test_only_the_keys_a_live_row_names_are_in_use(world):
+    catalog = SnapshotDatabase(url=world.db_url).open_catalog()
+    try:
+        live = world.add(age=DAY)
+        marked = world.add(age=10 * DAY, deleted=True)
+        key = {i: world.row(i).storageKey for i in (live, marked)}
+        asked = [key[live], key[marked], "never/stored.pdf", key[live]]
+        assert catalog.shared_keys(asked) == {key[live]}
+        assert catalog.shared_keys([key[marked]]) == set()
+        assert catalog.shared_keys([]) == set()
+    finally:
+        catalog.engine.dispose()
+
+
 def pending_entry(world: World, file_id: str):
     return next(p for p in world.pending() if p.file_id == file_id)
 
@@ -310,7 +411,6 @@ def test_a_batch_leased_at_marking_is_left_to_its_marker(world):
     # Run a marks a batch (its journal entries leased to it in the marking transaction);
     # run b's journal sweep, on its own connections, must neither delete nor count them.
     from snapshot_ops.cleanup import delete_marked, finish_pending
-    from snapshot_ops.db import PendingDelete
     from snapshot_ops.storage.filesystem import FilesystemBackend
 
     ids = [world.add(age=10 * DAY, size=100) for _ in range(4)]
