@@ -195,6 +195,13 @@ def release_stale(catalog: Catalog, *, batch_size: int) -> DeleteReport:
     return DeleteReport(released=released)
 
 
+def _known_size(entry: PendingDelete) -> int | None:
+    """The size in bytes its row gave the entry, or None when the row does not know it
+    ("sizeBytes" NULL or negative): such an object is measured before it is deleted."""
+    size = entry.size_bytes
+    return None if size is None or size < 0 else size
+
+
 def _delete_objects(
     catalog: Catalog,
     storage: StorageBackend,
@@ -205,7 +212,7 @@ def _delete_objects(
 ) -> DeleteReport:
     if not entries and not shared:
         return DeleteReport()
-    unknown = [e.storage_key for e in entries if e.size_bytes is None or e.size_bytes < 0]
+    unknown = [e.storage_key for e in entries if _known_size(e) is None]
     measured = storage.sizes(unknown) if unknown else {}
     results = storage.delete_many([e.storage_key for e in entries]) if entries else []
     checkpoints.reached("after_store_delete")
@@ -216,8 +223,8 @@ def _delete_objects(
     refused: list[str] = []
     for entry, result in zip(entries, results, strict=True):
         if result.outcome is Outcome.DELETED:
-            size = entry.size_bytes
-            if size is None or size < 0:
+            size = _known_size(entry)
+            if size is None:
                 size = measured.get(entry.storage_key)
             deleted[entry.file_id] = size or 0
         elif result.outcome is Outcome.MISSING:
