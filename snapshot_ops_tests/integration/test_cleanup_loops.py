@@ -71,7 +71,8 @@ def test_marked_but_undeleted_objects_are_finished_by_the_next_run(world):
 
 
 def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
-    # Each batch takes 4 s by this clock; with a 10 s interval every third batch reports.
+    # Each batch takes 4 s by this clock; with an 8 s interval (not the default 10 s) every
+    # second batch reports, exactly at the interval.
     ids = [world.add(age=(8 + n) * DAY) for n in range(7)]
     ticks = iter(range(0, 1000, 4))
     reports = []
@@ -86,16 +87,16 @@ def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
         batch_size=1,
         progress=reports.append,
         candidates=7,
-        progress_interval=10,
+        progress_interval=8,
         clock=lambda: next(ticks),
     )
     backend.close()
     catalog.engine.dispose()
     assert marked.marked_count == 7 and not any(world.has_file(i) for i in ids)
-    # Started at 0; batches end at 4, 8, 12 (reported), 16, 20, 24 (reported), 28, the
-    # walk's empty read at 32 (8 s after the last report: not reported), the end at 36.
-    assert [r.marked for r in reports] == [3, 6, 7]
-    assert [r.elapsed_seconds for r in reports] == [12, 24, 36]
+    # Started at 0; batches end at 4, 8 (reported), 12, 16 (reported), 20, 24 (reported),
+    # 28, the walk's empty read at 32 (reported), the end at 36.
+    assert [r.marked for r in reports] == [2, 4, 6, 7, 7]
+    assert [r.elapsed_seconds for r in reports] == [8, 16, 24, 32, 36]
     final = reports[-1]
     assert (final.marked, final.deleted, final.total) == (7, 7, 7)
     assert final.eta_seconds == 0 and final.rate == pytest.approx(7 / 36)
