@@ -35,21 +35,22 @@ def policy(max_deletions: int = 1000):
     )
 
 
-def test_marking_never_goes_past_the_cap(world):
-    # Candidates can appear after the up-front count; the loop itself stops at the cap.
-    ids = [world.add(age=(8 + n) * DAY) for n in range(5)]
+@pytest.mark.parametrize("cap", [3, 5])
+def test_marking_never_goes_past_the_cap(world, cap):
+    # Candidates can appear after the up-front count; the loop itself stops at the cap. With
+    # batches of 2, a cap of 5 leaves room for one row when the third batch is read ahead.
+    ids = [world.add(age=(8 + n) * DAY) for n in range(cap + 2)]
     catalog = catalog_for(world)
     backend = FilesystemBackend(str(world.root))
     marked, deleted = mark_and_delete(
-        catalog, backend, policy(max_deletions=3), run_id="r", marked_at=NOW, batch_size=2
+        catalog, backend, policy(max_deletions=cap), run_id="r", marked_at=NOW, batch_size=2
     )
     backend.close()
     catalog.engine.dispose()
-    assert marked.marked_count == 3 and deleted.removed == 3
-    assert sum(world.is_deleted(i) for i in ids) == 3
+    assert marked.marked_count == cap and deleted.removed == cap
     assert sum(world.has_file(i) for i in ids) == 2
     # Oldest first: the keyset order is "createdAt".
-    assert [world.is_deleted(i) for i in ids] == [False, False, True, True, True]
+    assert [world.is_deleted(i) for i in ids] == [False] * 2 + [True] * cap
 
 
 def test_marked_but_undeleted_objects_are_finished_by_the_next_run(world):
@@ -156,8 +157,9 @@ def test_a_batch_short_of_the_cap_reads_on(world):
 
 def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world):
     # A row's "sizeBytes" is the figure when it is 0 or more; NULL or negative means
-    # unknown, and the object is measured before it is deleted (each object here: 10 bytes).
-    sizes = {world.add(age=10 * DAY, size=size): size for size in (0, None, -5, 7)}
+    # unknown, and the object is measured before it is deleted (each object here: 10 bytes,
+    # or as many as its row says when that is positive).
+    sizes = {world.add(age=10 * DAY, size=size): size for size in (0, None, -5, 1, 7)}
     catalog = catalog_for(world)
     backend = FilesystemBackend(str(world.root))
     marked, deleted = mark_and_delete(
@@ -166,8 +168,8 @@ def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world)
     backend.close()
     catalog.engine.dispose()
     assert not any(world.has_file(i) for i in sizes)
-    assert marked.bytes_marked == 7  # what the rows say they hold
-    assert (deleted.removed, deleted.bytes_reclaimed) == (4, 0 + 10 + 10 + 7)
+    assert marked.bytes_marked == 1 + 7  # what the rows say they hold
+    assert (deleted.removed, deleted.bytes_reclaimed) == (5, 0 + 10 + 10 + 1 + 7)
 
 
 def test_the_journal_sweep_pages_through_every_entry_once(world):
