@@ -127,7 +127,6 @@ SETS = {
         ),
         tests=tests_in(
             "unit/test_lease_length.py",
-            "unit/test_delete_report.py",
             "integration/test_cleanup_loops.py",
             "integration/test_lease.py",
             "integration/test_faults.py",

@@ -1,8 +1,10 @@
 """The two loops below the ops: the cap holds inside the marking loop, and objects of rows
-marked by a run that stopped before deleting are finished by the next run."""
+marked by a run that stopped before deleting are finished by the next run. A loop's report
+is the sum of its batches' reports."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import threading
@@ -12,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshot_ops import checkpoints, cleanup
-from snapshot_ops.cleanup import mark_and_delete
+from snapshot_ops.cleanup import DeleteReport, mark_and_delete
 from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.rules import make_policy
 from snapshot_ops.storage.filesystem import FilesystemBackend
@@ -33,6 +35,28 @@ def policy(max_deletions: int = 1000):
     return make_policy(
         reference_time=NOW.isoformat(), retention_days=7, max_deletions=max_deletions, now=NOW
     )
+
+
+def test_adding_reports_adds_every_count_and_joins_every_list():
+    # One report per batch, or a batch's and the rows it kept or released: the refused rows
+    # of every batch must reach release_refused, and every count the run's figures.
+    first = DeleteReport(
+        removed=1, missing=2, bytes_reclaimed=300, errors=["e1"], kept_shared=["s1"],
+        refused=["r1"], released=["l1"],
+    )  # fmt: skip
+    second = DeleteReport(
+        removed=10, missing=20, bytes_reclaimed=3000, errors=["e2"], kept_shared=["s2"],
+        refused=["r2"], released=["l2"],
+    )  # fmt: skip
+
+    total = first + second
+
+    assert dataclasses.asdict(total) == {
+        "removed": 11, "missing": 22, "bytes_reclaimed": 3300, "errors": ["e1", "e2"],
+        "kept_shared": ["s1", "s2"], "refused": ["r1", "r2"], "released": ["l1", "l2"],
+    }  # fmt: skip
+    assert total.deleted_count == 33
+    assert DeleteReport() + first == first
 
 
 @pytest.mark.parametrize("cap", [3, 5])
