@@ -151,8 +151,8 @@ def test_a_long_run_logs_growing_progress_in_the_event_log(world, monkeypatch):
 def test_a_batch_short_of_the_cap_reads_on(world):
     # The next batch is read while the current one is marked, but only as many rows as the
     # cap leaves if every row read is marked. A row that changes between the read and the
-    # lock is not marked: the loop must read on to reach the cap.
-    ids = [world.add(age=(10 - n) * DAY) for n in range(3)]  # oldest first
+    # lock is not marked: the loop must read on to reach the cap, and no further.
+    ids = [world.add(age=(11 - n) * DAY) for n in range(4)]  # oldest first
     catalog = catalog_for(world)
     changed: list[str] = []
 
@@ -176,7 +176,7 @@ def test_a_batch_short_of_the_cap_reads_on(world):
     catalog.engine.dispose()
     assert changed == [ids[1]]
     assert marked.marked_count == 2
-    assert [world.is_deleted(i) for i in ids] == [True, False, True]
+    assert [world.is_deleted(i) for i in ids] == [True, False, True, False]
 
 
 def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world):
