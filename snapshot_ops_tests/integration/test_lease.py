@@ -227,6 +227,17 @@ def test_a_claim_takes_the_next_due_entries_after_its_cursor(world):
         catalog.engine.dispose()
 
 
+def hold(conn, catalog, file_ids: list[str], *, run_id: str, until: dt.datetime) -> None:
+    """Lease these journal entries to `run_id` until `until`, as its claim does, in `conn`'s
+    transaction."""
+    p = catalog.pending.c
+    conn.execute(
+        sa.update(catalog.pending)
+        .where(p.file_id.in_(file_ids))
+        .values(claimed_by=run_id, lease_until=until)
+    )
+
+
 @pytest.mark.integration
 def test_a_claim_skips_entries_a_competing_claim_is_taking_without_waiting(pg_world):
     # On PostgreSQL, a second claim while a first one's transaction holds the first entries
@@ -241,13 +252,8 @@ def test_a_claim_skips_entries_a_competing_claim_is_taking_without_waiting(pg_wo
         catalog.ensure_own_tables()
         ids = sorted(journal(pg_world, catalog, 6))
         now, lease = dt.datetime.now(dt.UTC), dt.timedelta(minutes=5)
-        p = catalog.pending.c
         with pg_world.engine.begin() as first:
-            first.execute(
-                sa.update(catalog.pending)
-                .where(p.file_id.in_(ids[:3]))
-                .values(claimed_by="first", lease_until=now + lease)
-            )
+            hold(first, catalog, ids[:3], run_id="first", until=now + lease)
             second, _ = catalog.claim_pending(run_id="second", now=now, lease=lease, limit=3)
             assert [e.file_id for e in second] == ids[3:]
         holders = [e.claimed_by for e in pg_world.pending()]
@@ -263,13 +269,8 @@ def test_a_claim_passes_over_entries_another_run_holds(world):
         catalog.ensure_own_tables()
         ids = sorted(journal(world, catalog, 4))
         now, lease = dt.datetime.now(dt.UTC), dt.timedelta(minutes=5)
-        p = catalog.pending.c
         with world.engine.begin() as conn:
-            conn.execute(
-                sa.update(catalog.pending)
-                .where(p.file_id.in_(ids[:2]))
-                .values(claimed_by="other", lease_until=now + lease)
-            )
+            hold(conn, catalog, ids[:2], run_id="other", until=now + lease)
         # The first two in file_id order are held: a claim of two takes the two after them.
         claimed, _ = catalog.claim_pending(run_id="r", now=now, lease=lease, limit=2)
         assert [e.file_id for e in claimed] == ids[2:]
