@@ -196,6 +196,50 @@ def test_bytes_reclaimed_take_the_rows_size_and_measure_only_unknown_ones(world)
     assert (deleted.removed, deleted.bytes_reclaimed) == (5, 0 + 10 + 10 + 1 + 7)
 
 
+def test_the_marking_loop_ends_with_one_line_of_every_count(world, caplog, monkeypatch):
+    # Ten rows marked: four objects go, three are gone already, the store fails one, and
+    # new live rows name the last two's keys once they are marked, before their objects are
+    # deleted. Every count differs, so no count can stand in for another.
+    import logging
+
+    from snapshot_ops.storage.base import DeleteResult, Outcome
+
+    going = [world.add(age=10 * DAY) for _ in range(4)]
+    for _ in range(3):
+        world.add(age=10 * DAY, with_file=False)
+    failing = world.add(age=10 * DAY)
+    shared = [world.add(age=10 * DAY) for _ in range(2)]
+    failing_key = world.row(failing).storageKey
+    reached = checkpoints.reached
+
+    def note(name: str) -> None:
+        reached(name)
+        if name == "before_delete":
+            for file_id in shared:
+                world.add(age=DAY, key=world.row(file_id).storageKey, with_file=False)
+
+    monkeypatch.setattr(checkpoints, "reached", note)
+
+    class Store(FilesystemBackend):
+        def delete_many(self, keys):
+            done = {r.key: r for r in super().delete_many([k for k in keys if k != failing_key])}
+            failed = DeleteResult(failing_key, Outcome.FAILED, "refused")
+            return [done.get(k, failed) for k in keys]
+
+    catalog = catalog_for(world)
+    backend = Store(str(world.root))
+    with caplog.at_level(logging.INFO, logger="snapshot_ops.cleanup"):
+        mark_and_delete(catalog, backend, policy(), run_id="r", marked_at=NOW, batch_size=10)
+    backend.close()
+    catalog.engine.dispose()
+    assert not any(world.has_file(i) for i in going)
+    assert all(world.has_file(i) for i in [failing, *shared])
+    assert caplog.messages[-1] == (
+        "marked 10 rows deleted (0 attached meanwhile, kept); deleted 4 objects, "
+        "3 already missing, 1 failed, 2 kept because a live row shares them"
+    )
+
+
 def test_the_journal_sweep_pages_through_every_entry_once(world):
     # Six rows an earlier run marked and journaled, then stopped. Three have an object a
     # live row names by now (dropped from the journal, object kept), one the store fails
