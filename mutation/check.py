@@ -445,7 +445,9 @@ def check(name: str, scope: Scope, *, update: bool, keep: bool, children: int | 
     work = prepare(name, mset, keep=keep)
     names = scope.patterns()
     if keep and scope:  # mutmut runs named mutants again: name only those not yet judged
-        names = unjudged(work, mset, scope) or []
+        waiting = unjudged(work, mset, scope)
+        if waiting is not None:  # None: a first run, nothing judged here yet
+            names = waiting
     if names or not scope:
         run_mutmut(work, children, names)
     survivors, statuses = collect(work, mset, scope)
