@@ -12,6 +12,8 @@ Entries are written by the marking transaction (snapshot_ops.db.candidates).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from snapshot_ops.db.schema import Tables
+
+log = logging.getLogger(__name__)
 
 #: A journal entry whose delete failed once is tried again by the next run (a passing
 #: outage). One that failed n >= 2 times is not tried again before
@@ -180,7 +184,48 @@ class Journal(Tables):
         after still has it in its row, and no other run counts it again. `shared` lists
         entries whose object a live row still names: they leave the journal, object kept,
         uncounted (their ids are in the result's `file_ids` when they were still held).
+
+        The store's answer is known only to this call, so a settle whose connection the
+        server dropped (a restart, a failover, a terminated backend) is made once more on a
+        new connection rather than left for a later run to find the objects gone and count
+        them as missing. Trying again is safe: the settle changes only entries `run_id`
+        still holds, so one after a first try that did commit finds none and counts
+        nothing twice. Raises the database's error when the second try fails too, or at
+        once for any error other than a dropped connection.
         """
+        settle = functools.partial(
+            self._settle,
+            run_id=run_id,
+            now=now,
+            deleted=deleted,
+            missing=missing,
+            failed=failed,
+            shared=shared,
+        )
+        try:
+            return settle()
+        except sa.exc.DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            log.warning(
+                "the database dropped the connection while run %s settled %d journal "
+                "entries; settling them again on a new connection: %s",
+                run_id,
+                len(deleted) + len(missing) + len(failed) + len(shared),
+                error.orig,
+            )
+            return settle()
+
+    def _settle(
+        self,
+        *,
+        run_id: str,
+        now: dt.datetime,
+        deleted: dict[str, int],
+        missing: Sequence[str],
+        failed: dict[str, tuple[int, str]],
+        shared: Sequence[str],
+    ) -> Settled:
         p, r = self.pending.c, self.runs.c
         mine = p.claimed_by == run_id
         gone = list(deleted) + list(missing) + list(shared)

@@ -123,10 +123,12 @@ def test_connection_dropped_while_the_store_deletes_loses_nothing(pg_world, tmp_
     # The store has deleted a batch whose journal entries are not settled yet. The deleter
     # holds no transaction at that instant (the entries are leased, committed), so killing
     # the job's connections rolls none of its work back: the pool replaces them and the
-    # batch is settled and counted. The marking thread may be in the middle of a statement
-    # at that instant, though: that statement dies with its connection and fails the run
-    # (its transaction rolls back whole), and the next run finishes. Either way nothing is
-    # lost and every object is counted exactly once.
+    # batch is settled and counted. Another deleting thread may be settling its batch at
+    # that instant: that settle is made again on a new connection (settle_pending). The
+    # marking thread may be in the middle of a statement, though: that statement dies with
+    # its connection and fails the run (its transaction rolls back whole), and the next run
+    # finishes. Either way nothing is lost and every object is counted exactly once, as
+    # deleted.
     ids = bulk_add(pg_world, 12)
 
     result = run_with_connection_drop(pg_world, tmp_path, monkeypatch, "after_store_delete:1")

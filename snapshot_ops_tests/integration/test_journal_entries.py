@@ -9,6 +9,8 @@ say which rows it touched:
   when the job never made its journal;
 - `release_pending` makes live again only the rows whose entries it dropped, and never an
   entry a live run holds;
+- `settle_pending` whose connection the server drops settles again on a new one and
+  counts once;
 - `start_run` opens a run's row once, with the first call's figures; `finish_run` closes it
   with its status, errors, the time and the counters it is given, and returns the counters
   the settle transactions added; `running_runs` lists the others still running;
@@ -372,6 +374,62 @@ def test_finishing_a_run_closes_its_row_and_returns_what_it_settled(world, catal
     assert json.loads(dry.errors) == ["one"]
     assert_just_now(dry.finished_at)
     assert (other.status, other.marked_count, other.finished_at) == (RUNNING, 0, None)
+
+
+def test_a_settle_whose_connection_is_dropped_settles_on_a_new_one(pg_world, caplog):
+    # The server terminates the settle's backend after its DELETE, before it adds the
+    # counts to the run's row: that transaction rolls back, and the settle is made again
+    # on a new connection, so the store's answer is neither lost nor counted twice.
+    catalog = SnapshotDatabase(url=pg_world.db_url).open_catalog()
+    admin = sa.create_engine(pg_world.engine.url, poolclass=sa.pool.NullPool)
+    dropped: list[int] = []
+
+    def drop_once(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE snapshot_ops.cleanup_runs") and not dropped:
+            dropped.append(cursor.connection.get_backend_pid())
+            with admin.connect() as other:
+                other.execute(sa.select(sa.func.pg_terminate_backend(dropped[0], 5000)))
+
+    try:
+        catalog.ensure_own_tables()
+        ids = sorted(pg_world.add(age=(10 + i) * DAY) for i in range(3))
+        mark(catalog, ids, lease=dt.timedelta(minutes=5))
+        sa.event.listen(catalog.engine, "before_cursor_execute", drop_once)
+        answer = {
+            "deleted": {ids[0]: 100, ids[1]: 250}, "missing": [ids[2]], "failed": {},
+        }  # fmt: skip
+        with caplog.at_level(logging.WARNING, logger="snapshot_ops.db.journal"):
+            settled = catalog.settle_pending(run_id="r1", now=NOW, **answer)
+        again = catalog.settle_pending(run_id="r1", now=NOW, **answer)
+    finally:
+        catalog.engine.dispose()
+        admin.dispose()
+
+    assert len(dropped) == 1
+    assert (settled.deleted, settled.missing, settled.bytes_reclaimed) == (2, 1, 350)
+    assert (again.deleted, again.missing, again.bytes_reclaimed) == (0, 0, 0)
+    assert pg_world.pending() == []
+    [run] = pg_world.run_log()
+    assert (run.deleted_count, run.missing_count, run.bytes_reclaimed) == (3, 1, 350)
+    assert "dropped the connection while run r1 settled 3 journal entries" in caplog.text
+
+
+def test_a_settle_that_fails_otherwise_is_not_tried_again(world, catalog):
+    # The run's row is gone (its table dropped): the UPDATE fails on a live connection.
+    catalog.ensure_own_tables()
+    ids = [world.add(age=10 * DAY)]
+    mark(catalog, ids, lease=dt.timedelta(minutes=5))
+    catalog.runs.drop(world.engine)
+    tries: list[str] = []
+    sa.event.listen(
+        catalog.engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *_: tries.append(statement.split()[0]),
+    )
+    with pytest.raises(sa.exc.DBAPIError, match="cleanup_runs"):
+        catalog.settle_pending(run_id="r1", now=NOW, deleted={ids[0]: 100}, missing=[], failed={})
+    assert tries.count("DELETE") == 1
+    assert [e.file_id for e in world.pending()] == ids  # rolled back: still journaled
 
 
 def test_running_runs_are_those_still_running_besides_the_asking_one(world, catalog):
