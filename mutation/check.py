@@ -285,9 +285,10 @@ def prepare(name: str, mset: MutationSet, keep: bool) -> Path:
     table = {
         "source_paths": ["snapshot_ops"],
         "only_mutate": list(mset.modules),
-        "also_copy": ["snapshot_ops_tests", "dagster.yaml", "workspace.yaml"],
+        "also_copy": ["snapshot_ops_tests", "dagster.yaml", "workspace.yaml", "mutation"],
         "pytest_add_cli_args_test_selection": list(mset.tests),
-        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        # fast_first: each mutant's tests run quickest first, so a caught one is cheap.
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "mutation.fast_first"],
         "use_git_change_detection": False,
         # mutmut stops a mutant after (its tests' clean call time + constant) * multiplier
         # seconds of wall time (twice that of CPU). Its default multiplier, 15, lets a mutant
@@ -301,7 +302,13 @@ def prepare(name: str, mset: MutationSet, keep: bool) -> Path:
         f"{key} = {json.dumps(value)}\n" for key, value in table.items()
     )
     (work / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text() + config)
-    for entry in ("snapshot_ops", "snapshot_ops_tests", "dagster.yaml", "workspace.yaml"):
+    for entry in (
+        "snapshot_ops",
+        "snapshot_ops_tests",
+        "dagster.yaml",
+        "workspace.yaml",
+        "mutation",
+    ):
         link = work / entry
         if not link.exists():
             link.symlink_to(REPO / entry)
