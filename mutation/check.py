@@ -262,10 +262,11 @@ class Scope:
 
 def mangled(function: str) -> str:
     """The inverse of `function_of`: `pkg.mod.func` -> `pkg.mod.x_func`, and
-    `pkg.mod.Cls.meth` -> `pkg.mod.xǁClsǁmeth` (a class name starts with a capital)."""
+    `pkg.mod.Cls.meth` -> `pkg.mod.xǁClsǁmeth` (a class name starts with a capital, after
+    any leading underscores: `_Meter`)."""
     owner, _, name = function.rpartition(".")
     module, _, cls = owner.rpartition(".")
-    if cls[:1].isupper():
+    if cls.lstrip("_")[:1].isupper():
         return f"{module}.xǁ{cls}ǁ{name}"
     return f"{owner}.x_{name}"
 
