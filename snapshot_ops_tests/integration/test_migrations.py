@@ -7,7 +7,8 @@
   emitted then) has the tables but no version table: it is adopted at the baseline and the
   next run finishes its journal and keeps its run log, counts intact.
 - Runs (separate processes) migrating a fresh database at once take turns: all succeed,
-  one version row.
+  one version row. In process: while another transaction holds the schema lock, making
+  the tables waits (and makes nothing) until the lock is free.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from snapshot_ops import migrations
-from snapshot_ops.db import Catalog, make_engine
+from snapshot_ops.db import SCHEMA_LOCK_KEY, Catalog, make_engine
 from snapshot_ops.savings import savings_table
 from snapshot_ops_tests.support.scenarios import DAY, REPO, state
 from snapshot_ops_tests.support.waiting import wait_until
@@ -227,7 +228,7 @@ def test_a_database_from_before_migrations_is_adopted_and_keeps_its_data(world, 
 #: One run's start, as its own process: wait for the gate file to go, then migrate.
 MIGRATE = """
 import pathlib, sys, time
-from snapshot_ops.db import Catalog, make_engine
+from snapshot_ops.db import SCHEMA_LOCK_KEY, Catalog, make_engine
 catalog = Catalog(make_engine(sys.argv[1]))
 gate = pathlib.Path(sys.argv[2])
 gate.with_suffix(f".ready{sys.argv[3]}").touch()
@@ -279,3 +280,26 @@ def test_runs_migrating_in_a_schema_an_administrator_made_take_turns(pg_world, t
     with pg_world.engine.begin() as conn:
         conn.exec_driver_sql("CREATE SCHEMA snapshot_ops")
     assert migrate_at_once(pg_world.db_url, tmp_path / "gate") == ([], [migrations.head()])
+
+
+def test_making_the_tables_waits_while_another_run_holds_the_schema_lock(pg_world):
+    # In process, so mutation testing sees it (the tests above race real processes): while
+    # another transaction holds the schema lock, `ensure_own_tables` must wait for it, and
+    # the database's lock timeout (1 s here) ends the wait before anything is made. Once
+    # the lock is free, it makes the tables.
+    with pg_world.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        database = pg_world.engine.url.database
+        conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET lock_timeout = '1s'")
+    catalog = Catalog(make_engine(pg_world.db_url))
+    try:
+        with pg_world.engine.begin() as holder:
+            holder.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                catalog.ensure_own_tables()
+            assert sa.inspect(catalog.engine).get_table_names(schema="snapshot_ops") == []
+        catalog.ensure_own_tables()
+        assert "pending_deletes" in sa.inspect(catalog.engine).get_table_names(
+            schema="snapshot_ops"
+        )
+    finally:
+        catalog.engine.dispose()
