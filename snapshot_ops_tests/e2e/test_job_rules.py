@@ -16,6 +16,7 @@ from snapshot_ops.db import make_engine
 from snapshot_ops.db.schema import Tables
 from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.demo import app_tables
+from snapshot_ops.errors import ConfigError, SchemaError
 from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.jobs import run_cleanup, step_metadata
 from snapshot_ops_tests.support.world import World
@@ -254,6 +255,35 @@ def test_missing_table_is_named(db_url, storage_root):
     result = World(db_url, storage_root, create_tables=False).run()
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert 'table "SnapshotFiles" not found' in failure[0].step_failure_data.error.message
+
+
+def test_a_table_missing_from_the_app_schema_is_named_with_its_schema(postgres_url):
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA app")
+    try:
+        with pytest.raises(SchemaError) as refused:
+            Tables(engine, app_schema="app")
+    finally:
+        engine.dispose()
+    assert str(refused.value) == (
+        'table "app.SnapshotFiles" not found in the application database; if it is called '
+        "otherwise, set snapshot_files_table (and app_schema, if it is in another schema) on "
+        "the database resource"
+    )
+
+
+def test_an_application_database_that_cannot_be_reached_is_a_config_error(tmp_path):
+    # SQLite cannot open a file in a folder that does not exist: the connection fails.
+    engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'app.db'}")
+    try:
+        with pytest.raises(ConfigError) as refused:
+            Tables(engine)
+    finally:
+        engine.dispose()
+    assert str(refused.value) == (
+        "cannot connect to the application database: unable to open database file"
+    )
 
 
 def test_missing_indexes_are_recommended_never_created(world):
