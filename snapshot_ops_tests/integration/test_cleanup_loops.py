@@ -99,7 +99,7 @@ def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
     # Each batch takes 4 s by this clock; with an 8 s interval (not the default 10 s) every
     # second batch reports, exactly at the interval.
     ids = [world.add(age=(8 + n) * DAY) for n in range(7)]
-    ticks = iter(range(0, 1000, 4))
+    ticks = iter(range(1000, 2000, 4))  # started at 1000, not 0
     reports = []
     catalog = catalog_for(world)
     backend = FilesystemBackend(str(world.root))
@@ -118,7 +118,7 @@ def test_progress_is_reported_at_most_every_interval_and_at_the_end(world):
     backend.close()
     catalog.engine.dispose()
     assert marked.marked_count == 7 and not any(world.has_file(i) for i in ids)
-    # Started at 0; batches end at 4, 8 (reported), 12, 16 (reported), 20, 24 (reported),
+    # Started at 1000; batches end 4, 8 (reported), 12, 16 (reported), 20, 24 (reported),
     # 28, the walk's empty read at 32 (reported), the end at 36.
     assert [r.marked for r in reports] == [2, 4, 6, 7, 7]
     assert [r.elapsed_seconds for r in reports] == [8, 16, 24, 32, 36]
@@ -290,7 +290,7 @@ def test_the_journal_sweep_reports_progress_at_most_every_interval_and_at_the_en
     ids = [world.add(age=(8 + n) * DAY) for n in range(5)]
     catalog = catalog_for(world)
     mark_and_delete(catalog, None, policy(), run_id="earlier", marked_at=NOW, batch_size=10)
-    ticks = iter(range(0, 1000, 2))
+    ticks = iter(range(1000, 2000, 2))  # started at 1000, not 0
     reports = []
     backend = FilesystemBackend(str(world.root))
     finish_pending(
@@ -307,7 +307,7 @@ def test_the_journal_sweep_reports_progress_at_most_every_interval_and_at_the_en
     backend.close()
     catalog.engine.dispose()
     assert not any(world.has_file(i) for i in ids)
-    # Started at 0; pages of one end at 2, 4, 6, 8 (reported), 10, and the end at 12 is
+    # Started at 1000; pages of one end 2, 4, 6, 8 (reported), 10, and the end at 12 is
     # reported although only 4 s passed since.
     assert [(r.deleted, r.total, r.elapsed_seconds) for r in reports] == [(4, 5, 8), (5, 5, 12)]
     assert all(r.marked == 0 for r in reports)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -392,11 +393,13 @@ def test_a_settle_whose_connection_is_dropped_settles_on_a_new_one(pg_world, cap
 
     try:
         catalog.ensure_own_tables()
-        ids = sorted(pg_world.add(age=(10 + i) * DAY) for i in range(3))
+        ids = sorted(pg_world.add(age=(10 + i) * DAY) for i in range(5))
         mark(catalog, ids, lease=dt.timedelta(minutes=5))
         sa.event.listen(catalog.engine, "before_cursor_execute", drop_once)
+        # Two objects deleted, one already gone, one failed, one a live row names now.
         answer = {
-            "deleted": {ids[0]: 100, ids[1]: 250}, "missing": [ids[2]], "failed": {},
+            "deleted": {ids[0]: 100, ids[1]: 250}, "missing": [ids[2]],
+            "failed": {ids[3]: (0, "refused")}, "shared": [ids[4]],
         }  # fmt: skip
         with caplog.at_level(logging.WARNING, logger="snapshot_ops.db.journal"):
             settled = catalog.settle_pending(run_id="r1", now=NOW, **answer)
@@ -407,11 +410,18 @@ def test_a_settle_whose_connection_is_dropped_settles_on_a_new_one(pg_world, cap
 
     assert len(dropped) == 1
     assert (settled.deleted, settled.missing, settled.bytes_reclaimed) == (2, 1, 350)
+    assert settled.file_ids == {ids[0], ids[1], ids[2], ids[4]}
     assert (again.deleted, again.missing, again.bytes_reclaimed) == (0, 0, 0)
-    assert pg_world.pending() == []
+    [failed] = pg_world.pending()  # released once, with one failed attempt
+    assert (failed.file_id, failed.attempts, failed.claimed_by) == (ids[3], 1, None)
     [run] = pg_world.run_log()
     assert (run.deleted_count, run.missing_count, run.bytes_reclaimed) == (3, 1, 350)
-    assert "dropped the connection while run r1 settled 3 journal entries" in caplog.text
+    [warning] = caplog.records
+    assert warning.getMessage().startswith(
+        "the database dropped the connection while run r1 settled 5 journal entries; "
+        "settling them again on a new connection: "
+    )
+    assert re.search("terminat|closed the connection", warning.getMessage().partition(": ")[2])
 
 
 def test_a_settle_that_fails_otherwise_is_not_tried_again(world, catalog):
