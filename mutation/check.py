@@ -340,22 +340,27 @@ def run_mutmut(work: Path, max_children: int | None, patterns: list[str]) -> Non
 
 
 def unjudged(work: Path, mset: MutationSet, scope: Scope) -> list[str] | None:
-    """mutmut's names of the scope's mutants that have no verdict in `work` yet, or None
-    when `work` holds no mutants (a first run)."""
+    """mutmut's names of the scope's mutants that have no verdict in `work` yet (and the
+    pattern of each scope function it has no mutant of), or None when `work` holds no
+    mutants (a first run)."""
     os.chdir(work)
     from mutmut.mutation.data import SourceFileMutationData
 
-    known, waiting = False, []
+    known, waiting, seen = False, [], set()
     for module in mset.modules:
         data = SourceFileMutationData(path=Path(module))
         data.load()
         known = known or bool(data.exit_code_by_key)
+        seen |= {function_of(mutant) for mutant in data.exit_code_by_key}
         waiting += [
             mutant
             for mutant, exit_code in data.exit_code_by_key.items()
             if exit_code is None and scope.covers(function_of(mutant))
         ]
     os.chdir(REPO)
+    # A function with no mutant here yet (new since mutmut last ran in this folder) is named
+    # by pattern: mutmut makes its mutants when it runs, and runs them.
+    waiting += [mangled(f) + "__mutmut_*" for f in scope.functions if f not in seen]
     return waiting if known else None
 
 
