@@ -235,20 +235,22 @@ def test_bad_storage_root_fails_before_anything_is_touched(world, tmp_path):
     assert not world.is_deleted(expired)
 
 
-def test_missing_column_is_named(db_url, storage_root):
+def test_missing_columns_are_named(db_url, storage_root):
     engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://"))
     with engine.begin() as conn:
         conn.exec_driver_sql(
             'CREATE TABLE "SnapshotFiles" ("fileId" text primary key, "snapshotType" text, '
-            '"storageKey" text, "createdAt" timestamp with time zone, '
-            '"deletedAt" timestamp with time zone)'
+            '"storageKey" text, "createdAt" timestamp with time zone)'
         )
         conn.exec_driver_sql('CREATE TABLE "OrderAttachments" ("orderId" text, "fileId" text)')
     engine.dispose()
     result = World(db_url, storage_root, create_tables=False).run()
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "lacks column(s) 'sizeBytes'" in failure[0].step_failure_data.error.message
+    assert (
+        "table \"SnapshotFiles\" lacks column(s) 'sizeBytes', 'deletedAt' that the cleanup job "
+        "needs"
+    ) in failure[0].step_failure_data.error.message
 
 
 def test_missing_table_is_named(db_url, storage_root):
