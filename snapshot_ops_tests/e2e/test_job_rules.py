@@ -275,6 +275,22 @@ def test_a_table_missing_from_the_app_schema_is_named_with_its_schema(postgres_u
     )
 
 
+def test_a_missing_attachments_table_is_named_with_its_setting(db_url):
+    engine = make_engine(db_url)
+    files, _ = app_tables(sa.MetaData())
+    files.create(engine)
+    try:
+        with pytest.raises(SchemaError) as refused:
+            Tables(engine)
+    finally:
+        engine.dispose()
+    assert str(refused.value) == (
+        'table "OrderAttachments" not found in the application database; if it is called '
+        "otherwise, set order_attachments_table (and app_schema, if it is in another schema) "
+        "on the database resource"
+    )
+
+
 def test_an_application_database_that_cannot_be_reached_is_a_config_error(tmp_path):
     # SQLite cannot open a file in a folder that does not exist: the connection fails.
     engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'app.db'}")
