@@ -259,16 +259,22 @@ def test_missing_table_is_named(db_url, storage_root):
     assert 'table "SnapshotFiles" not found' in failure[0].step_failure_data.error.message
 
 
+def refusal(engine: sa.Engine, error: type[Exception], **settings: str) -> str:
+    """The message of the `error` that reading the application's tables on `engine` (with
+    the database resource's `settings`) raises; the engine is disposed either way."""
+    try:
+        with pytest.raises(error) as refused:
+            Tables(engine, **settings)
+    finally:
+        engine.dispose()
+    return str(refused.value)
+
+
 def test_a_table_missing_from_the_app_schema_is_named_with_its_schema(postgres_url):
     engine = make_engine(postgres_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE SCHEMA app")
-    try:
-        with pytest.raises(SchemaError) as refused:
-            Tables(engine, app_schema="app")
-    finally:
-        engine.dispose()
-    assert str(refused.value) == (
+    assert refusal(engine, SchemaError, app_schema="app") == (
         'table "app.SnapshotFiles" not found in the application database; if it is called '
         "otherwise, set snapshot_files_table (and app_schema, if it is in another schema) on "
         "the database resource"
@@ -279,12 +285,7 @@ def test_a_missing_attachments_table_is_named_with_its_setting(db_url):
     engine = make_engine(db_url)
     files, _ = app_tables(sa.MetaData())
     files.create(engine)
-    try:
-        with pytest.raises(SchemaError) as refused:
-            Tables(engine)
-    finally:
-        engine.dispose()
-    assert str(refused.value) == (
+    assert refusal(engine, SchemaError) == (
         'table "OrderAttachments" not found in the application database; if it is called '
         "otherwise, set order_attachments_table (and app_schema, if it is in another schema) "
         "on the database resource"
@@ -294,12 +295,7 @@ def test_a_missing_attachments_table_is_named_with_its_setting(db_url):
 def test_an_application_database_that_cannot_be_reached_is_a_config_error(tmp_path):
     # SQLite cannot open a file in a folder that does not exist: the connection fails.
     engine = make_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'app.db'}")
-    try:
-        with pytest.raises(ConfigError) as refused:
-            Tables(engine)
-    finally:
-        engine.dispose()
-    assert str(refused.value) == (
+    assert refusal(engine, ConfigError) == (
         "cannot connect to the application database: unable to open database file"
     )
 
