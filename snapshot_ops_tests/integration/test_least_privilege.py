@@ -6,42 +6,11 @@ it, and shows that without the one write it needs the run fails saying so, touch
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 
 from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops_tests.support.scenarios import DAY, state
-from snapshot_ops_tests.support.world import World
-
-
-@pytest.fixture
-def cleanup_role(postgres_url, storage_root):
-    """A login role with the job's minimal grants in a fresh application database."""
-    world = World(postgres_url, storage_root)  # the application creates its tables
-    name = f"snapshot_cleanup_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(
-        world.engine.url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        for statement in (
-            f"CREATE ROLE {name} LOGIN",
-            f"REVOKE ALL ON SCHEMA public FROM {name}",
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-            f"CREATE SCHEMA snapshot_ops AUTHORIZATION {name}",
-            f'GRANT SELECT ON "OrderAttachments" TO {name}',
-            f'GRANT SELECT ON "SnapshotFiles" TO {name}',
-            f'GRANT UPDATE ("deletedAt") ON "SnapshotFiles" TO {name}',
-        ):
-            conn.exec_driver_sql(statement)
-    role_url = sa.engine.make_url(postgres_url).set(username=name)
-    yield world, name, role_url.render_as_string(hide_password=False)
-    world.engine.dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP OWNED BY {name}")
-        conn.exec_driver_sql(f"DROP ROLE {name}")
-    admin.dispose()
 
 
 def test_the_role_can_do_nothing_more(cleanup_role):

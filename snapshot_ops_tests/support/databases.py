@@ -7,7 +7,8 @@ starts a private throwaway cluster from the installed server binaries (pytest-po
 process fixture, `private_postgresql`) and uses that instead.
 
 `db_url` runs a test once on each database; `store_world` is a `World` on PostgreSQL whose
-objects live in the `store` under test (see stores.py).
+objects live in the `store` under test (see stores.py); `cleanup_role` is the
+least-privileged login role the job runs as in production.
 """
 
 from __future__ import annotations
@@ -184,4 +185,34 @@ def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[str], str]]:
     with admin.connect() as conn:
         for name in created:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def cleanup_role(postgres_url: str, storage_root: Path) -> Iterator[tuple[World, str, str]]:
+    """A login role with the job's minimal grants in a fresh application database, made as
+    docs/safety.md's "Least privilege" says: (the World, as the administrator; the role's
+    name; the role's database URL). The role and what it owns are dropped afterwards."""
+    world = World(postgres_url, storage_root)  # the application creates its tables
+    name = f"snapshot_cleanup_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(
+        world.engine.url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        for statement in (
+            f"CREATE ROLE {name} LOGIN",
+            f"REVOKE ALL ON SCHEMA public FROM {name}",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            f"CREATE SCHEMA snapshot_ops AUTHORIZATION {name}",
+            f'GRANT SELECT ON "OrderAttachments" TO {name}',
+            f'GRANT SELECT ON "SnapshotFiles" TO {name}',
+            f'GRANT UPDATE ("deletedAt") ON "SnapshotFiles" TO {name}',
+        ):
+            conn.exec_driver_sql(statement)
+    role_url = sa.engine.make_url(postgres_url).set(username=name)
+    yield world, name, role_url.render_as_string(hide_password=False)
+    world.engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP OWNED BY {name}")
+        conn.exec_driver_sql(f"DROP ROLE {name}")
     admin.dispose()
