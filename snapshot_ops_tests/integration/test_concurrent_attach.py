@@ -20,33 +20,16 @@ import sqlalchemy as sa
 from snapshot_ops.cleanup import mark_and_delete
 from snapshot_ops.db import Catalog, make_engine
 from snapshot_ops.rules import make_policy
-from snapshot_ops_tests.support.scenarios import Attacher, bulk_add, lost_files, state
-from snapshot_ops_tests.support.waiting import wait_until
+from snapshot_ops_tests.support.scenarios import (
+    Attacher,
+    bulk_add,
+    lost_files,
+    state,
+    wait_for_lock_wait,
+)
 from snapshot_ops_tests.support.world import NOW
 
 DAY = dt.timedelta(days=1)
-
-
-def wait_for_lock_wait(engine: sa.Engine, timeout: float = 20.0) -> None:
-    """Block until some session of this database is waiting on a row lock."""
-    with engine.connect() as conn:
-
-        def waiting() -> int:
-            count = conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            conn.rollback()
-            return count
-
-        wait_until(
-            waiting,
-            timeout=timeout,
-            interval=0.02,
-            what="the cleanup to wait for the attaching transaction's lock",
-        )
 
 
 def mark_in_thread(url: str, out: list) -> threading.Thread:

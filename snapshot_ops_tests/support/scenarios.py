@@ -1,6 +1,6 @@
 """Shared pieces of the safety tests: bulk application data, the job as a real process, the
-checkpoint pause handshake (see snapshot_ops.checkpoints), and an application attaching
-candidates while a run goes on."""
+checkpoint pause handshake (see snapshot_ops.checkpoints), waiting for the job to wait on a
+row lock, and an application attaching candidates while a run goes on."""
 
 from __future__ import annotations
 
@@ -115,6 +115,28 @@ def wait_paused(folder: Path, process: subprocess.Popen | None = None, timeout: 
         return False
 
     wait_until(paused, timeout=timeout, interval=0.02, what="the run to reach its checkpoint")
+
+
+def wait_for_lock_wait(engine: sa.Engine, timeout: float = 20.0) -> None:
+    """Block until some session of this database is waiting on a row lock."""
+    with engine.connect() as conn:
+
+        def waiting() -> int:
+            count = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            conn.rollback()
+            return count
+
+        wait_until(
+            waiting,
+            timeout=timeout,
+            interval=0.02,
+            what="the cleanup to wait for the attaching transaction's lock",
+        )
 
 
 class Attacher(threading.Thread):
