@@ -61,8 +61,11 @@ def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> Re
     """Compare every row with every object under `prefix`; change nothing.
 
     The storage listing is held in memory as a set of keys (about 100 bytes a key); rows
-    are streamed in batches.
+    are streamed in batches. Raises RowSecurityError before reading anything when
+    row-level security would hide rows (Catalog.check_rows_unfiltered): a hidden row's
+    object would be reported as an orphan, which a person may delete.
     """
+    catalog.check_rows_unfiltered()
     stored = set(storage.list_keys(prefix))
     live_keys: set[str] = set()
     dead_keys: set[str] = set()

@@ -11,3 +11,8 @@ class ConfigError(SnapshotOpsError):
 
 class SchemaError(SnapshotOpsError):
     """The application database lacks a table or column the job needs."""
+
+
+class RowSecurityError(SnapshotOpsError):
+    """Row-level security applies to the job's role on an application table, so PostgreSQL
+    would show the job only some of its rows; the message names the table and the fix."""

@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BAD_SETUP
     try:
         catalog = Catalog(engine)
+        catalog.check_rows_unfiltered()  # a hidden row would be neither listed nor released
         if args.command == "list":
             sys.stdout.write(json.dumps(catalog.journal(), indent=2) + "\n")
             return OK

@@ -3,7 +3,8 @@
 
 - `check_run_settings`: the run config and the deployment's settings make a Policy and a
   number of key ranges, or the run stops naming the bad setting.
-- `prepare_tables`: how "createdAt" is stored, the job's own tables at their newest
+- `prepare_tables`: every row of the application's tables visible to the job's role (no
+  row-level security), how "createdAt" is stored, the job's own tables at their newest
   revision, and the indexes the application database lacks.
 - `count_candidates` and `over_cap`: what the rule selects now, and whether that is more
   than the run may delete.
@@ -111,9 +112,12 @@ class PreparedTables:
 
 
 def prepare_tables(catalog: Catalog) -> PreparedTables:
-    """Check how "createdAt" is stored (before anything else: raises TimeFormatError when
-    it cannot be read for sure), bring the job's own tables to their newest revision
-    (Catalog.ensure_own_tables), then read the index advice (Catalog.missing_indexes)."""
+    """Check that row-level security hides no row of the application's tables from the
+    job's role (Catalog.check_rows_unfiltered: raises RowSecurityError), how "createdAt" is
+    stored (raises TimeFormatError when it cannot be read for sure), bring the job's own
+    tables to their newest revision (Catalog.ensure_own_tables), then read the index advice
+    (Catalog.missing_indexes). The checks come first: a refusal leaves nothing written."""
+    catalog.check_rows_unfiltered()
     times = catalog.times
     catalog.ensure_own_tables()
     return PreparedTables(times.created.describe(), catalog.missing_indexes())

@@ -21,6 +21,7 @@ from dagster import build_resources
 
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.drift import ReconcileReport, reconcile
+from snapshot_ops.errors import SnapshotOpsError
 
 __all__ = ["ReconcileReport", "main", "reconcile", "reconcile_resources"]
 
@@ -35,7 +36,8 @@ def reconcile_resources(database: SnapshotDatabase, storage: SnapshotStorage) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the report as JSON; exit 0 without drift, 3 with drift, 2 on bad setup."""
+    """Print the report as JSON; exit 0 without drift, 3 with drift, 2 on bad setup (the
+    message, e.g. a missing table or row-level security, on stderr)."""
     del argv  # configured by the environment only, like the job
     if not os.environ.get("SNAPSHOT_OPS_DATABASE_URL") or not os.environ.get(
         "SNAPSHOT_OPS_STORAGE_URL"
@@ -44,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from snapshot_ops.definitions import defs
 
-    report = reconcile_resources(defs.resources["database"], defs.resources["storage"])
+    try:
+        report = reconcile_resources(defs.resources["database"], defs.resources["storage"])
+    except SnapshotOpsError as exc:  # names what to fix, e.g. row-level security
+        sys.stderr.write(f"{exc}\n")
+        return 2
     sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     return 3 if report.drift else 0
 

@@ -17,6 +17,11 @@ from snapshot_ops.errors import ConfigError
 
 #: Execution option of connections that only read (SQLite: deferred BEGIN, no write lock).
 READ_ONLY_OPTION = "snapshot_ops_read_only"
+#: The isolation level of every transaction the job runs on PostgreSQL.
+ISOLATION_LEVEL = "READ COMMITTED"
+#: PostgreSQL's SQLSTATE for "permission denied": a missing grant, and also a query that
+#: row-level security would filter while row_security is off.
+PG_INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def database_url(raw: str) -> URL:
@@ -48,7 +53,10 @@ def make_engine(raw_url: str) -> Engine:
     application holds, rather than failing the run with "database is locked"; the job's own
     write transactions take the lock up front (`BEGIN IMMEDIATE`) and its reads take none.
     On PostgreSQL a pooled connection is checked before use, so one the server dropped while
-    it sat idle is replaced. Raises ConfigError as `database_url` does.
+    it sat idle is replaced, and every transaction runs at READ COMMITTED with
+    `row_security = off` (whatever the role or database sets): a query that row-level
+    security would filter fails with SQLSTATE 42501 instead (see
+    `schema.Tables.check_rows_unfiltered`). Raises ConfigError as `database_url` does.
     """
     url = database_url(raw_url)
     if url.get_backend_name() == "sqlite":
@@ -70,7 +78,24 @@ def make_engine(raw_url: str) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # READ COMMITTED whatever the role's or the database's default_transaction_isolation:
+    # the marking protocol's re-check sees an attach committed during its lock wait only
+    # because each statement takes a new snapshot (see candidates.Candidates.mark_batch).
+    # psycopg2 names the level in each BEGIN, so it holds behind a transaction pooler too.
+    engine = sa.create_engine(url, pool_pre_ping=True, isolation_level=ISOLATION_LEVEL)
+
+    # Row-level security could hide rows of the application's tables from the job's role
+    # (a tenant policy, or RLS with no policy, which hides them all): links it cannot see
+    # make linked files look unlinked. With row_security off, PostgreSQL fails a query that
+    # a policy would filter instead of filtering it (and changes nothing for the roles RLS
+    # does not apply to). Set in every transaction, not once per session, so that neither
+    # a pooled connection reset (RESET ALL) nor a transaction pooler handing the next
+    # transaction to another server session can lose it.
+    @sa.event.listens_for(engine, "begin")
+    def _row_security_off(conn: Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL row_security = off")
+
+    return engine
 
 
 def any_of(

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import Connection, Engine
 
 from snapshot_ops import migrations
-from snapshot_ops.db.engine import READ_ONLY_OPTION, any_of, quoted
-from snapshot_ops.errors import ConfigError, SchemaError
+from snapshot_ops.db.engine import PG_INSUFFICIENT_PRIVILEGE, READ_ONLY_OPTION, any_of, quoted
+from snapshot_ops.errors import ConfigError, RowSecurityError, SchemaError
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops.timeformat import ColumnTimes, check_setting
 
@@ -140,6 +141,68 @@ class Tables:
         """`column IN values` in this dialect's cheapest form (see engine.any_of)."""
         return any_of(column, values, sqlite=self.is_sqlite)
 
+    # -- every row of the application's tables ---------------------------------------------
+
+    def check_rows_unfiltered(self) -> None:
+        """Raise RowSecurityError when row-level security applies to the job's role on an
+        application table (PostgreSQL; SQLite has none).
+
+        A probe of each table: every transaction of the job's engine runs with
+        `row_security = off` (engine.make_engine), under which PostgreSQL fails a query on a
+        table whose rows a policy would filter (SQLSTATE 42501) instead of filtering them:
+        RLS with a policy, RLS with none (every row hidden), or FORCE ROW LEVEL SECURITY on
+        a table the role owns. A 42501 that is not row-level security (a missing SELECT
+        grant) is raised as it is (sqlalchemy.exc.ProgrammingError).
+        """
+        if self.is_sqlite:
+            return
+        for table in (self.attachments, self.files):
+            try:
+                with self.reading() as conn:
+                    # PostgreSQL applies (or refuses) policies when it rewrites the query,
+                    # before reading anything: no row need be read.
+                    conn.execute(sa.select(sa.literal(1)).select_from(table).limit(0)).all()
+            except sa.exc.ProgrammingError as exc:
+                if getattr(exc.orig, "pgcode", None) != PG_INSUFFICIENT_PRIVILEGE:
+                    raise
+                refusal = self.row_security_refusal()
+                if refusal is None:
+                    raise
+                raise RowSecurityError(refusal) from exc
+
+    def row_security_refusal(self) -> str | None:
+        """Why the job must not run as this role, when row-level security applies to it on
+        an application table; None when it applies to neither (always on SQLite).
+
+        Asks PostgreSQL's `row_security_active`, which decides as the query rewriter does
+        (superusers, BYPASSRLS roles and owners of a table without FORCE ROW LEVEL SECURITY
+        see every row); the message names the tables and the fix, BYPASSRLS.
+        """
+        if self.is_sqlite:
+            return None
+        tables = (self.attachments, self.files)
+        with self.reading() as conn:
+            role, *active = conn.execute(
+                sa.select(
+                    sa.func.quote_ident(sa.func.current_user()),
+                    *(sa.func.row_security_active(sa.cast(quoted(t), REGCLASS)) for t in tables),
+                )
+            ).one()
+        filtered = [quoted(t) for t, on in zip(tables, active, strict=True) if on]
+        if not filtered:
+            return None
+        return (
+            f"row-level security applies to the database role {role} on "
+            f"{' and '.join(filtered)}: PostgreSQL would show the job only the rows a policy "
+            "lets it see (none, when there is no policy), so a snapshot whose order link it "
+            "cannot see would look unlinked and be deleted. The job runs with row_security "
+            "off, so such a query fails instead; nothing was marked or deleted. Give the role "
+            f"BYPASSRLS: ALTER ROLE {role} BYPASSRLS; (as a superuser, or on PostgreSQL 16 "
+            f"and later as a role that has BYPASSRLS and ADMIN OPTION on {role}). A policy "
+            "for the role is no substitute: the database cannot confirm that policies show "
+            'every row (see docs/safety.md, "Every row, or no run")'
+        )
+
     # -- advice ---------------------------------------------------------------------------
 
     def missing_indexes(self) -> list[str]:
@@ -215,13 +278,17 @@ def _reflect(
     needed: Sequence[str],
     setting: str,
 ) -> sa.Table:
-    """Reflect an application table and check it has the columns the job needs.
+    """Reflect an application table and check it is one (`_check_is_table`) and has the
+    columns the job needs.
 
     `setting` is the database resource's field that names the table, for the message.
+    Raises SchemaError, or ConfigError when the database cannot be reached.
     """
     qualified = f"{schema}.{name}" if schema else name
     try:
-        table = sa.Table(name, metadata, schema=schema, autoload_with=engine)
+        with engine.connect() as conn:
+            _check_is_table(conn, name, schema, setting)
+            table = sa.Table(name, metadata, schema=schema, autoload_with=conn)
     except sa.exc.NoSuchTableError as exc:
         raise SchemaError(
             f'table "{qualified}" not found in the application database; '
@@ -237,3 +304,96 @@ def _reflect(
             "that the cleanup job needs"
         )
     return table
+
+
+#: pg_class.relkind of what the job reads as an application table: an ordinary table, or a
+#: partitioned one (whose rows are all its partitions' rows).
+TABLE_KINDS = ("r", "p")
+#: What else a name may be (PostgreSQL's pg_class.relkind, SQLite's sqlite_master.type), and
+#: why its rows need not be the application's table's rows.
+NOT_TABLES = {
+    "v": ("a view", "a view shows the rows its query selects (e.g. one tenant's)"),
+    "view": ("a view", "a view shows the rows its query selects (e.g. one tenant's)"),
+    "m": ("a materialized view", "a materialized view holds the rows of its last refresh"),
+    "f": (
+        "a foreign table",
+        "a foreign table shows another server's rows, as far as its user mapping may see",
+    ),
+}
+
+
+def _check_is_table(conn: Connection, name: str, schema: str | None, setting: str) -> None:
+    """Raise SchemaError unless `name` is a table whose rows are all the application's.
+
+    The job must see every row of the application's tables, so a view (which may filter
+    them, e.g. by tenant), a materialized view (stale), a foreign table or a single
+    partition (some rows of a partitioned table) is refused, as is, with no `app_schema`,
+    a name that more than one schema of the session's search_path holds (e.g. the role's
+    own "$user" schema shadowing the application's: which one an unqualified name reads
+    depends on the role). PostgreSQL: pg_class.relkind must be 'r' or 'p' (sqlite_master's
+    type 'table' on SQLite). A name found nowhere is left to reflection, which says so.
+    """
+    qualified = f"{schema}.{name}" if schema else name
+    fix = f"set {setting} (and app_schema, if it is in another schema) on the database resource"
+    if conn.dialect.name == "sqlite":
+        master = f'"{schema}".sqlite_master' if schema else "sqlite_master"
+        kinds = conn.execute(
+            sa.text(
+                f"SELECT type FROM {master} WHERE type IN ('table', 'view') "
+                "AND lower(name) = lower(:name)"  # SQLite's names are case-insensitive
+            ),
+            {"name": name},
+        ).scalars()
+        for kind in kinds:
+            if kind != "table":
+                what, why = NOT_TABLES[kind]
+                raise SchemaError(
+                    f'"{qualified}" is {what}, not a table: the job must read every row of '
+                    f"the application's table, and {why}. Nothing was touched; {fix} to name "
+                    "the table itself"
+                )
+        return
+    if schema is not None:
+        schemas = [schema]
+    else:
+        schemas = conn.execute(sa.text("SELECT current_schemas(false)::text[]")).scalar_one()
+    found = conn.execute(
+        sa.text(
+            "SELECT n.nspname::text AS schema, c.relkind, c.relispartition, "
+            "(SELECT i.inhparent::regclass::text FROM pg_catalog.pg_inherits AS i "
+            " WHERE i.inhrelid = c.oid AND c.relispartition) AS parent "
+            "FROM pg_catalog.pg_class AS c "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE c.relname = :name AND n.nspname::text = ANY (CAST(:schemas AS text[]))"
+        ),
+        {"name": name, "schemas": schemas},
+    ).all()
+    found.sort(key=lambda row: schemas.index(row.schema))  # search_path order
+    if len(found) > 1:
+        where = ", ".join(row.schema for row in found)
+        raise SchemaError(
+            f'"{name}" ({setting}) is in more than one schema of the search_path ({where}): '
+            f"the job would read the one in {found[0].schema}, which need not be the one the "
+            'application uses (its search_path may differ, e.g. by a "$user" schema). '
+            "Nothing was touched; set app_schema on the database resource to the "
+            "application's schema"
+        )
+    if not found:
+        return
+    [relation] = found
+    if relation.relispartition:
+        raise SchemaError(
+            f'"{qualified}" is a partition of {relation.parent}, holding only some of its '
+            f"rows: the job must read every row. Nothing was touched; {fix} to name the "
+            "partitioned table"
+        )
+    if relation.relkind not in TABLE_KINDS:
+        what, why = NOT_TABLES.get(
+            relation.relkind,
+            (f"a relation of kind {relation.relkind!r}", "only a table holds its own rows"),
+        )
+        raise SchemaError(
+            f'"{qualified}" is {what}, not a table: the job must read every row of the '
+            f"application's table, and {why}. Nothing was touched; {fix} to name the table "
+            "itself"
+        )

@@ -81,6 +81,7 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from snapshot_ops import checkpoints, cleanup, preflight
 from snapshot_ops.db import CRASHED, FAILED, SUCCEEDED, Catalog
+from snapshot_ops.db.engine import PG_INSUFFICIENT_PRIVILEGE
 from snapshot_ops.defs.assets import Emit, publish_cleanup_run
 from snapshot_ops.defs.executors import job_executor
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
@@ -92,8 +93,6 @@ from snapshot_ops.storage import StorageBackend
 
 #: Runs carrying this tag are limited to one at a time by the run coordinator.
 CONCURRENCY_TAG = "snapshot_ops/cleanup"
-#: PostgreSQL's SQLSTATE for "permission denied".
-PG_INSUFFICIENT_PRIVILEGE = "42501"
 #: How many candidate rows a dry run lists in its metadata.
 DRY_RUN_LISTING = 50
 
@@ -156,6 +155,14 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
     except ProgrammingError as exc:
         if getattr(exc.orig, "pgcode", None) != PG_INSUFFICIENT_PRIVILEGE:
             raise
+        # Row-level security refuses a query with the same SQLSTATE as a missing grant
+        # (the job runs with row_security off: see db.engine.make_engine); the fixes differ.
+        try:
+            row_security = catalog.row_security_refusal()
+        except SQLAlchemyError:
+            row_security = None
+        if row_security is not None:
+            raise Failure(description=f"{row_security}. The database said: {exc.orig}") from exc
         raise Failure(
             description=(
                 f"the database role lacks a privilege the job needs: {exc.orig}. It needs "
