@@ -3,8 +3,12 @@ once here: a schema of their own on PostgreSQL, a name prefix on SQLite), and th
 the application's indexes.
 
 The application's tables are read as they are; the only column ever written is
-`"SnapshotFiles"."deletedAt"`. The job's own tables are a migration history
-(snapshot_ops/migrations), brought up to date by `Tables.ensure_own_tables`.
+`"SnapshotFiles"."deletedAt"`. They must be tables whose every row the job's role sees: a
+view, a materialized view, a foreign table, a partition or a name two schemas of the
+search_path hold is refused when reflected (`_check_is_table`), and row-level security that
+applies to the role stops a run at its probe (`Tables.check_rows_unfiltered`). The job's own
+tables are a migration history (snapshot_ops/migrations), brought up to date by
+`Tables.ensure_own_tables`.
 """
 
 from __future__ import annotations

@@ -4,14 +4,20 @@ PostgreSQL can put a filter between the job's role and the rows: row-level secur
 tenant policy, RLS enabled with no policy at all, which denies every row, or FORCE ROW
 LEVEL SECURITY on a table the job's role owns). A job that sees no "OrderAttachments" row
 thinks every snapshot is unlinked and deletes an order's file; one that sees no
-"SnapshotFiles" row reports a clean, empty run forever. Every connection the job opens sets
-`row_security = off`, under which PostgreSQL fails a query that a policy would filter
-instead of filtering it, and the first step probes both tables before anything is counted.
+"SnapshotFiles" row reports a clean, empty run forever. Every transaction the job opens
+runs with `row_security = off`, under which PostgreSQL fails a query that a policy would
+filter instead of filtering it, and the first step probes both tables before anything is
+counted.
 
 Each case has two expired parse-session snapshots: `linked` (an order links it) and `plain`.
 The job runs as the least-privileged role of docs/safety.md; a run that cannot see every
 row must fail naming the table and BYPASSRLS, with both files on disk, both rows live and
 nothing journaled. The same role with BYPASSRLS deletes exactly `plain`.
+
+The same holds for the other ways a name can show the job fewer rows (a view, a
+materialized view, a foreign table, a partition, a same-named table earlier on the
+search_path) and for an isolation level a role or database may default to: under
+REPEATABLE READ the marking re-check would miss an attach committed during its lock wait.
 """
 
 from __future__ import annotations
