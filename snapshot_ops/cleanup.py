@@ -128,7 +128,12 @@ def delete_entries(
     claimed).
     """
     entries, shared = catalog.claim_pending(
-        run_id=run_id, now=_now(), lease=lease, after=after, limit=limit
+        run_id=run_id,
+        now=_now(),
+        lease=lease,
+        after=after,
+        limit=limit,
+        key_matching=storage.key_matching,
     )
     if not entries and not shared:
         return DeleteReport(), None
@@ -148,16 +153,25 @@ def delete_marked(
     """Delete the objects of a batch this run marked and leased at marking, then settle.
 
     Like `delete_entries` without the claim: the entries are already leased to `run_id`
-    (`Catalog.mark_batch` with `lease`). Entries whose key a live row still names are not
-    deleted; they leave the journal in the settle, object kept (`kept_shared`).
+    (`Catalog.mark_batch` with `lease`). Entries whose key a live row still names, by the
+    store's way of matching keys (`StorageBackend.key_matching`: another case names the same
+    file on a case-insensitive folder), are not deleted; they leave the journal in the
+    settle, object kept (`kept_shared`).
     """
-    shared_keys = catalog.shared_keys([e.storage_key for e in entries])
+    shared_keys = catalog.shared_keys([e.storage_key for e in entries], storage.key_matching)
     shared = [e.file_id for e in entries if e.storage_key in shared_keys]
     if shared:
         entries = [e for e in entries if e.storage_key not in shared_keys]
     report = _delete_objects(catalog, storage, entries, run_id=run_id, shared=shared)
     checkpoints.reached("after_settle")
     return release_refused(catalog, report)
+
+
+def verify_key_matching(catalog: Catalog, storage: StorageBackend) -> None:
+    """Raise KeyMatchingError (before anything is marked or deleted) unless the database
+    can compare storage keys the way `storage` resolves them (Catalog.verify_key_matching);
+    the loops below call it first, in every step process."""
+    catalog.verify_key_matching(storage.key_matching, store=storage.description)
 
 
 def release_refused(catalog: Catalog, report: DeleteReport) -> DeleteReport:
@@ -272,6 +286,7 @@ def finish_pending(
     `progress` is called as in `mark_and_delete` (objects deleted so far, of `candidates`).
     """
     meter = _Meter(progress, candidates, interval=progress_interval, clock=clock)
+    verify_key_matching(catalog, storage)
     total = release_stale(catalog, batch_size=batch_size)
     # Listed before the sweep: these are the entries it skips. An entry that fails during
     # the sweep starts backing off too, but it is reported once, by its failure.
@@ -450,6 +465,8 @@ def mark_and_delete(
     attached: list[str] = []
     errors: list[str] = []
     meter = _Meter(progress, candidates, interval=progress_interval, clock=clock)
+    if storage is not None:
+        verify_key_matching(catalog, storage)
     deleter = (
         None
         if dry_run or storage is None

@@ -14,6 +14,12 @@ It reports
 
 Nothing is deleted or updated: deciding what an orphan is belongs to a person, because a
 listing error must never turn into a mass delete.
+
+Keys are compared the way the store resolves them (`StorageBackend.key_matching`): on a
+folder that ignores case the listing may spell a file otherwise than its row does (ntfs-3g
+with ignore_case lists every name in lowercase), and it is still that row's object, so the
+row's key and the listed key are compared folded (KeyMatching.fold). The examples keep each
+spelling as listed (objects) or as stored (rows).
 """
 
 from __future__ import annotations
@@ -60,14 +66,18 @@ class ReconcileReport:
 def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> ReconcileReport:
     """Compare every row with every object under `prefix`; change nothing.
 
-    The storage listing is held in memory as a set of keys (about 100 bytes a key); rows
-    are streamed in batches. Raises RowSecurityError before reading anything when
-    row-level security would hide rows (Catalog.check_rows_unfiltered): a hidden row's
+    The storage listing is held in memory as a set of keys (about 100 bytes a key, twice
+    that on a store that folds names); rows are streamed in batches. Keys match as the store
+    matches them (see the module docstring). Raises RowSecurityError before reading anything
+    when row-level security would hide rows (Catalog.check_rows_unfiltered): a hidden row's
     object would be reported as an orphan, which a person may delete.
     """
     catalog.check_rows_unfiltered()
-    stored = set(storage.list_keys(prefix))
-    live_keys: set[str] = set()
+    fold = storage.key_matching.fold
+    folded_prefix = fold(prefix)
+    listed = list(storage.list_keys(prefix))
+    stored = {fold(key) for key in listed}
+    live_keys: set[str] = set()  # folded, as are the others
     dead_keys: set[str] = set()
     missing: list[str] = []
     missing_count = rows = 0
@@ -84,8 +94,10 @@ def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> Re
         after = batch[-1].fileId
         rows += len(batch)
         for row in batch:
-            key = row.storageKey
-            if not isinstance(key, str) or not key.startswith(prefix):
+            if not isinstance(row.storageKey, str):
+                continue
+            key = fold(row.storageKey)
+            if not key.startswith(folded_prefix):
                 continue
             if row.deletedAt is None:
                 live_keys.add(key)
@@ -95,11 +107,13 @@ def reconcile(catalog: Catalog, storage: StorageBackend, prefix: str = "") -> Re
                         missing.append(str(row.fileId))
             elif key in stored:
                 dead_keys.add(key)
-    pending = _pending_keys(catalog)
-    orphans = sorted(stored - live_keys - dead_keys)
-    leftovers = sorted(dead_keys - live_keys - pending)
+    pending = {fold(key) for key in _pending_keys(catalog)}
+    named = live_keys | dead_keys
+    left_over = dead_keys - live_keys - pending
+    orphans = sorted(key for key in listed if fold(key) not in named)
+    leftovers = sorted(key for key in listed if fold(key) in left_over)
     return ReconcileReport(
-        objects=len(stored),
+        objects=len(listed),
         rows=rows,
         orphan_objects=Finding(len(orphans), orphans[:SAMPLE]),
         leftover_objects=Finding(len(leftovers), leftovers[:SAMPLE]),

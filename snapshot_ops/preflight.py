@@ -111,16 +111,21 @@ class PreparedTables:
     missing_indexes: list[str]
 
 
-def prepare_tables(catalog: Catalog) -> PreparedTables:
+def prepare_tables(catalog: Catalog, storage: StorageBackend | None = None) -> PreparedTables:
     """Check that row-level security hides no row of the application's tables from the
     job's role (Catalog.check_rows_unfiltered: raises RowSecurityError), how "createdAt" is
-    stored (raises TimeFormatError when it cannot be read for sure), bring the job's own
-    tables to their newest revision (Catalog.ensure_own_tables), then read the index advice
+    stored (raises TimeFormatError when it cannot be read for sure), that the database
+    compares storage keys as `storage` resolves them (Catalog.verify_key_matching: raises
+    KeyMatchingError), bring the job's own tables to their newest revision
+    (Catalog.ensure_own_tables), then read the index advice for that way of comparing keys
     (Catalog.missing_indexes). The checks come first: a refusal leaves nothing written."""
     catalog.check_rows_unfiltered()
     times = catalog.times
+    matching = None if storage is None else storage.key_matching
+    if storage is not None:
+        catalog.verify_key_matching(storage.key_matching, store=storage.description)
     catalog.ensure_own_tables()
-    return PreparedTables(times.created.describe(), catalog.missing_indexes())
+    return PreparedTables(times.created.describe(), catalog.missing_indexes(matching))
 
 
 def count_candidates(catalog: Catalog, policy: Policy) -> tuple[CandidateSummary, int]:

@@ -17,6 +17,7 @@ pytest_plugins = [
     "snapshot_ops_tests.support.stores",
     "snapshot_ops_tests.support.databases",
     "snapshot_ops_tests.support.operations",
+    "snapshot_ops_tests.support.ntfs",
 ]
 
 TIERS = ("unit", "integration", "e2e")

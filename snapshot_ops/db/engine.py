@@ -1,7 +1,8 @@
 """The engine and the two dialects the job supports (PostgreSQL, SQLite).
 
 `make_engine` sets the engine up for the locking protocol (see snapshot_ops.db.candidates);
-`any_of` and `quoted` are the few places the SQL differs by dialect outside the protocol.
+`any_of`, `key_fold` and `quoted` are the few places the SQL differs by dialect outside the
+protocol.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from snapshot_ops.errors import ConfigError
+from snapshot_ops.storage.base import KeyMatching
 
 #: Execution option of connections that only read (SQLite: deferred BEGIN, no write lock).
 READ_ONLY_OPTION = "snapshot_ops_read_only"
@@ -22,6 +24,11 @@ ISOLATION_LEVEL = "READ COMMITTED"
 #: PostgreSQL's SQLSTATE for "permission denied": a missing grant, and also a query that
 #: row-level security would filter while row_security is off.
 PG_INSUFFICIENT_PRIVILEGE = "42501"
+#: The SQL function `key_fold` calls on SQLite, registered on the job's connections.
+SQLITE_KEY_FOLD = "snapshot_ops_key_fold"
+#: PostgreSQL's ICU root collation, whose upper() and lower() are Unicode's full case
+#: mappings (libc's map one character to one, and "C" only ASCII).
+ICU_ROOT = "und-x-icu"
 
 
 def database_url(raw: str) -> URL:
@@ -77,6 +84,7 @@ def make_engine(raw_url: str) -> Engine:
             else:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        sa.event.listen(engine, "connect", _register_key_fold)
         return engine
     # READ COMMITTED whatever the role's or the database's default_transaction_isolation:
     # the marking protocol's re-check sees an attach committed during its lock wait only
@@ -96,6 +104,44 @@ def make_engine(raw_url: str) -> Engine:
         conn.exec_driver_sql("SET LOCAL row_security = off")
 
     return engine
+
+
+def _register_key_fold(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite has no Unicode case mapping of its own (its lower() and NOCASE fold ASCII
+    only), so `key_fold` calls KeyMatching.fold itself: SQLITE_KEY_FOLD(key, name)."""
+    matchings = {
+        m.name: m for m in (KeyMatching(c, n) for c in (False, True) for n in (False, True))
+    }
+
+    def fold(key: str | None, name: str) -> str | None:
+        return None if key is None else matchings[name].fold(key)
+
+    dbapi_conn.create_function(SQLITE_KEY_FOLD, 2, fold, deterministic=True)
+
+
+def key_fold(
+    value: sa.ColumnElement[Any], matching: KeyMatching, *, sqlite: bool
+) -> sa.ColumnElement[Any]:
+    """`value` (a storage key) folded in SQL as `matching.fold` folds it in Python, so that
+    `key_fold(a) = key_fold(b)` holds for every two keys the store may take for one object
+    (KeyMatching). Exact: `value` itself.
+
+    PostgreSQL: upper(lower(upper(...))) under the ICU root collation (ICU_ROOT), and
+    normalize(..., NFD/NFC) around it when normalization is ignored; this needs ICU and a
+    UTF8 database (`Journal.verify_key_matching` checks, and an expression index on it
+    serves the lookups: `Tables.missing_indexes`). SQLite: the registered SQLITE_KEY_FOLD.
+    """
+    if matching.exact:
+        return value
+    if sqlite:
+        return getattr(sa.func, SQLITE_KEY_FOLD)(value, matching.name)
+    if matching.ignores_case:
+        if matching.ignores_normalization:
+            value = sa.func.normalize(value, sa.literal_column("NFD"))
+        value = sa.func.upper(sa.func.lower(sa.func.upper(value.collate(ICU_ROOT))))
+    if matching.ignores_normalization:
+        value = sa.func.normalize(value, sa.literal_column("NFC"))
+    return value
 
 
 def any_of(

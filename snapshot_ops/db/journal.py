@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
+from snapshot_ops.db.engine import ICU_ROOT, key_fold
 from snapshot_ops.db.schema import Tables
+from snapshot_ops.errors import SnapshotOpsError
+from snapshot_ops.storage.base import EXACT, KeyMatching
 
 log = logging.getLogger(__name__)
 
@@ -72,34 +76,135 @@ class Settled:
     file_ids: frozenset[str] = frozenset()
 
 
+class KeyMatchingError(SnapshotOpsError):
+    """The database cannot compare storage keys the way the store resolves them."""
+
+
+#: Pairs of keys that name one object on a store that ignores case, or normalization: a
+#: database whose fold does not make each pair equal cannot be trusted with that store.
+#: Full case mappings ("ẞ"/"ss", Kelvin sign/"k"), the dotless i, a title-case digraph.
+CASE_PAIRS = (
+    ("2026/11/Invoice-42.pdf", "2026/11/invoice-42.PDF"),
+    ("Stra\u00dfe.pdf", "STRASSE.pdf"),
+    ("\u1e9e.pdf", "ss.pdf"),
+    ("\u212a.pdf", "k.pdf"),
+    ("\u0131.pdf", "I.pdf"),
+    ("\u01c5.pdf", "\u01c6.pdf"),
+)
+#: An "é" precomposed and decomposed, an "Å" as the Angstrom sign and as a letter.
+NORMALIZATION_PAIRS = (("caf\u00e9.pdf", "cafe\u0301.pdf"), ("\u212b.pdf", "\u00c5.pdf"))
+
+
 class Journal(Tables):
     """The journal statements of a `Catalog`."""
 
-    def keys_in_use(self, conn: Connection, keys: Sequence[str]) -> set[str]:
-        """Those of `keys` that a live row (`deletedAt` null) still points at.
+    def verify_key_matching(self, matching: KeyMatching, *, store: str = "") -> None:
+        """Raise KeyMatchingError unless this database folds storage keys as `matching`
+        needs (see engine.key_fold); nothing to check for an exact store.
+
+        Run before anything is touched, and before the first comparison of a catalog with
+        a folding store: the database folds CASE_PAIRS and/or NORMALIZATION_PAIRS and each
+        pair must come out equal. It cannot when PostgreSQL lacks ICU (the collation
+        "und-x-icu") or the database is not UTF8 (normalize() needs it). `store` names the
+        store in the message. Checked once per catalog and way of matching.
+        """
+        if matching.exact or matching in self._verified_matchings:
+            return
+        pairs = (CASE_PAIRS if matching.ignores_case else ()) + (
+            NORMALIZATION_PAIRS if matching.ignores_normalization else ()
+        )
+
+        def fold(text: str) -> sa.ColumnElement[str]:
+            return key_fold(sa.literal(text, sa.Text), matching, sqlite=self.is_sqlite)
+
+        checks = [fold(a) == fold(b) for a, b in pairs]
+        why = None
+        try:
+            with self.reading() as conn:
+                answers = conn.execute(sa.select(*checks)).one()
+        except sa.exc.DBAPIError as exc:
+            why = f"folding keys failed: {str(exc.orig).strip().splitlines()[0]}"
+        except UnicodeEncodeError as exc:  # the client encoding cannot carry the keys
+            why = f"its encoding cannot carry such keys: {exc}"
+        else:
+            unequal = [pair for pair, same in zip(pairs, answers, strict=True) if not same]
+            if unequal:
+                why = f"it does not fold {unequal[0][0]!r} and {unequal[0][1]!r} to one key"
+        if why is not None:
+            raise KeyMatchingError(
+                f"the storage{' ' + store if store else ''} resolves names "
+                f"{matching.describe()}, so keys that "
+                'differ only that way name one object, and the database must compare "storageKey" '
+                f"that way too, but it cannot: {why}. Nothing was touched. PostgreSQL needs "
+                f'ICU (the collation "{ICU_ROOT}"; Debian\'s and the official packages have it) '
+                "and a UTF8 database; or point the storage URL at a folder on a file system "
+                "that resolves names exactly (see docs/storage.md, How keys name objects)"
+            )
+        self._verified_matchings.add(matching)
+
+    def keys_in_use(
+        self, conn: Connection, keys: Sequence[str], matching: KeyMatching = EXACT
+    ) -> set[str]:
+        """Those of `keys` that a live row (`deletedAt` null) still names, by the store's
+        way of matching keys to objects (`matching`, the backend's `key_matching`).
 
         Two rows may share one object, e.g. an order's snapshot reusing the object of an
         expired parse-session one: the object must stay while any row that must stay
-        points at it, whatever happens to the other row.
+        points at it, whatever happens to the other row. On a store that ignores case (or
+        normalization) a row's key names the object of every spelling that folds alike, so
+        "2026/11/invoice-42.pdf" on a live row keeps "2026/11/Invoice-42.pdf": both sides
+        are folded in SQL (engine.key_fold; verified first, `verify_key_matching`). The fold
+        may take more spellings for one object than the store does, never fewer: what it
+        adds only keeps files. On an exact store the keys are compared as they are.
         """
         if not keys:
             return set()
         f = self.files.c
-        return set(
-            conn.execute(
-                sa.select(f.storageKey)
-                .where(self._in(f.storageKey, list(set(keys))), f.deletedAt.is_(None))
-                .distinct()
+        unique = list(dict.fromkeys(keys))
+        if matching.exact:
+            return set(
+                conn.execute(
+                    sa.select(f.storageKey)
+                    .where(self._in(f.storageKey, unique), f.deletedAt.is_(None))
+                    .distinct()
+                ).scalars()
+            )
+        self.verify_key_matching(matching)
+        live = f.deletedAt.is_(None)
+        if self.is_sqlite:
+            # The database's fold is KeyMatching.fold itself (engine._register_key_fold).
+            wanted: dict[str, list[str]] = {}
+            for key in unique:
+                wanted.setdefault(matching.fold(key), []).append(key)
+            column = key_fold(f.storageKey, matching, sqlite=True)
+            found = conn.execute(
+                sa.select(column).where(live, column.in_(list(wanted))).distinct()
             ).scalars()
+            return {key for value in found for key in wanted.get(value, ())}
+        # PostgreSQL folds both sides itself (ICU's case mappings may be of a newer Unicode
+        # version than Python's), and answers with the batch's own keys. With an index on
+        # the folded column (see Tables.missing_indexes) this is one index probe per key.
+        batch = (
+            sa.func.unnest(
+                sa.cast(sa.bindparam("batch_keys", unique, type_=ARRAY(sa.Text)), ARRAY(sa.Text))
+            )
+            .table_valued("key")
+            .render_derived(name="batch")
         )
+        named = sa.exists().where(
+            live,
+            key_fold(f.storageKey, matching, sqlite=False)
+            == key_fold(batch.c.key, matching, sqlite=False),
+        )
+        return set(conn.execute(sa.select(batch.c.key).where(named)).scalars())
 
-    def shared_keys(self, keys: Sequence[str]) -> set[str]:
+    def shared_keys(self, keys: Sequence[str], matching: KeyMatching = EXACT) -> set[str]:
         """`keys_in_use` in a read-only connection of its own: asked right before a batch
         the run leased at marking is deleted (as `claim_pending` asks for the entries it
         leases), so the window in which a new live row could take such a key stays as
         short as it was."""
         with self.reading() as conn:
-            return self.keys_in_use(conn, keys)
+            return self.keys_in_use(conn, keys, matching)
 
     def release_leases(self, run_id: str) -> None:
         """Give back every journal entry `run_id` still holds (a run that failed)."""
@@ -125,6 +230,7 @@ class Journal(Tables):
         lease: dt.timedelta,
         after: str | None = None,
         limit: int | None = None,
+        key_matching: KeyMatching = EXACT,
     ) -> tuple[list[PendingDelete], list[str]]:
         """Lease journal entries to `run_id` until `now + lease`, in one short transaction.
 
@@ -133,8 +239,9 @@ class Journal(Tables):
         before the caller talks to the store, so no transaction stays open during the
         delete, and another run skips these entries until the lease ends.
 
-        Entries whose object a live row still names (see `keys_in_use`) are not this row's
-        alone to delete: they are dropped from the journal here, object kept.
+        Entries whose object a live row still names (see `keys_in_use`, by the store's
+        `key_matching`) are not this row's alone to delete: they are dropped from the
+        journal here, object kept.
         Returns (leased entries to delete, in file_id order; file_ids dropped as shared).
         """
         p = self.pending.c
@@ -158,7 +265,7 @@ class Journal(Tables):
             entries = sorted(
                 (PendingDelete(*row) for row in conn.execute(claim)), key=lambda e: e.file_id
             )
-            in_use = self.keys_in_use(conn, [e.storage_key for e in entries])
+            in_use = self.keys_in_use(conn, [e.storage_key for e in entries], key_matching)
             shared = [e.file_id for e in entries if e.storage_key in in_use]
             if shared:
                 conn.execute(sa.delete(self.pending).where(self._in(p.file_id, shared)))
@@ -335,6 +442,13 @@ class Journal(Tables):
         refused key at the real file): deleting the journaled key would miss the row's
         object, so such an entry is released (`release_pending`) instead of retried.
         Entries whose row no longer exists are not stale: their object is still deleted.
+
+        The keys are compared exactly, on every store: on one that ignores case, a row
+        whose key changed only in case still names the same object, and its entry is
+        released all the same. That costs nothing but a round: the row is live again and
+        is marked anew by its new key in the same run. Comparing folded keys instead would
+        be wrong where the fold takes two names for one that the store keeps apart: the
+        journaled object would be deleted and the row's own object left behind.
         """
         p, f = self.pending.c, self.files.c
         query = (

@@ -13,6 +13,7 @@ tables are a migration history (snapshot_ops/migrations), brought up to date by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,16 @@ from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import Connection, Engine
 
 from snapshot_ops import migrations
-from snapshot_ops.db.engine import PG_INSUFFICIENT_PRIVILEGE, READ_ONLY_OPTION, any_of, quoted
+from snapshot_ops.db.engine import (
+    PG_INSUFFICIENT_PRIVILEGE,
+    READ_ONLY_OPTION,
+    any_of,
+    key_fold,
+    quoted,
+)
 from snapshot_ops.errors import ConfigError, RowSecurityError, SchemaError
 from snapshot_ops.rules import TEMPORARY_TYPE
+from snapshot_ops.storage.base import KeyMatching
 from snapshot_ops.timeformat import ColumnTimes, check_setting
 
 #: Columns of the application's tables that the job reads (and, for deletedAt, writes).
@@ -92,6 +100,8 @@ class Tables:
         text = not self.is_sqlite and isinstance(self._declared["createdAt"], sa.String)
         self._created: sa.ColumnElement[Any] = created.collate("C") if text else created
         self._times: ColumnTimes | None = None
+        #: Ways of matching keys this database was found to fold right (verify_key_matching).
+        self._verified_matchings: set[KeyMatching] = set()
         self.attachments = _reflect(
             engine,
             app,
@@ -209,11 +219,17 @@ class Tables:
 
     # -- advice ---------------------------------------------------------------------------
 
-    def missing_indexes(self) -> list[str]:
+    def missing_indexes(self, key_matching: KeyMatching | None = None) -> list[str]:
         """The CREATE INDEX statements that would make the candidate queries cheap, for the
         indexes the application database lacks. The job never creates them itself: on a
         busy application table that is the owner's decision (and CONCURRENTLY cannot run
-        inside the job's transactions)."""
+        inside the job's transactions).
+
+        With a store that ignores case or normalization (`key_matching`), the shared-key
+        lookup compares folded keys (engine.key_fold), which only an index on that very
+        expression serves; on PostgreSQL the planner is asked whether an index serves it.
+        SQLite cannot have one (the fold is a function of the job's connections only), so
+        it gets no advice for it: each lookup reads the live rows (docs/safety.md)."""
         inspector = sa.inspect(self.engine)
         concurrently = "" if self.is_sqlite else " CONCURRENTLY"
         advice = []
@@ -226,7 +242,16 @@ class Tables:
                 f'"{f.name}_expiry_idx" ON {quoted(f)} ("createdAt"{collate}, "fileId") '
                 f'WHERE "snapshotType" = \'{TEMPORARY_TYPE}\' AND "deletedAt" IS NULL;'
             )
-        if not _has_index_leading_with(inspector, f, "storageKey"):
+        folding = key_matching is not None and not key_matching.exact
+        if folding and not self.is_sqlite and not self._folded_lookup_indexed(key_matching):
+            folded = key_fold(f.c.storageKey, key_matching, sqlite=False)
+            expression = folded.compile(dialect=self.engine.dialect)
+            advice.append(
+                f"CREATE INDEX{concurrently} IF NOT EXISTS "
+                f'"{f.name}_storageKey_{key_matching.name.replace("+", "_")}_idx" '
+                f'ON {quoted(f)} (({expression})) WHERE "deletedAt" IS NULL;'
+            )
+        elif not folding and not _has_index_leading_with(inspector, f, "storageKey"):
             # Before deleting an object the job asks whether a live row still names it.
             advice.append(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
@@ -239,6 +264,23 @@ class Tables:
                 f'"{a.name}_fileId_idx" ON {quoted(a)} ("fileId");'
             )
         return advice
+
+    def _folded_lookup_indexed(self, key_matching: KeyMatching) -> bool:
+        """Whether PostgreSQL can serve the folded shared-key lookup (Journal.keys_in_use)
+        with an index: its plan, with sequential scans off, has an index condition on
+        "storageKey" (a full scan of another index has none)."""
+        f = self.files.c
+        probe = sa.select(f.fileId).where(
+            f.deletedAt.is_(None),
+            key_fold(f.storageKey, key_matching, sqlite=False)
+            == key_fold(sa.literal("a.pdf", sa.Text), key_matching, sqlite=False),
+        )
+        literal = {"literal_binds": True}
+        sql = str(probe.compile(dialect=self.engine.dialect, compile_kwargs=literal))
+        with self.reading() as conn, conn.begin():
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").scalar_one()
+        return '"storageKey"' in json.dumps(_index_conditions(plan))
 
     # -- the job's own tables -------------------------------------------------------------
 
@@ -265,6 +307,16 @@ class Tables:
                 if not sa.inspect(conn).has_schema(self.own.schema):
                     conn.execute(sa.schema.CreateSchema(self.own.schema))
             migrations.upgrade(conn, schema=self.own.schema, prefix=self.own.prefix)
+
+
+def _index_conditions(plan: Any) -> list[str]:
+    """Every "Index Cond" in a PostgreSQL JSON plan (nested nodes included)."""
+    if isinstance(plan, list):
+        return [c for item in plan for c in _index_conditions(item)]
+    if not isinstance(plan, dict):
+        return []
+    found = [plan["Index Cond"]] if "Index Cond" in plan else []
+    return found + [c for value in plan.values() for c in _index_conditions(value)]
 
 
 def _has_index_leading_with(inspector: Any, table: sa.Table, column: str) -> bool:

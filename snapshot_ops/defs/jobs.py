@@ -207,7 +207,7 @@ def identify_expired_candidates(
             check_clocks(run_at, catalog.database_now())
         except SnapshotOpsError as exc:
             raise Failure(description=f"clock check: {exc}") from exc
-        tables = preflight.prepare_tables(catalog)
+        tables = preflight.prepare_tables(catalog, storage.backend())
         if tables.missing_indexes:
             context.log.warning(
                 "the application database lacks indexes that keep the cleanup's queries "
@@ -239,6 +239,7 @@ def identify_expired_candidates(
                 dry_run=config.dry_run,
             ),
             "missingIndexes": MetadataValue.md("\n".join(tables.missing_indexes) or "none"),
+            "storageKeyMatching": storage.backend().key_matching.name,
         }
         if config.dry_run:
             metadata["wouldDelete"] = _listing(catalog, policy)

@@ -18,7 +18,9 @@ from urllib.parse import unquote, urlsplit
 
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage.base import (
+    EXACT,
     DeleteResult,
+    KeyMatching,
     Outcome,
     RefusedKey,
     StorageBackend,
@@ -30,7 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULTS",
+    "EXACT",
     "DeleteResult",
+    "KeyMatching",
     "Outcome",
     "RefusedKey",
     "StorageBackend",

@@ -32,6 +32,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRe
 
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage.base import (
+    EXACT,
     BatchRejected,
     DeleteResult,
     Outcome,
@@ -60,6 +61,9 @@ _SPLIT_STATUSES = {400, 413}
 
 class AzureBlobBackend(StorageBackend):
     """Blobs in one container under one name prefix; `storageKey` is the name below it."""
+
+    #: Blob names are case-sensitive and compared as given: "a.pdf" and "A.pdf" are two blobs.
+    key_matching = EXACT
 
     def __init__(
         self,
@@ -102,6 +106,7 @@ class AzureBlobBackend(StorageBackend):
             pool=self._batches,
             delete_batch=self._delete_batch,
             delete_one=self._delete_single,
+            key_matching=self.key_matching,
         )
 
     def _delete_batch(self, names: list[str]) -> dict[str, DeleteResult]:

@@ -5,6 +5,11 @@ single key. Keys are checked before anything is sent: a key that could leave the
 root (or the configured prefix) is refused and reported, never touched. `refusals` asks the
 same question before a row is marked deleted, so a key the backend would refuse leaves its
 row live instead of marked with an object that can never be deleted.
+
+Every backend also says how its store resolves a key to an object (`key_matching`): whether
+keys that differ only in case, or only in Unicode normalization, name one object. Every
+comparison that decides whether two keys name the same object (is an object shared with a
+live row, is it in a listing, is it a duplicate) goes through it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
@@ -55,6 +61,85 @@ class DeleteResult:
     def gone(self) -> bool:
         """True when the object no longer exists (deleted now or already missing)."""
         return self.outcome in (Outcome.DELETED, Outcome.MISSING)
+
+
+@dataclass(frozen=True)
+class KeyMatching:
+    """How a store resolves a key to an object: which spellings of a key name one object.
+
+    - Exact (`EXACT`, both False): only the very same string names the object. S3 and
+      Azure Blob keys are exact (keys that differ only in case are different objects), and
+      so are most Linux file systems.
+    - `ignores_case`: a case-insensitive, case-preserving folder: NTFS, SMB/CIFS shares,
+      APFS and HFS+ as formatted by default, ZFS with `casesensitivity=insensitive`, ext4
+      and f2fs folders with the casefold attribute (`chattr +F`).
+    - `ignores_normalization`: spellings that are canonically equivalent in Unicode (an
+      "é" written as U+00E9, or as "e" + U+0301) name one object: APFS, HFS+, ZFS with
+      `normalization` set, ext4/f2fs casefold folders.
+
+    `fold(key)` maps every spelling the store may take for one name to one string. It folds
+    *at least* as much as such file systems do, and on purpose sometimes more (keeping a
+    file that could have been deleted is safe; deleting one that a live row names under
+    another spelling is not): the case fold is Unicode's full uppercase, then lowercase,
+    then uppercase again (str.upper/str.lower), which gives one string for every spelling
+    that uppercase, lowercase, titlecase, swapped case or full case folding (CaseFolding.txt,
+    as ext4 and APFS use it) takes for the same name, e.g. "ß", "ẞ", "ss" and "SS", or
+    "ı", "i" and "I"; NTFS's upcase table is one of these. With normalization too, the key
+    is decomposed (NFD) first and composed (NFC) after, so that case mapping cannot split
+    canonically equivalent spellings. The database compares keys with the same functions
+    (snapshot_ops.db.engine.key_fold). Checked for every Unicode code point, and against a
+    real NTFS volume, by the tests.
+    """
+
+    ignores_case: bool = False
+    ignores_normalization: bool = False
+
+    @property
+    def exact(self) -> bool:
+        """True when only the very same string names an object (no folding at all)."""
+        return not (self.ignores_case or self.ignores_normalization)
+
+    @property
+    def name(self) -> str:
+        """ "exact", "case", "normalization" or "case+normalization": what is ignored."""
+        case = ["case"] if self.ignores_case else []
+        normalization = ["normalization"] if self.ignores_normalization else []
+        return "+".join(case + normalization) or "exact"
+
+    def describe(self) -> str:
+        """How names are resolved, in words for messages and run metadata."""
+        if self.exact:
+            return "exactly, case and Unicode normalization included"
+        ignored = " and ".join(
+            word
+            for word, on in (
+                ("case", self.ignores_case),
+                ("Unicode normalization", self.ignores_normalization),
+            )
+            if on
+        )
+        return f"ignoring {ignored}"
+
+    def covers(self, other: KeyMatching) -> bool:
+        """Whether this folds everything `other` folds (so comparing this way is safe for a
+        store that resolves names the `other` way)."""
+        return (self.ignores_case or not other.ignores_case) and (
+            self.ignores_normalization or not other.ignores_normalization
+        )
+
+    def fold(self, key: str) -> str:
+        """The one string all spellings of `key` that name its object fold to (see the class)."""
+        if self.ignores_case:
+            if self.ignores_normalization:
+                key = unicodedata.normalize("NFD", key)
+            key = key.upper().lower().upper()
+        if self.ignores_normalization:
+            key = unicodedata.normalize("NFC", key)
+        return key
+
+
+#: How object stores (S3, Azure Blob) resolve keys: the exact string, nothing folded.
+EXACT = KeyMatching()
 
 
 #: Segments of anything but NUL, slash or backslash, not "." or "..", joined by single
@@ -101,6 +186,17 @@ class StorageBackend(ABC):
     #: Shown in logs and run metadata; never contains credentials.
     description: str
 
+    @property
+    @abstractmethod
+    def key_matching(self) -> KeyMatching:
+        """How the store resolves keys to objects (see KeyMatching).
+
+        Whether two rows share an object, whether a row's object is in a listing, and which
+        keys of a batch are one object are all decided with it: a wrapper must pass on its
+        inner backend's, never assume exact. A folder finds out by probing its file system
+        (storage.filesystem); object stores are exact.
+        """
+
     def refusals(self, keys: Sequence[str]) -> dict[str, str]:
         """The keys among `keys` that `delete_many` would refuse, each with the reason.
 
@@ -143,11 +239,14 @@ def delete_in_batches(
     delete_batch: Callable[[list[str]], Mapping[str, DeleteResult]],
     delete_one: Callable[[str], DeleteResult],
     batchable: Callable[[str], bool] = lambda name: True,
+    key_matching: KeyMatching = EXACT,
 ) -> list[DeleteResult]:
     """The shared shape of an object store's `delete_many`.
 
     Each key becomes its full object name (`name_of` raises RefusedKey for unsafe keys,
-    which are reported and never sent); duplicates are sent once. Names that `batchable`
+    which are reported and never sent); keys whose names are one object by `key_matching`
+    (the store's rule; the same key twice, on an exact store) are sent once, as the first
+    of them, and each gets that name's result. Names that `batchable`
     says a batch request cannot carry go alone by `delete_one` (the store's single-object
     delete); the others go out in batches of `batch_size`, at most as many requests at once
     as `pool` has workers. `delete_batch` answers one result per name, or raises
@@ -157,12 +256,15 @@ def delete_in_batches(
     Returns one result per key, in the order of `keys`.
     """
     results: dict[str, DeleteResult] = {}
-    wanted: dict[str, str] = {}  # object name -> key
+    wanted: dict[str, list[str]] = {}  # the name sent for one object -> its keys
+    sent: dict[str, str] = {}  # folded name -> the name sent for it
     for key in keys:
         try:
-            wanted[name_of(key)] = key
+            name = name_of(key)
         except RefusedKey as exc:
             results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
+            continue
+        wanted.setdefault(sent.setdefault(key_matching.fold(name), name), []).append(key)
     names = list(wanted)
 
     def send(batch: list[str]) -> Mapping[str, DeleteResult]:
@@ -182,8 +284,8 @@ def delete_in_batches(
     batches = chunked((name for name in names if batchable(name)), batch_size)
     for answered in pool.map(send, [*batches, *alone]):
         for name, result in answered.items():
-            key = wanted[name]
-            results[key] = DeleteResult(key, result.outcome, result.error)
+            for key in wanted[name]:
+                results[key] = DeleteResult(key, result.outcome, result.error)
     return [results[key] for key in keys]
 
 

@@ -14,13 +14,38 @@ never a folder that still holds anything (rmdir itself refuses), never through a
 application has created it, and not yet its file, can be removed under the application,
 whose file creation then fails with ENOENT; the application should then create the folder
 again and retry (`remove_empty_folders=False` turns the removal off).
+
+How the folder resolves names (`key_matching`) is found out on the file system itself, never
+from the platform's name: the first time it is asked, the backend creates one empty probe
+file in the root (`.snapshot-ops-probe-<random>-Abé`, with cased letters and a precomposed
+"é"), looks it up by its case-swapped and by its decomposed (NFD) spelling, compares the
+device and inode numbers, and removes it. A lookup that finds the probe means the file
+system ignores case (NTFS, an SMB share, APFS, ZFS casesensitivity=insensitive) or
+normalization (APFS, HFS+, ZFS normalization=formD). If the probe cannot be created (a
+read-only root) or a lookup fails otherwise, the backend assumes the root ignores both:
+comparing keys more loosely than the store only keeps files.
+
+Case folding can differ below the root: ext4 and f2fs set it per folder (`chattr +F`),
+Windows per folder too (`fsutil file setCaseSensitiveInfo`), and another file system can be
+mounted on a folder. So each key is also checked where it lives, read-only, before it is
+marked (`refusals`) and again right before it is deleted: for each name on the key's path
+that has another spelling (another case, or another normalization), that spelling is looked
+up in its folder; if it finds the same file or folder, the folder resolves names more
+loosely than `key_matching` says, the comparisons of keys made for the run do not hold
+there, and the key is refused (its row stays live and is reported). A folder's answer is
+kept while one call works through its keys.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import re
 import stat
+import threading
+import unicodedata
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -28,14 +53,25 @@ from typing import TypeVar
 from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage.base import (
     DeleteResult,
+    KeyMatching,
     Outcome,
     RefusedKey,
     StorageBackend,
     check_key,
 )
 
+log = logging.getLogger(__name__)
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 T = TypeVar("T")
+
+#: The probe file's name: cased letters (and a random part, of hex digits, in either case)
+#: and a precomposed "é" (U+00E9), so it has both a case-swapped and a decomposed spelling.
+PROBE_PREFIX = ".snapshot-ops-probe-"
+_PROBE_NAME = re.compile(re.escape(PROBE_PREFIX) + r"[0-9a-fA-F]{32}-ab\u00e9", re.IGNORECASE)
+#: What a folder that cannot be probed is taken to do: the loosest, so no comparison of keys
+#: is ever stricter than the store.
+ASSUMED = KeyMatching(ignores_case=True, ignores_normalization=True)
 
 
 class FilesystemBackend(StorageBackend):
@@ -56,6 +92,25 @@ class FilesystemBackend(StorageBackend):
         self._workers = workers
         self.remove_empty_folders = remove_empty_folders
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fs-delete")
+        self._matching: KeyMatching | None = None
+        #: How `key_matching` was found: "probed", or why it was assumed.
+        self.key_matching_source = "not probed yet"
+        self._probing = threading.Lock()
+
+    @property
+    def key_matching(self) -> KeyMatching:
+        """How the root's file system resolves names, probed on first use (see the module
+        docstring); the same answer for the backend's life."""
+        with self._probing:
+            if self._matching is None:
+                self._matching, self.key_matching_source = probe_key_matching(self.root)
+                log.info(
+                    "storage %s resolves names %s (%s)",
+                    self.description,
+                    self._matching.describe(),
+                    self.key_matching_source,
+                )
+            return self._matching
 
     def delete_many(self, keys: Sequence[str]) -> list[DeleteResult]:
         results = self._in_slices(keys, self._delete_one)
@@ -70,20 +125,28 @@ class FilesystemBackend(StorageBackend):
         A folder that still holds anything (ENOTEMPTY), is already gone (ENOENT), or is no
         longer a folder reached without a symlink (ELOOP, ENOTDIR) is left as it is.
         """
-        by_depth: dict[int, set[tuple[str, ...]]] = {}
+        # Spellings of one folder (by `key_matching`) are tried once: rmdir is safe by any
+        # spelling, since it only removes an empty folder, but a second try costs a syscall.
+        fold = self.key_matching.fold
+        by_depth: dict[int, dict[tuple[str, ...], tuple[str, ...]]] = {}
+
+        def add(folder: tuple[str, ...]) -> None:
+            folded = tuple(fold(name) for name in folder)
+            by_depth.setdefault(len(folder), {}).setdefault(folded, folder)
+
         for key in gone:
             folder = tuple(key.split("/")[:-1])
             if folder:  # a key directly under the root: the root is never removed
-                by_depth.setdefault(len(folder), set()).add(folder)
+                add(folder)
         with _Folders(self.root) as folders:
             for depth in range(max(by_depth, default=0), 0, -1):
-                for folder in sorted(by_depth.get(depth, ())):
+                for folder in sorted(by_depth.get(depth, {}).values()):
                     try:
                         os.rmdir(folder[-1], dir_fd=folders.folder(list(folder[:-1])))
                     except (RefusedKey, OSError):
                         continue  # not empty, gone, or not a plain folder: leave it
                     if depth > 1:  # its parent may be empty now
-                        by_depth.setdefault(depth - 1, set()).add(folder[:-1])
+                        add(folder[:-1])
 
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
         return dict(zip(keys, self._in_slices(keys, self._size_one), strict=True))
@@ -92,9 +155,10 @@ class FilesystemBackend(StorageBackend):
         """Besides the shared key checks: each key is walked from the root with O_NOFOLLOW
         like a delete, and its object is looked at without following it. A symlink or a
         file on the way, or an object that is a symlink, a folder or anything else but a
-        regular file, is refused. A missing object or folder is not (it counts as already
-        deleted); nor is an error such as a permission denied, which the delete reports
-        as a failure to retry."""
+        regular file, is refused, and so is a key in a folder that resolves names more
+        loosely than `key_matching` (see the module docstring). A missing object or folder
+        is not (it counts as already deleted); nor is an error such as a permission denied,
+        which the delete reports as a failure to retry."""
         found = self._in_slices(keys, self._refusal_one)
         return {key: reason for key, reason in zip(keys, found, strict=True) if reason}
 
@@ -117,10 +181,16 @@ class FilesystemBackend(StorageBackend):
         return results
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every regular file under `prefix`, spelled as the file system lists it (a
+        case-insensitive one may list another case than the one it was created with: ntfs-3g
+        with ignore_case lists names in lowercase). A probe file of another run's
+        `key_matching` is left out."""
         start = os.path.join(self.root, check_key(prefix)) if prefix else self.root
         for folder, dirnames, filenames in os.walk(start, followlinks=False):
             dirnames.sort()
             for name in sorted(filenames):
+                if folder == self.root and _PROBE_NAME.fullmatch(name):
+                    continue
                 path = os.path.join(folder, name)
                 if stat.S_ISREG(os.lstat(path).st_mode):
                     yield os.path.relpath(path, self.root)
@@ -131,9 +201,12 @@ class FilesystemBackend(StorageBackend):
     def _delete_one(self, key: str, folders: _Folders) -> DeleteResult:
         try:
             parent, name = folders.parent_of(key)
-            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
-            if not stat.S_ISREG(mode):
-                return DeleteResult(key, Outcome.REFUSED, _not_a_regular_file(key, mode))
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return DeleteResult(key, Outcome.REFUSED, _not_a_regular_file(key, st.st_mode))
+            looser = self._looser_folder(key, folders, st)
+            if looser is not None:
+                return DeleteResult(key, Outcome.REFUSED, looser)
             os.unlink(name, dir_fd=parent)
             return DeleteResult(key, Outcome.DELETED)
         except RefusedKey as exc:  # from parent_of: unsafe, or a symlink on the way
@@ -148,12 +221,56 @@ class FilesystemBackend(StorageBackend):
     def _refusal_one(self, key: str, folders: _Folders) -> str | None:
         try:
             parent, name = folders.parent_of(key)
-            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                return _not_a_regular_file(key, st.st_mode)
+            return self._looser_folder(key, folders, st)
         except RefusedKey as exc:
             return str(exc)
         except OSError:
             return None
-        return None if stat.S_ISREG(mode) else _not_a_regular_file(key, mode)
+
+    def _looser_folder(self, key: str, folders: _Folders, target: os.stat_result) -> str | None:
+        """Why `key` is refused because a folder on its path resolves names more loosely
+        than `key_matching`, or None.
+
+        `key`'s folders are open in `folders` and `target` is its file's lstat. For each name
+        on the path that has another spelling in a way `key_matching` does not ignore (case,
+        normalization), that spelling is looked up in the name's folder: finding the same
+        file or folder (st_dev, st_ino) shows the folder ignores it too. What a folder was
+        seen to ignore, and that it keeps the case of ASCII letters, is kept in `folders`
+        (see `_other_spellings`), so most folders cost one lookup per call. A name without
+        another spelling (e.g. "2026") cannot be confused with another key. A lookup that
+        fails otherwise than "not found" counts as ignoring (the safe side).
+        """
+        declared = self.key_matching
+        if declared.covers(ASSUMED):
+            return None  # nothing resolves names more loosely
+        segments = key.split("/")
+        for depth, name in enumerate(segments):
+            path = "/".join(segments[:depth])
+            known = folders.matching.setdefault(path, {})
+            for dimension, other, telling in _other_spellings(name, declared):
+                found = known.get(dimension)
+                if found is None:
+                    if depth == len(segments) - 1:
+                        same = (target.st_dev, target.st_ino)
+                    else:
+                        inner = os.fstat(folders.folder(segments[: depth + 1]))
+                        same = (inner.st_dev, inner.st_ino)
+                    found = _finds(folders.folder(segments[:depth]), other, same)
+                    if found or telling:
+                        known[dimension] = found
+                if found:
+                    where = f"folder {path!r}" if path else "storage root"
+                    return (
+                        f"storage key {key!r} is in a {where} that ignores {dimension} in "
+                        f"names, while the run compares keys as the storage root resolves "
+                        f"them ({declared.describe()}): another key could name its file, so "
+                        "it is not deleted. Keep such folders out of this storage root, or "
+                        "point a storage URL at them"
+                    )
+        return None
 
     def _size_one(self, key: str, folders: _Folders) -> int | None:
         try:
@@ -162,6 +279,85 @@ class FilesystemBackend(StorageBackend):
         except (RefusedKey, OSError, UnicodeEncodeError):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def probe_key_matching(root: str) -> tuple[KeyMatching, str]:
+    """How the file system at `root` resolves names, and how that was found ("probed", or
+    why ASSUMED was taken), by the probe file described in the module docstring."""
+    name = f"{PROBE_PREFIX}{uuid.uuid4().hex}-Ab\u00e9"
+    try:
+        folder = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        return ASSUMED, f"assumed: cannot open the root to probe it: {exc.strerror}"
+    try:
+        try:
+            probe = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=folder,
+            )
+        except (OSError, UnicodeEncodeError) as exc:
+            return ASSUMED, f"assumed: cannot create a probe file in the root: {exc}"
+        try:
+            created = os.fstat(probe)
+            same = (created.st_dev, created.st_ino)
+            case = _finds(folder, name.translate(_SWAP_ASCII), same)
+            normalization = _finds(folder, unicodedata.normalize("NFD", name), same)
+        finally:
+            os.close(probe)
+            os.unlink(name, dir_fd=folder)
+    finally:
+        os.close(folder)
+    return KeyMatching(ignores_case=case, ignores_normalization=normalization), "probed"
+
+
+def _finds(folder: int, spelling: str, same: tuple[int, int]) -> bool:
+    """Whether looking `spelling` up in the open `folder` finds the file or folder whose
+    (st_dev, st_ino) is `same`; a lookup that fails otherwise than "not found" (a name the
+    file system cannot take) counts as finding it: the answer must never be stricter than
+    the file system."""
+    try:
+        st = os.stat(spelling, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeEncodeError):
+        return True
+    return (st.st_dev, st.st_ino) == same
+
+
+#: Swaps the case of ASCII letters only: every case-insensitive file system folds those.
+_SWAP_ASCII = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+)
+
+
+def _other_spellings(name: str, declared: KeyMatching) -> list[tuple[str, str, bool]]:
+    """(what is ignored, another spelling of `name` differing only in that, whether the
+    answer holds for the whole folder) for each of case and normalization that `declared`
+    does not ignore and `name` has another spelling in.
+
+    A folder that ignores case folds ASCII letters whatever else it folds, so the answer
+    for a spelling with ASCII letters swapped holds for every name in that folder; a name
+    without ASCII letters is tried with each letter's case swapped, and that answer, like
+    the answer for a decomposed or composed spelling (file systems differ in which letters
+    they fold or compose), holds when the folder is found to ignore it, not otherwise.
+    """
+    spellings = []
+    if not declared.ignores_case:
+        swapped = name.translate(_SWAP_ASCII)
+        if swapped != name:
+            spellings.append(("case", swapped, True))
+        elif name.swapcase() != name:
+            spellings.append(("case", name.swapcase(), False))
+    if not declared.ignores_normalization:
+        other = unicodedata.normalize("NFD", name)
+        if other == name:
+            other = unicodedata.normalize("NFC", name)
+        if other != name:
+            spellings.append(("Unicode normalization", other, False))
+    return spellings
 
 
 def _not_a_regular_file(key: str, mode: int) -> str:
@@ -193,6 +389,9 @@ class _Folders:
     def __init__(self, root: str) -> None:
         self._root = root
         self._fds: dict[str, int] = {}
+        #: What each folder (by path) was seen to ignore or not, for
+        #: FilesystemBackend._looser_folder.
+        self.matching: dict[str, dict[str, bool]] = {}
 
     def __enter__(self) -> _Folders:
         return self

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from snapshot_ops.errors import ConfigError
-from snapshot_ops.storage.base import DeleteResult, StorageBackend
+from snapshot_ops.storage.base import DeleteResult, KeyMatching, StorageBackend
 
 if TYPE_CHECKING:
     # pyrate-limiter (and the multiprocessing modules it loads) is imported when a limit is
@@ -69,6 +69,10 @@ class RateLimitedBackend(StorageBackend):
         from pyrate_limiter import Limiter
 
         self._limiter = Limiter(rate)
+
+    @property
+    def key_matching(self) -> KeyMatching:
+        return self.inner.key_matching
 
     def refusals(self, keys: Sequence[str]) -> dict[str, str]:
         return self.inner.refusals(keys)

@@ -41,6 +41,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from snapshot_ops.storage.base import (
+    EXACT,
     BatchRejected,
     DeleteResult,
     Outcome,
@@ -101,6 +102,9 @@ def add_content_md5(request: Any, **_: Any) -> None:
 class S3Backend(StorageBackend):
     """Objects in one bucket under one key prefix; `storageKey` is the key below the prefix."""
 
+    #: S3 object keys are exact UTF-8 strings: "a.pdf" and "A.pdf" are two objects.
+    key_matching = EXACT
+
     def __init__(
         self,
         client: Any,
@@ -150,6 +154,7 @@ class S3Backend(StorageBackend):
             delete_batch=self._delete_request,
             delete_one=self._delete_single,
             batchable=fits_in_xml,
+            key_matching=self.key_matching,
         )
 
     def _delete_request(self, full_keys: list[str]) -> dict[str, DeleteResult]:

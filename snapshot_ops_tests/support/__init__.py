@@ -5,6 +5,7 @@
 - databases.py: fixtures for a fresh PostgreSQL database or SQLite file and worlds on them;
 - stores.py: the folder, S3 (moto) and Azure Blob (Azurite) stores and their fixtures;
 - faultproxy.py: the fault-injecting HTTP proxy in front of moto and Azurite;
+- ntfs.py: a real case-insensitive folder, an NTFS volume mounted through FUSE;
 - operations.py: a production Dagster instance home, an alert webhook receiver, and the
   real dagster-webserver and dagster-daemon;
 - commands.py: `run_command`, a command line run to completion (`python -m ...`, `dagster ...`);
