@@ -13,7 +13,6 @@ tables are a migration history (snapshot_ops/migrations), brought up to date by
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,7 +243,8 @@ class Tables:
             )
         folding = key_matching is not None and not key_matching.exact
         if folding and not self.is_sqlite and not self._folded_lookup_indexed(key_matching):
-            folded = key_fold(f.c.storageKey, key_matching, sqlite=False)
+            column = sa.column("storageKey", sa.Text)  # unqualified, as an index names it
+            folded = key_fold(column, key_matching, sqlite=False)
             expression = folded.compile(dialect=self.engine.dialect)
             advice.append(
                 f"CREATE INDEX{concurrently} IF NOT EXISTS "
@@ -280,7 +280,7 @@ class Tables:
         with self.reading() as conn, conn.begin():
             conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
             plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}").scalar_one()
-        return '"storageKey"' in json.dumps(_index_conditions(plan))
+        return any('"storageKey"' in condition for condition in _index_conditions(plan))
 
     # -- the job's own tables -------------------------------------------------------------
 
