@@ -12,6 +12,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The UI tests drive Debian's Chromium (never a browser a tool downloads itself).
 CHROMIUM := /usr/bin/chromium
+# The case-insensitive folder tests mount an NTFS volume with Debian's ntfs-3g (FUSE).
+NTFS3G := /usr/bin/lowntfs-3g
 # Azurite (the Azure Blob emulator the tests start), pinned in package.json; no lock file
 # is kept, so npm resolves the pinned version from the registry the machine is set up for.
 NODE_STAMP := node_modules/.installed
@@ -31,13 +33,17 @@ $(CHROMIUM):
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
+$(NTFS3G):
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y ntfs-3g
+
 $(NODE_STAMP): package.json
 	npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
 # With PYTEST_ARGS (a chosen tier or test), only pytest runs; without, the fast mutation
 # subset follows the whole suite, as in CI.
-test: $(STAMP) $(CHROMIUM) $(NODE_STAMP)
+test: $(STAMP) $(CHROMIUM) $(NTFS3G) $(NODE_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,$(PY) -m mutation.check ci)
 

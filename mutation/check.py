@@ -79,6 +79,7 @@ SETS = {
             "snapshot_ops_tests/unit/test_rules_bounds.py",
             "snapshot_ops_tests/unit/test_storage_filesystem.py",
             "snapshot_ops_tests/unit/test_storage_keys_and_batches.py",
+            "snapshot_ops_tests/unit/test_key_matching.py",
         ),
     ),
     # The three groups below together mutate everything that decides what is deleted, each
