@@ -126,7 +126,7 @@ def key_fold(
     `key_fold(a) = key_fold(b)` holds for every two keys the store may take for one object
     (KeyMatching). Exact: `value` itself.
 
-    PostgreSQL: upper(lower(upper(...))) under the ICU root collation (ICU_ROOT), and
+    PostgreSQL: upper(lower(...)) under the ICU root collation (ICU_ROOT), and
     normalize(..., NFD/NFC) around it when normalization is ignored; this needs ICU and a
     UTF8 database (`Journal.verify_key_matching` checks, and an expression index on it
     serves the lookups: `Tables.missing_indexes`). SQLite: the registered SQLITE_KEY_FOLD.
@@ -138,7 +138,7 @@ def key_fold(
     if matching.ignores_case:
         if matching.ignores_normalization:
             value = sa.func.normalize(value, sa.literal_column("NFD"))
-        value = sa.func.upper(sa.func.lower(sa.func.upper(value.collate(ICU_ROOT))))
+        value = sa.func.upper(sa.func.lower(value.collate(ICU_ROOT)))
     if matching.ignores_normalization:
         value = sa.func.normalize(value, sa.literal_column("NFC"))
     return value

@@ -80,8 +80,8 @@ class KeyMatching:
     `fold(key)` maps every spelling the store may take for one name to one string. It folds
     *at least* as much as such file systems do, and on purpose sometimes more (keeping a
     file that could have been deleted is safe; deleting one that a live row names under
-    another spelling is not): the case fold is Unicode's full uppercase, then lowercase,
-    then uppercase again (str.upper/str.lower), which gives one string for every spelling
+    another spelling is not): the case fold is Unicode's full lowercase, then uppercase
+    (str.lower/str.upper), which gives one string for every spelling
     that uppercase, lowercase, titlecase, swapped case or full case folding (CaseFolding.txt,
     as ext4 and APFS use it) takes for the same name, e.g. "ß", "ẞ", "ss" and "SS", or
     "ı", "i" and "I"; NTFS's upcase table is one of these. With normalization too, the key
@@ -132,7 +132,7 @@ class KeyMatching:
         if self.ignores_case:
             if self.ignores_normalization:
                 key = unicodedata.normalize("NFD", key)
-            key = key.upper().lower().upper()
+            key = key.lower().upper()
         if self.ignores_normalization:
             key = unicodedata.normalize("NFC", key)
         return key

@@ -196,7 +196,7 @@ def test_the_index_advice_for_a_folding_store_names_an_index_the_planner_uses(pg
     [statement] = [s for s in advice if "storageKey" in s]
     assert statement == (
         'CREATE INDEX CONCURRENTLY IF NOT EXISTS "SnapshotFiles_storageKey_case_idx" ON '
-        '"SnapshotFiles" ((upper(lower(upper("storageKey" COLLATE "und-x-icu"))))) '
+        '"SnapshotFiles" ((upper(lower("storageKey" COLLATE "und-x-icu")))) '
         'WHERE "deletedAt" IS NULL;'
     )
     with pg_world.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
