@@ -27,6 +27,7 @@ from snapshot_ops.db.engine import key_fold
 from snapshot_ops.rules import PERMANENT_TYPE
 from snapshot_ops.storage import EXACT, KeyMatching, Outcome
 from snapshot_ops.storage.filesystem import ASSUMED, FilesystemBackend
+from snapshot_ops.storage.ratelimit import RateLimitedBackend, range_rate
 from snapshot_ops_tests.support.ntfs import mount_ntfs, unmount
 from snapshot_ops_tests.support.world import World
 
@@ -43,6 +44,9 @@ def test_the_probe_finds_a_case_insensitive_volume(ntfs_folder):
     try:
         assert backend.key_matching == CASE
         assert backend.key_matching_source == "probed"
+        # A run with a delete rate compares keys through the limiting wrapper: it passes on
+        # its store's answer.
+        assert RateLimitedBackend(backend, range_rate(10, 1)).key_matching == CASE
     finally:
         backend.close()
     assert os.listdir(ntfs_folder) == []  # the probe file is gone
