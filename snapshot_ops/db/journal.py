@@ -135,7 +135,8 @@ class Journal(Tables):
                 f"the storage{' ' + store if store else ''} resolves names "
                 f"{matching.describe()}, so keys that "
                 'differ only that way name one object, and the database must compare "storageKey" '
-                f"that way too, but it cannot: {why}. Nothing was touched. PostgreSQL needs "
+                f"that way too, but it cannot: {why}. No object is deleted until it can (the "
+                "run checks this before it marks or deletes anything). PostgreSQL needs "
                 f'ICU (the collation "{ICU_ROOT}"; Debian\'s and the official packages have it) '
                 "and a UTF8 database; or point the storage URL at a folder on a file system "
                 "that resolves names exactly (see docs/storage.md, How keys name objects)"
