@@ -6,7 +6,9 @@ outside the root can be reached, even if the tree changes while the job runs.
 
 One key never stops the others: whatever the operating system raises for one key (an
 OSError, or a UnicodeEncodeError for a name the file system cannot encode, such as a lone
-surrogate) becomes that key's result.
+surrogate) becomes that key's result. A key whose file does not exist is MISSING; a key
+whose root folder no longer exists fails (`StorageRootGone`): that says nothing about its
+object, which may be on a volume that went away.
 
 After a batch, folders it emptied are removed bottom up, by `rmdir` only: never the root,
 never a folder that still holds anything (rmdir itself refuses), never through a symlink
@@ -72,6 +74,14 @@ _PROBE_NAME = re.compile(re.escape(PROBE_PREFIX) + r"[0-9a-fA-F]{32}-ab\u00e9", 
 #: What a folder that cannot be probed is taken to do: the loosest, so no comparison of keys
 #: is ever stricter than the store.
 ASSUMED = KeyMatching(ignores_case=True, ignores_normalization=True)
+
+
+class StorageRootGone(OSError):
+    """The storage root itself no longer exists (its volume or mount went away).
+
+    Not a FileNotFoundError on purpose: that means "this object is already gone", and a
+    missing root says nothing about any one object, so a delete reports it as failed.
+    """
 
 
 class FilesystemBackend(StorageBackend):
@@ -157,8 +167,9 @@ class FilesystemBackend(StorageBackend):
         file on the way, or an object that is a symlink, a folder or anything else but a
         regular file, is refused, and so is a key in a folder that resolves names more
         loosely than `key_matching` (see the module docstring). A missing object or folder
-        is not (it counts as already deleted); nor is an error such as a permission denied,
-        which the delete reports as a failure to retry."""
+        is not (its row is settled as already missing while the store shows it is there:
+        snapshot_ops.sentinel); nor is an error such as a permission denied, which the
+        delete reports as a failure to retry."""
         found = self._in_slices(keys, self._refusal_one)
         return {key: reason for key, reason in zip(keys, found, strict=True) if reason}
 
@@ -405,7 +416,8 @@ class _Folders:
         """The open folder holding `key`, and the key's last segment.
 
         Raises RefusedKey for unsafe keys or a symlink (or file) on the way,
-        FileNotFoundError when a folder on the way does not exist.
+        FileNotFoundError when a folder on the way does not exist, StorageRootGone when
+        the root itself does not.
         """
         *segments, name = check_key(key).split("/")
         return self._open("/".join(segments), segments, key), name
@@ -422,7 +434,12 @@ class _Folders:
         if fd is not None:
             return fd
         if not segments:
-            fd = os.open(self._root, _DIR_FLAGS)
+            try:
+                fd = os.open(self._root, _DIR_FLAGS)
+            except FileNotFoundError as exc:
+                raise StorageRootGone(
+                    exc.errno, f"storage root {self._root!r} does not exist (any more)"
+                ) from exc
         else:
             parent = self._open("/".join(segments[:-1]), segments[:-1], key)
             try:

@@ -2,7 +2,7 @@
 
 Keys that could leave the root (`..`, absolute, NUL, backslash, empty, symlinks on the
 way or as the object) are refused and the file they point at stays; a missing object is
-reported as missing, not as an error.
+reported as missing, not as an error, but a missing root fails every key.
 """
 
 from __future__ import annotations
@@ -62,6 +62,24 @@ def test_deletes_a_file_and_reports_missing_ones(layout):
     results = backend.delete_many(["a/x.pdf", "a/nope.pdf", "no/such/dir.pdf"])
     assert [r.outcome for r in results] == [Outcome.DELETED, Outcome.MISSING, Outcome.MISSING]
     assert not (root / "a" / "x.pdf").exists()
+
+
+def test_a_root_that_no_longer_exists_fails_every_key_instead_of_missing(tmp_path):
+    # Its volume went away: that says nothing about any object, which may be on it still.
+    root = tmp_path / "mount-point"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.pdf").write_bytes(b"12345")
+    backend = FilesystemBackend(str(root))
+    try:
+        (root / "a" / "x.pdf").unlink()
+        (root / "a").rmdir()
+        root.rmdir()
+        results = backend.delete_many(["a/x.pdf", "b.pdf"])
+        assert [r.outcome for r in results] == [Outcome.FAILED, Outcome.FAILED]
+        assert all("does not exist (any more)" in r.error for r in results)
+        assert backend.sizes(["a/x.pdf"]) == {"a/x.pdf": None}
+    finally:
+        backend.close()
 
 
 @pytest.mark.parametrize(
