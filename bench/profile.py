@@ -188,7 +188,7 @@ def run_once(
         "sys": after.ru_stime - before.ru_stime,
         "backend": backend,
         "marked": marked.marked_count,
-        "deleted": deleted.deleted_count,
+        "deleted": deleted.removed,
         "errors": len(marked.errors) + len(deleted.errors),
     }
 

@@ -8,6 +8,13 @@ batch's marks are committed, a background thread deletes that batch's objects wh
 next batch is being marked. At most `MAX_BATCHES_IN_FLIGHT` batches wait between them,
 which bounds memory and keeps the journal of not-yet-deleted objects short.
 
+"Already missing" is evidence, not success: before a batch whose store answered "not
+found" for some objects is settled, the run's `Sentinel` checks that the store still holds
+an object it was seen to hold (or other live rows' objects). If it holds none, those
+entries are not settled (they stay journaled, with the reason as their last error) and the
+run stops with `StorageMismatch`: a store that went away mid-run (an unmounted volume, a
+dropped network mount) never turns into rows recorded as deleted.
+
 A batch's journal entries are written already leased to the marking run
 (`Catalog.mark_batch` with `lease`), so deleting a fresh batch needs no claim of its own:
 the deleter asks which of its keys a live row still names, deletes the others and settles.
@@ -31,6 +38,7 @@ from typing import Any
 from snapshot_ops import checkpoints
 from snapshot_ops.db import Catalog, PendingDelete, ReadBatch
 from snapshot_ops.rules import Policy
+from snapshot_ops.sentinel import Sentinel
 from snapshot_ops.storage.base import Outcome, StorageBackend
 
 log = logging.getLogger(__name__)
@@ -52,8 +60,13 @@ class MarkReport:
 
 @dataclass(frozen=True)
 class DeleteReport:
-    removed: int = 0  # objects this run's deletes removed (not the run log's deletedCount)
-    missing: int = 0  # objects already gone: their rows count as deleted too
+    """What deleting journaled objects settled (summed over batches with `+`)."""
+
+    #: Objects this run saw and removed: the run log's `deletedCount`.
+    removed: int = 0
+    #: Objects the store no longer held (its row is settled, nothing was freed): the run
+    #: log's `alreadyMissing`, never counted as deleted.
+    missing: int = 0
     bytes_reclaimed: int = 0
     errors: list[str] = field(default_factory=list)  # entries left pending for the next run
     #: Marked rows whose object was kept because a live row shares its storage key.
@@ -63,11 +76,6 @@ class DeleteReport:
     #: Rows made live again, their journal entries dropped (`Catalog.release_pending`):
     #: refused at delete time, or their key was changed after they were marked.
     released: list[str] = field(default_factory=list)
-
-    @property
-    def deleted_count(self) -> int:
-        """The run log's `deletedCount`: rows whose object is now confirmed gone."""
-        return self.removed + self.missing
 
     def __add__(self, other: DeleteReport) -> DeleteReport:
         return DeleteReport(
@@ -116,6 +124,7 @@ def delete_entries(
     lease: dt.timedelta,
     after: str | None = None,
     limit: int | None = None,
+    sentinel: Sentinel | None = None,
 ) -> tuple[DeleteReport, str | None]:
     """Lease journal entries, delete their objects, settle the journal.
 
@@ -125,7 +134,10 @@ def delete_entries(
     connection held, and `Catalog.settle_pending` drops or releases only the entries this
     run still holds, adding what it settled to the run's log row. The report counts exactly
     what was settled. Returns the report and the last file_id claimed (None when nothing was
-    claimed).
+    claimed). Objects the store answers missing are settled only while `sentinel` (default:
+    one without a key, which looks for other live rows' objects) finds the store still
+    holding objects; otherwise raises StorageMismatch after settling the rest, and those
+    entries stay journaled.
     """
     entries, shared = catalog.claim_pending(
         run_id=run_id,
@@ -140,7 +152,9 @@ def delete_entries(
     last = max(e.file_id for e in entries) if entries else None
     if shared and (last is None or max(shared) > last):
         last = max(shared)
-    report = _delete_objects(catalog, storage, entries, run_id=run_id)
+    report = _delete_objects(
+        catalog, storage, entries, run_id=run_id, sentinel=sentinel or Sentinel(catalog, storage)
+    )
     checkpoints.reached("after_settle")
     if shared:
         report += DeleteReport(kept_shared=shared)
@@ -148,7 +162,12 @@ def delete_entries(
 
 
 def delete_marked(
-    catalog: Catalog, storage: StorageBackend, entries: list[PendingDelete], *, run_id: str
+    catalog: Catalog,
+    storage: StorageBackend,
+    entries: list[PendingDelete],
+    *,
+    run_id: str,
+    sentinel: Sentinel | None = None,
 ) -> DeleteReport:
     """Delete the objects of a batch this run marked and leased at marking, then settle.
 
@@ -157,12 +176,21 @@ def delete_marked(
     store's way of matching keys (`StorageBackend.key_matching`: another case names the same
     file on a case-insensitive folder), are not deleted; they leave the journal in the
     settle, object kept (`kept_shared`).
+    Missing objects are settled only as `delete_entries` says (raises StorageMismatch
+    otherwise).
     """
     shared_keys = catalog.shared_keys([e.storage_key for e in entries], storage.key_matching)
     shared = [e.file_id for e in entries if e.storage_key in shared_keys]
     if shared:
         entries = [e for e in entries if e.storage_key not in shared_keys]
-    report = _delete_objects(catalog, storage, entries, run_id=run_id, shared=shared)
+    report = _delete_objects(
+        catalog,
+        storage,
+        entries,
+        run_id=run_id,
+        shared=shared,
+        sentinel=sentinel or Sentinel(catalog, storage),
+    )
     checkpoints.reached("after_settle")
     return release_refused(catalog, report)
 
@@ -222,8 +250,16 @@ def _delete_objects(
     entries: list[PendingDelete],
     *,
     run_id: str,
+    sentinel: Sentinel,
     shared: Sequence[str] = (),
 ) -> DeleteReport:
+    """Delete (and measure) the entries' objects, then settle what the store answered.
+
+    Objects answered missing are settled as missing only if `sentinel.doubt` finds no
+    reason against it; otherwise they are settled as failed with that reason (journal
+    entry kept, lease released, the next run tries again) and StorageMismatch is raised
+    once the rest of the batch is settled.
+    """
     if not entries and not shared:
         return DeleteReport()
     unknown = [e.storage_key for e in entries if _known_size(e) is None]
@@ -231,7 +267,7 @@ def _delete_objects(
     results = storage.delete_many([e.storage_key for e in entries]) if entries else []
     checkpoints.reached("after_store_delete")
     deleted: dict[str, int] = {}
-    missing: list[str] = []
+    missing: list[PendingDelete] = []
     failed: dict[str, tuple[int, str]] = {}
     errors: list[str] = []
     refused: list[str] = []
@@ -242,7 +278,7 @@ def _delete_objects(
                 size = measured.get(entry.storage_key)
             deleted[entry.file_id] = size or 0
         elif result.outcome is Outcome.MISSING:
-            missing.append(entry.file_id)
+            missing.append(entry)
         else:
             message = result.error or result.outcome.value
             failed[entry.file_id] = (entry.attempts, message)
@@ -250,9 +286,27 @@ def _delete_objects(
                 refused.append(entry.file_id)
                 message += "; its row is live again: fix its storageKey"
             errors.append(f"{result.outcome.value} {entry.file_id}: {message}")
-    settled = catalog.settle_pending(
-        run_id=run_id, now=_now(), deleted=deleted, missing=missing, failed=failed, shared=shared
+    # A key this very batch deleted comes back missing for its other rows (two rows sharing
+    # one object): that is no sign of a store gone.
+    removed_now = {e.storage_key for e in entries if e.file_id in deleted}
+    doubt = sentinel.doubt(
+        [e.storage_key for e in missing if e.storage_key not in removed_now],
+        deleted_now=len(deleted),
     )
+    if doubt is not None:
+        reason = f"not found, not settled: {doubt}"
+        failed.update((e.file_id, (e.attempts, reason)) for e in missing)
+        missing = []
+    settled = catalog.settle_pending(
+        run_id=run_id,
+        now=_now(),
+        deleted=deleted,
+        missing=[e.file_id for e in missing],
+        failed=failed,
+        shared=shared,
+    )
+    if doubt is not None:
+        raise doubt
     return DeleteReport(
         settled.deleted,
         settled.missing,
@@ -278,13 +332,18 @@ def finish_pending(
     candidates: int | None = None,
     progress_interval: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    sentinel: Sentinel | None = None,
 ) -> DeleteReport:
     """Delete the objects of every journal entry no live run holds: what an interrupted run
     left behind, and failed deletes whose backoff is over. Entries still backing off are
     not sent to the store; each is reported as an error by name (see Catalog.backed_off).
     Entries whose row names another key by now are released first (`release_stale`).
     `progress` is called as in `mark_and_delete` (objects deleted so far, of `candidates`).
+    Raises StorageMismatch, leaving the entries of that batch and every later one pending,
+    when objects come back missing and the store holds none of the objects `sentinel`
+    looks for (see `delete_entries`): a store gone since the entries were marked.
     """
+    sentinel = sentinel or Sentinel(catalog, storage)
     meter = _Meter(progress, candidates, interval=progress_interval, clock=clock)
     verify_key_matching(catalog, storage)
     total = release_stale(catalog, batch_size=batch_size)
@@ -298,12 +357,18 @@ def finish_pending(
     after: str | None = None
     while True:
         report, after = delete_entries(
-            catalog, storage, run_id=run_id, lease=lease, after=after, limit=batch_size
+            catalog,
+            storage,
+            run_id=run_id,
+            lease=lease,
+            after=after,
+            limit=batch_size,
+            sentinel=sentinel,
         )
         if after is None:
             break
         total += report
-        meter.add(deleted=report.deleted_count)
+        meter.add(deleted=report.removed, missing=report.missing)
         meter.tick()
     meter.tick(final=True)
     return total + DeleteReport(errors=waiting)
@@ -323,13 +388,19 @@ class _BackgroundDeleter:
         storage: StorageBackend,
         *,
         run_id: str,
+        sentinel: Sentinel,
         on_done: Callable[[DeleteReport], None],
     ) -> None:
-        self._work = lambda entries: _delete_batch(catalog, storage, entries, run_id)
+        self._work = lambda entries: _delete_batch(catalog, storage, entries, run_id, sentinel)
         self._on_done = on_done
         self._pool = ThreadPoolExecutor(DELETER_THREADS, thread_name_prefix="snapshot-deleter")
         self._slots = threading.BoundedSemaphore(DELETER_THREADS + MAX_BATCHES_IN_FLIGHT)
         self._futures: list[Future[DeleteReport]] = []
+
+    def check(self) -> None:
+        """Raise the first failure of a batch deleted so far (e.g. StorageMismatch), so the
+        caller marks no further batch after it."""
+        self._raise_failure()
 
     def submit(self, entries: list[PendingDelete]) -> None:
         self._raise_failure()
@@ -356,10 +427,14 @@ class _BackgroundDeleter:
 
 
 def _delete_batch(
-    catalog: Catalog, storage: StorageBackend, entries: list[PendingDelete], run_id: str
+    catalog: Catalog,
+    storage: StorageBackend,
+    entries: list[PendingDelete],
+    run_id: str,
+    sentinel: Sentinel,
 ) -> DeleteReport:
     checkpoints.reached("before_delete")
-    return delete_marked(catalog, storage, entries, run_id=run_id)
+    return delete_marked(catalog, storage, entries, run_id=run_id, sentinel=sentinel)
 
 
 @dataclass(frozen=True)
@@ -367,28 +442,33 @@ class Progress:
     """Where a long marking or deleting loop stands; passed to a progress callback."""
 
     marked: int  # rows marked so far
-    deleted: int  # objects confirmed gone so far (deleted or already missing)
+    deleted: int  # objects this run removed so far
     total: int | None  # candidate rows the run expects (the plan's count); None: unknown
     elapsed_seconds: float
+    missing: int = 0  # objects settled as already missing so far (not deleted)
+
+    @property
+    def _done(self) -> int:
+        return max(self.marked, self.deleted + self.missing)
 
     @property
     def rate(self) -> float:
-        """Rows done per second so far (marked, or deleted for a loop that only deletes)."""
-        done = max(self.marked, self.deleted)
-        return done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        """Rows done per second so far (marked, or settled for a loop that only deletes)."""
+        return self._done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
     @property
     def eta_seconds(self) -> float | None:
         """Seconds left at the rate so far; None without a total or a rate."""
         if self.total is None or self.rate <= 0:
             return None
-        return max(0.0, (self.total - max(self.marked, self.deleted)) / self.rate)
+        return max(0.0, (self.total - self._done) / self.rate)
 
     def describe(self) -> str:
         of = "" if self.total is None else f" of {self.total:,}"
         eta = "" if self.eta_seconds is None else f", about {self.eta_seconds:,.0f} s left"
+        missing = f" ({self.missing:,} already missing)" if self.missing else ""
         return (
-            f"{self.marked:,} rows marked, {self.deleted:,} objects deleted{of} in "
+            f"{self.marked:,} rows marked, {self.deleted:,} objects deleted{missing}{of} in "
             f"{self.elapsed_seconds:,.0f} s ({self.rate:,.0f} rows/s{eta})"
         )
 
@@ -412,12 +492,13 @@ class _Meter:
         self._interval = PROGRESS_INTERVAL_SECONDS if interval is None else interval
         self._started = self._last = clock()
         self._lock = threading.Lock()
-        self.marked = self.deleted = 0
+        self.marked = self.deleted = self.missing = 0
 
-    def add(self, *, marked: int = 0, deleted: int = 0) -> None:
+    def add(self, *, marked: int = 0, deleted: int = 0, missing: int = 0) -> None:
         with self._lock:
             self.marked += marked
             self.deleted += deleted
+            self.missing += missing
 
     def tick(self, *, final: bool = False) -> None:
         if self._report is None:
@@ -425,7 +506,9 @@ class _Meter:
         now = self._clock()
         if final or now - self._last >= self._interval:
             self._last = now
-            self._report(Progress(self.marked, self.deleted, self._total, now - self._started))
+            self._report(
+                Progress(self.marked, self.deleted, self._total, now - self._started, self.missing)
+            )
 
 
 def mark_and_delete(
@@ -444,6 +527,7 @@ def mark_and_delete(
     candidates: int | None = None,
     progress_interval: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    sentinel: Sentinel | None = None,
 ) -> tuple[MarkReport, DeleteReport]:
     """Tombstone every current candidate (at most `policy.max_deletions`), deleting behind.
 
@@ -460,6 +544,11 @@ def mark_and_delete(
     `progress`, when given, is called with a `Progress` (rows marked and objects deleted so
     far, of `candidates`) at most every `progress_interval` seconds (default
     PROGRESS_INTERVAL_SECONDS, by `clock`) and once at the end.
+
+    Objects the store answers missing are settled only while `sentinel` (default: one
+    without a key) finds the store holding objects the database says it should; otherwise
+    the batch's missing entries stay journaled, no further batch is marked, and
+    StorageMismatch is raised (see `delete_entries`).
     """
     marked = bytes_marked = 0
     attached: list[str] = []
@@ -474,7 +563,8 @@ def mark_and_delete(
             catalog,
             storage,
             run_id=run_id,
-            on_done=lambda report: meter.add(deleted=report.deleted_count),
+            sentinel=sentinel or Sentinel(catalog, storage),
+            on_done=lambda report: meter.add(deleted=report.removed, missing=report.missing),
         )
     )
     refusals = storage.refusals if storage is not None else None
@@ -501,6 +591,8 @@ def mark_and_delete(
             room = policy.max_deletions - marked - len(current.passed)
             if current.cursor is not None and room > 0:
                 upcoming = reader.submit(read, current.cursor, min(batch_size, room))
+            if deleter is not None:
+                deleter.check()  # a batch failed (e.g. the store went away): mark no more
             batch = catalog.lock_and_mark(
                 current,
                 cutoff=policy.cutoff,

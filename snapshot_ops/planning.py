@@ -96,3 +96,9 @@ class CleanupPlan:
     summary: CandidateSummary
     #: The candidates' key ranges, one mark_and_delete_expired step each (see split_key_ranges).
     key_ranges: tuple[KeyRange, ...] = ()
+    #: Storage key of an object the first step saw in the store (preflight's check), which
+    #: the later steps look up again before settling objects as already missing; None: none.
+    sentinel: str | None = None
+    #: The run config accepted a store holding none of the objects (accept_missing_objects)
+    #: and the check found none: missing objects are settled without evidence.
+    accept_missing: bool = False

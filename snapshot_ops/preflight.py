@@ -8,64 +8,120 @@
   revision, and the indexes the application database lacks.
 - `count_candidates` and `over_cap`: what the rule selects now, and whether that is more
   than the run may delete.
-- `check_storage_sees_candidates`: the storage holds the candidates' objects.
+- `check_storage_holds_objects`: the storage holds objects the database says it should.
 
 The storage check: a storage URL that names the wrong place (an unmounted volume's empty
-mount point, a bucket of another environment) makes every object look already deleted: the
-run would mark every candidate, report them all as deleted and succeed while freeing
-nothing, and the real objects would be left forever. So if none of a sample of the oldest
-candidates' objects exists, the run stops and says where it looked. The same sign has an
-innocent cause (the oldest objects were removed by hand), so the message names both, how to
-tell them apart (the reconciliation report) and how to go on (`verify_storage: false`).
+mount point, a bucket, container or prefix of another environment) makes every object look
+already deleted: the run would mark every candidate, report them as already missing and
+succeed while freeing nothing, and the real objects would be left forever. So before
+marking, the run looks objects up one at a time until one exists: the oldest candidates'
+objects, then other live rows' (the newest snapshots, files orders link), then journaled
+ones (snapshot_ops.sentinel). A healthy run finds the first: one lookup. Candidates whose
+objects are missing while the store holds those others were removed by hand; the run goes
+on and reports them as already missing. If the store holds none, whatever the number of
+candidates, the run stops before marking, naming where it looked and what it expected. The
+object found is the run's sentinel, looked up again whenever deletes come back missing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from snapshot_ops.db import CandidateSummary, Catalog
-from snapshot_ops.errors import SnapshotOpsError
+from snapshot_ops.errors import ConfigError, SnapshotOpsError
 from snapshot_ops.rules import Policy, make_policy
+from snapshot_ops.sentinel import (
+    ACCEPT_SETTING,
+    JOURNALED,
+    OTHER_LIVE_ROWS,
+    StorageMismatch,
+    search,
+    witness_groups,
+)
 from snapshot_ops.settings import cleanup_ranges
 from snapshot_ops.storage.base import StorageBackend
 from snapshot_ops.storage.ratelimit import range_rate
 
-#: How many of the oldest candidates are looked up in storage.
+__all__ = ["StorageMismatch", "StoreCheck", "check_storage_holds_objects"]
+
+log = logging.getLogger(__name__)
+
+#: How many of the oldest candidates' objects are looked up, first.
 SAMPLE_SIZE = 20
-#: Below this many sampled candidates, all missing is plausible and does not stop a run.
-MIN_SAMPLE = 10
+#: The candidates' group, as the messages name it.
+CANDIDATES = "expired candidates' objects (oldest first)"
 
 
-class StorageMismatch(SnapshotOpsError):
-    """The storage does not hold the objects the database says the candidates have."""
+@dataclass(frozen=True)
+class StoreCheck:
+    """What `check_storage_holds_objects` found: the first object that exists (the run's
+    sentinel; None when none was looked for or none exists), the lookups it sent, and
+    whether the run goes on without one because its config accepts missing objects."""
+
+    sentinel: str | None
+    lookups: int
+    accepted_missing: bool = False
 
 
-def check_storage_sees_candidates(
-    catalog: Catalog, storage: StorageBackend, cutoff: dt.datetime
-) -> None:
-    """Raise StorageMismatch if none of the sampled candidates' objects exists.
+def check_storage_holds_objects(
+    catalog: Catalog, storage: StorageBackend, cutoff: dt.datetime, *, accept_missing: bool
+) -> StoreCheck:
+    """Look objects the database says the store holds up, one at a time, until one exists.
 
-    Looks the sample up one object at a time and stops at the first that exists, so a
-    healthy run costs one lookup (one HEAD on an object store).
+    The oldest candidates' objects (up to SAMPLE_SIZE), then other live rows' and journaled
+    ones (sentinel.witness_groups). Nothing is looked up when there is no candidate and no
+    journal entry (nothing would be settled). Raises StorageMismatch, naming where it
+    looked, what it expected and the ways on, when none exists of the objects that live
+    rows need (candidates' or others'), at any number of candidates, unless
+    `accept_missing` (the run config's accept_missing_objects): then the run goes on
+    without a sentinel. When no live row names an object, journaled objects alone cannot
+    show the store is wrong (a run killed after its deletes leaves them missing too): the
+    run goes on, and the sentinel judges each batch that comes back missing.
     """
-    sample = next(catalog.iter_candidates(cutoff, SAMPLE_SIZE), [])
-    if len(sample) < MIN_SAMPLE:
-        return
-    for candidate in sample:
-        if storage.sizes([candidate.storage_key]).get(candidate.storage_key) is not None:
-            return
+    candidates = [c.storage_key for c in next(catalog.iter_candidates(cutoff, SAMPLE_SIZE), [])]
+    journaled = catalog.journaled_keys(JOURNALED)
+    if not candidates and not journaled:
+        return StoreCheck(None, 0)
+    found = search(storage, [(CANDIDATES, lambda: candidates), *witness_groups(catalog)])
+    if found.found is not None:
+        return StoreCheck(found.found, found.lookups)
+    if not found.looked.get(CANDIDATES) and not found.looked.get(OTHER_LIVE_ROWS):
+        # Only journaled objects, or keys the store refuses (those rows are never marked).
+        return StoreCheck(None, found.lookups)
+    if accept_missing:
+        log.warning(
+            "%s holds none of %s; going on as the run config says (%s): their rows are "
+            "marked deleted and reported as already missing",
+            storage.description,
+            found.describe(),
+            ACCEPT_SETTING,
+        )
+        return StoreCheck(None, found.lookups, accepted_missing=True)
     raise StorageMismatch(
-        f"none of the {len(sample)} oldest candidates' objects exists in "
-        f"{storage.description}. Nothing was deleted. Either the storage URL names the wrong "
-        "place (or the store refuses the lookups, e.g. an S3 role without s3:GetObject: grant "
-        "read), or the URL is right and these oldest objects were removed by hand or by "
-        "another tool. To tell which: run `python -m snapshot_ops.reconcile` with the same "
-        "SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL; a wrong place shows almost "
-        "every live row under missing_objects, objects removed by hand show only those rows. "
-        "If they were removed by hand, run once with verify_storage: false: their rows are "
-        "marked deleted and counted as already missing."
+        f"the storage holds none of the objects the database says it should: looked in "
+        f"{storage.description} for {found.describe()}, and none exists. Nothing was marked "
+        "or deleted: marking now would record every candidate as already deleted while its "
+        "object, wherever it really is, stayed forever. If a volume is not mounted there, "
+        "mount it; if SNAPSHOT_OPS_STORAGE_URL names the wrong folder, bucket, container or "
+        "prefix, fix it; if the store refuses lookups, grant read (s3:GetObject; Azure "
+        "blobs/read). Then run again. Only if these objects really are gone (removed by "
+        f"hand), run once with {ACCEPT_SETTING}: their rows are marked deleted and reported "
+        "as already missing. `python -m snapshot_ops.reconcile` with the same "
+        "SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL lists what the store holds "
+        "against the rows."
     )
+
+
+#: Why the run config `verify_storage: false` is refused (it once turned the storage check off).
+NO_VERIFY_STORAGE = (
+    "verify_storage: false is no longer accepted: it turned off every check that the store "
+    "holds the objects the database names, so a run against an unmounted volume or a wrong "
+    "bucket or prefix would mark every candidate and delete nothing. Leave it out. If objects "
+    f"were removed by hand and the store holds none of them, run once with {ACCEPT_SETTING}; "
+    "if the store refuses lookups, grant read (s3:GetObject; Azure blobs/read)."
+)
 
 
 def check_run_settings(
@@ -77,15 +133,18 @@ def check_run_settings(
     ranges: int | None,
     max_deletes_per_second: float | None,
     now: dt.datetime,
+    verify_storage: bool = True,
 ) -> tuple[Policy, int]:
     """The run's Policy (rules.make_policy) and its number of key ranges
     (settings.cleanup_ranges: the run config's `ranges`, else SNAPSHOT_OPS_RANGES).
 
     Raises SnapshotOpsError naming the setting: a `batch_size` below 1, a bad reference
-    time, retention or cap (make_policy), a bad number of ranges, or a
+    time, retention or cap (make_policy), a bad number of ranges, a
     `max_deletes_per_second` that would give a range less than one delete a second
-    (storage.ratelimit.range_rate).
+    (storage.ratelimit.range_rate), or `verify_storage: false` (`NO_VERIFY_STORAGE`).
     """
+    if not verify_storage:
+        raise ConfigError(NO_VERIFY_STORAGE)
     if batch_size < 1:
         raise SnapshotOpsError(
             f"batch_size must be at least 1, got {batch_size} (the default is 1000)"

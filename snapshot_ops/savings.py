@@ -7,8 +7,9 @@ Free of Dagster: `assets.py` wraps these. The rules, stated once:
   manual run started. A re-run of a tick therefore counts on the tick's day.
 - A dry run never counts (it deletes nothing). A failed run counts for what it did reclaim
   (its files are really gone) and adds to the failed runs and the error count.
-- "Files reclaimed" is the run log's `deleted_count` (rows whose object is confirmed gone,
-  already-missing objects included); "bytes" is its `bytes_reclaimed`.
+- "Files reclaimed" is the run log's `deleted_count` (objects the runs removed; objects that
+  were already gone are its `missing_count`, counted apart); "bytes" is its
+  `bytes_reclaimed`.
 - The 30-day view covers the 30 days ending with its `as_of` day, every day present (zero
   when no run counted), and compares them with the 30 days before. The table a dashboard
   reads always ends on the latest day (`latest_day`): today in the schedule's timezone, so

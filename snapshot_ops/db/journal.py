@@ -286,7 +286,8 @@ class Journal(Tables):
 
         `deleted` maps file_id -> bytes freed, `missing` lists objects that were already
         gone, `failed` maps file_id -> (attempts before this one, error). Only entries still
-        leased by `run_id` change: gone ones leave the journal and are counted, failed ones
+        leased by `run_id` change: gone ones leave the journal and are counted (deleted ones
+        in `deleted_count`, missing ones in `missing_count` only), failed ones
         are released with one more attempt and a backoff (`backoff`). What was counted is
         added to `run_id`'s cleanup_runs row in the same transaction, so a run killed right
         after still has it in its row, and no other run counts it again. `shared` lists
@@ -378,7 +379,8 @@ class Journal(Tables):
                     sa.update(self.runs)
                     .where(r.run_id == run_id)
                     .values(
-                        deleted_count=r.deleted_count + result.deleted + result.missing,
+                        # deletedCount: objects removed now; a missing one freed nothing.
+                        deleted_count=r.deleted_count + result.deleted,
                         missing_count=r.missing_count + result.missing,
                         bytes_reclaimed=r.bytes_reclaimed + result.bytes_reclaimed,
                     )

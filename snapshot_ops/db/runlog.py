@@ -1,5 +1,7 @@
 """The run log: one row per run in the job's `cleanup_runs` table, with its `runAt`,
-`deletedCount` (`deleted_count`) and `errors`.
+`deletedCount` (`deleted_count`: objects the run removed), `alreadyMissing`
+(`missing_count`: objects already gone when it settled their rows, counted apart) and
+`errors`.
 
 A run opens its row (`start_run`), the marking and settling transactions add to its
 counters as they commit (snapshot_ops.db.candidates, snapshot_ops.db.journal), and the run

@@ -141,8 +141,14 @@ CLEANUP_RUNS = AssetSpec(
         TableColumn("status", "text", description="running, succeeded, failed or crashed"),
         TableColumn("candidate_count", "bigint"),
         TableColumn("marked_count", "bigint"),
-        TableColumn("deleted_count", "bigint", description="Objects confirmed gone (deletedCount)"),
-        TableColumn("missing_count", "bigint", description="Of those, already missing"),
+        TableColumn(
+            "deleted_count", "bigint", description="Objects the run removed (deletedCount)"
+        ),
+        TableColumn(
+            "missing_count",
+            "bigint",
+            description="Objects already gone when settled (alreadyMissing), not in deleted_count",
+        ),
         TableColumn("bytes_reclaimed", "bigint"),
         TableColumn("error_count", "bigint"),
         TableColumn("errors", "json", description="The run's error messages, a JSON list"),
@@ -157,7 +163,7 @@ OVERDUE_CHECK = "no_overdue_parse_session_snapshots"
 _DAY_COLUMNS = (
     TableColumn("day", "date", description="Calendar day in the schedule's timezone"),
     TableColumn("bytes_reclaimed", "int"),
-    TableColumn("files_reclaimed", "int", description="Objects confirmed gone (deletedCount)"),
+    TableColumn("files_reclaimed", "int", description="Objects the runs removed (deletedCount)"),
     TableColumn("runs", "int", description="Real runs that day (dry runs excluded)"),
     TableColumn("failed_runs", "int"),
     TableColumn("error_count", "int"),

@@ -88,6 +88,7 @@ from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.errors import SnapshotOpsError
 from snapshot_ops.planning import CleanupPlan, KeyRange, split_key_ranges
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, check_clocks
+from snapshot_ops.sentinel import Sentinel
 from snapshot_ops.settings import schedule_timezone
 from snapshot_ops.storage import StorageBackend
 
@@ -127,9 +128,17 @@ class CleanupConfig(Config):
     verify_storage: bool = Field(
         default=True,
         description=(
-            "Before marking, check that the storage holds the oldest candidates' objects "
-            "(stops a run pointed at the wrong folder, bucket or prefix). Needs read access "
-            "to objects (s3:GetObject for a HEAD on S3)."
+            "No longer turns anything off: false is refused (see accept_missing_objects). "
+            "Every run checks that the storage holds objects the database says it should."
+        ),
+    )
+    accept_missing_objects: bool = Field(
+        default=False,
+        description=(
+            "For one run launched by hand: the store holds none of the objects the database "
+            "names because they really were removed. The run then marks the candidates and "
+            "settles the journal, reporting those objects as already missing, instead of "
+            "stopping. Only used when the storage check finds no object at all."
         ),
     )
     ranges: int | None = Field(
@@ -183,9 +192,11 @@ def identify_expired_candidates(
     split them into key ranges.
 
     Everything here is read-only against the application: a bad config, a missing table or
-    column, an unreachable store or a count over the cap fails the run before anything is
-    touched. Yields the plan (`plan`, with the figures as its metadata), then each key range
-    (`ranges`, a dynamic output: one mark_and_delete_expired step per range).
+    column, an unreachable store, a store holding none of the objects live rows need
+    (preflight.check_storage_holds_objects; the object it finds is the plan's sentinel) or a
+    count over the cap fails the run before anything is touched. Yields the plan (`plan`,
+    with the figures as its metadata), then each key range (`ranges`, a dynamic output: one
+    mark_and_delete_expired step per range).
     """
     run_at = dt.datetime.now(dt.UTC)
     try:
@@ -197,6 +208,7 @@ def identify_expired_candidates(
             ranges=config.ranges,
             max_deletes_per_second=storage.max_deletes_per_second,
             now=run_at,
+            verify_storage=config.verify_storage,
         )
         storage.backend()  # fail now if the storage root is wrong
     except SnapshotOpsError as exc:
@@ -241,10 +253,13 @@ def identify_expired_candidates(
             "missingIndexes": MetadataValue.md("\n".join(tables.missing_indexes) or "none"),
             "storageKeyMatching": storage.backend().key_matching.name,
         }
+        store = preflight.StoreCheck(None, 0)
         if config.dry_run:
             metadata["wouldDelete"] = _listing(catalog, policy)
-        elif config.verify_storage:
-            _check_storage(catalog, storage, policy)
+        else:
+            store = _check_storage(catalog, storage, policy, config.accept_missing_objects)
+            metadata["storageLookups"] = store.lookups
+            metadata["acceptedMissingObjects"] = store.accepted_missing
         context.log.debug(
             f"{summary.candidates} expired parse-session snapshots (cutoff "
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
@@ -265,6 +280,8 @@ def identify_expired_candidates(
         batch_size=config.batch_size,
         summary=summary,
         key_ranges=tuple(key_ranges),
+        sentinel=store.sentinel,
+        accept_missing=store.accepted_missing,
     )
     yield Output(plan, "plan", metadata=metadata)
     for key_range in key_ranges:
@@ -341,12 +358,24 @@ def _finish_journal(
         lease=storage.lease(),
         batch_size=plan.batch_size,
         progress=lambda p: context.log.info(f"journal: {p.describe()}"),
+        sentinel=_sentinel(plan, catalog, backend),
     )
 
 
-def _check_storage(catalog: Catalog, storage: SnapshotStorage, policy: Policy) -> None:
+def _sentinel(plan: CleanupPlan, catalog: Catalog, backend: StorageBackend) -> Sentinel:
+    """This step's sentinel: the object the first step found (a plan pickled before plans
+    carried one reads the field's default, None: the sentinel then looks for other live
+    rows' objects instead)."""
+    return Sentinel(catalog, backend, plan.sentinel, accept_missing=plan.accept_missing)
+
+
+def _check_storage(
+    catalog: Catalog, storage: SnapshotStorage, policy: Policy, accept_missing: bool
+) -> preflight.StoreCheck:
     try:
-        preflight.check_storage_sees_candidates(catalog, storage.backend(), policy.cutoff)
+        return preflight.check_storage_holds_objects(
+            catalog, storage.backend(), policy.cutoff, accept_missing=accept_missing
+        )
     except preflight.StorageMismatch as exc:
         raise Failure(description=str(exc)) from exc
 
@@ -415,7 +444,7 @@ def finish_pending_deletes(
         _join_run(context, catalog, plan)
         report = _finish_journal(context, plan, catalog, storage, backend)
     context.log.debug(
-        f"finished {report.deleted_count} pending deletes left by earlier runs "
+        f"finished {report.removed + report.missing} pending deletes left by earlier runs "
         f"({report.missing} already missing), {len(report.errors)} still failing, "
         f"{len(report.released)} rows released (live again: key refused or changed)"
     )
@@ -511,6 +540,7 @@ def _clean_range(
             progress=lambda p: context.log.info(f"progress: {p.describe()}"),
             # ranges split the candidates at every k-th key, k = ceil(candidates / ranges)
             candidates=-(-plan.summary.candidates // key_range.ranges),
+            sentinel=_sentinel(plan, catalog, backend),
         )
     deleted = earlier + deleted
     verb = "would mark" if plan.dry_run else "marked"
@@ -585,6 +615,7 @@ def record_cleanup_run(
     metadata = {
         "runAt": plan.run_at.isoformat(),
         "deletedCount": counts["deleted_count"],
+        "alreadyMissing": counts["missing_count"],
         "errorCount": len(errors),
         "errors": MetadataValue.json(errors[:50]),
         "bytesReclaimed": counts["bytes_reclaimed"],

@@ -46,7 +46,7 @@ class BatchRejected(SnapshotOpsError):
 
 class Outcome(enum.Enum):
     DELETED = "deleted"  # the object existed and is gone now
-    MISSING = "missing"  # the object was already gone: counts as deleted
+    MISSING = "missing"  # not found: settled as already gone only with evidence (sentinel.py)
     REFUSED = "refused"  # the key could leave the root; nothing was touched
     FAILED = "failed"  # the store reported an error; the object may still exist
 
@@ -59,7 +59,8 @@ class DeleteResult:
 
     @property
     def gone(self) -> bool:
-        """True when the object no longer exists (deleted now or already missing)."""
+        """True when the store answered that the object is not there (deleted now, or not
+        found, which from a store that went away proves nothing: see snapshot_ops.sentinel)."""
         return self.outcome in (Outcome.DELETED, Outcome.MISSING)
 
 
@@ -202,11 +203,12 @@ class StorageBackend(ABC):
 
         Asked before rows are marked deleted (outside any database transaction), so a
         refused key's row stays live and is reported instead of being marked with an object
-        that can never be deleted. A key whose object is missing is not refused (a missing
-        object counts as already deleted). The answer is the state at the time of asking:
-        `delete_many` checks again and may still refuse (e.g. a file replaced by a symlink
-        in between). This default applies the shared key checks (`check_key`); backends add
-        what their store cannot take. Never raises for a single key.
+        that can never be deleted. A key whose object is missing is not refused (its row is
+        settled as already missing, see snapshot_ops.sentinel). The answer is the state at
+        the time of asking: `delete_many` checks again and may still refuse (e.g. a file
+        replaced by a symlink in between). This default applies the shared key checks
+        (`check_key`); backends add what their store cannot take. Never raises for a single
+        key.
         """
         return refused_by(check_key, keys)
 

@@ -23,7 +23,8 @@ and the 400 codes listed in `_WHOLE_REQUEST_400`, which concern credentials or t
 connection rather than any key.
 
 S3 answers `Deleted` for a key that did not exist, so this backend cannot tell "deleted
-now" from "already gone": both are reported as DELETED (both count as deleted rows).
+now" from "already gone": both are reported as DELETED (both count in deletedCount). Only
+the HEADs of `sizes` tell; the start-of-run storage check uses them (snapshot_ops.sentinel).
 """
 
 from __future__ import annotations

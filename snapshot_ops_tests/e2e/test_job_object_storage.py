@@ -68,22 +68,27 @@ def test_the_job_deletes_the_same_rows_and_objects_on_every_backend(store_world)
     kept_keys = {world.row(fid).storageKey for label, fid in rows.items() if expected[label][1]}
     assert store.all_keys() == {store.full_key(k) for k in kept_keys}
     [log] = world.run_log()
-    # 25 + 1 rows of 100 bytes, and 10 bytes read from the store for the unsized one.
+    # 25 + 1 rows of 100 bytes, and 10 bytes read from the store for the unsized one. The
+    # object already gone is counted apart, never as deleted, except on S3, which cannot
+    # tell it from one it deleted.
+    missing = 1 if store.reports_missing else 0
     assert (log.status, log.deleted_count, log.bytes_reclaimed, log.error_count) == (
         "succeeded",
-        len(GONE),
+        len(GONE) - missing,
         26 * 100 + 10,
         0,
     )
-    # S3 cannot tell an object that was already gone from one it deleted.
-    assert log.missing_count == (1 if store.reports_missing else 0)
+    assert log.missing_count == missing
     assert world.pending() == []
     if store.proxy is not None:
         deletes = store.proxy.requests(lambda s: s.is_s3_delete_objects or s.is_blob_batch)
         assert len(deletes) == 3  # 28 marked rows, batch_size 10
         lookups = store.proxy.requests(lambda s: s.method == "HEAD")
         # The two rows without "sizeBytes", and the one object the storage check finds.
-        assert len(lookups) == 3
+        # Where the store reports the missing object (Azure), the batch holding it looks
+        # that object up again (gone: the run deleted it, it was the oldest candidate's),
+        # then one live row's object, which is there.
+        assert len(lookups) == 3 + (2 if store.reports_missing else 0)
 
 
 def test_a_refused_object_stays_pending_until_a_later_run(store_world):

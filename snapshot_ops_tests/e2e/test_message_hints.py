@@ -1,11 +1,10 @@
 """Every message leads to the fix, and nothing is kept without being reported.
 
 - Each value an error message suggests (a reference_time, a max_deletions, a storage or
-  database URL, a timezone, a resource setting, verify_storage: false) is fed back and must
-  be accepted.
-- When the storage check stops a run because the oldest objects were removed by hand, the
-  message names that cause too, the reconciliation report tells it from a wrong URL, and
-  the way on it names works.
+  database URL, a timezone, a resource setting) is fed back and must be accepted.
+- When the storage check stops a run, the message names the reconciliation report, and that
+  report, with the same URLs, shows every live row's object missing in a wrong place and
+  none in the right one (the switch it names is fed back in test_missing_objects.py).
 - A row with a NULL "createdAt" is kept, and counted in the run's metadata, a warning and
   the backlog check.
 """
@@ -128,38 +127,36 @@ def test_batch_size_zero_names_the_default_which_runs(world):
 # -- the storage check -----------------------------------------------------------------------
 
 
-def test_oldest_objects_removed_by_hand_are_told_apart_from_a_wrong_url(world, monkeypatch):
-    removed = bulk_add(world, 20, age=20 * DAY, label="removed")  # the whole sample
+def test_a_storage_stop_names_the_report_that_tells_a_wrong_place(world, tmp_path, monkeypatch):
     expired = bulk_add(world, 3, age=10 * DAY, label="expired")
     young = bulk_add(world, 30, age=DAY, label="young")
-    for file_id in removed:  # someone cleaned the oldest by hand
-        (world.root / world.row(file_id).storageKey).unlink()
+    wrong = tmp_path / "empty-mount-point"
+    wrong.mkdir()
 
-    stopped = world.run()
+    stopped = run_cleanup(world.db_url, wrong.as_uri())
 
     assert not stopped.success
     message = failure_message(stopped)
-    assert "the storage URL names the wrong place" in message
-    assert "removed by hand" in message
+    assert "If a volume is not mounted there, mount it" in message
     assert "python -m snapshot_ops.reconcile" in message
-    assert "verify_storage: false" in message
+    assert "accept_missing_objects: true" in message  # fed back in test_missing_objects.py
     assert all(state(world)[i] == (False, True) for i in expired + young)
 
-    # The report the message points to: only the removed rows' objects are missing.
-    monkeypatch.setenv("SNAPSHOT_OPS_DATABASE_URL", world.db_url)
-    monkeypatch.setenv("SNAPSHOT_OPS_STORAGE_URL", world.root.as_uri())
-    monkeypatch.setattr(sys, "stdout", io.StringIO())
-    assert reconcile.main([]) == 3  # drift
-    report = json.loads(sys.stdout.getvalue())
-    assert report["missing_objects"]["count"] == 20
-    assert report["objects"] == 33 and report["rows"] == 53
+    # The report the message points to, with the same URLs: every live row's object is
+    # missing there (a wrong place); with the right URL, none is.
+    def report(storage_url: str) -> dict:
+        monkeypatch.setenv("SNAPSHOT_OPS_DATABASE_URL", world.db_url)
+        monkeypatch.setenv("SNAPSHOT_OPS_STORAGE_URL", storage_url)
+        monkeypatch.setattr(sys, "stdout", io.StringIO())
+        code = reconcile.main([])
+        return {"exit": code, **json.loads(sys.stdout.getvalue())}
 
-    # The way on the message names.
-    assert world.run(verify_storage=False).success
-    log = world.run_log()[-1]
-    assert (log.deleted_count, log.missing_count) == (23, 20)
-    assert all(state(world)[i] == (True, False) for i in removed + expired)
-    assert all(state(world)[i] == (False, True) for i in young)
+    wrong_place = report(wrong.as_uri())
+    assert (wrong_place["exit"], wrong_place["objects"]) == (3, 0)
+    assert wrong_place["missing_objects"]["count"] == 33
+    right_place = report(world.root.as_uri())
+    assert (right_place["exit"], right_place["objects"]) == (0, 33)
+    assert right_place["missing_objects"]["count"] == 0
 
 
 # -- URLs, timezone, table names -------------------------------------------------------------

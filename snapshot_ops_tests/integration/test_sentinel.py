@@ -1,0 +1,210 @@
+"""The evidence behind "already missing" (snapshot_ops.sentinel, preflight's storage check),
+on a real database and a real folder store.
+
+- `search` looks keys up one at a time and stops at the first object that exists; a later
+  group of keys is not even read while an earlier one found an object.
+- A `Sentinel` asked about missing objects costs one lookup while its object is there; when
+  it is gone, another live row's object takes its place; when none is there, it says why
+  (the store, the object it saw, the switch), unless the run accepts missing objects.
+- A batch deleted while the store is gone settles what it really deleted and keeps the
+  rest journaled, with the reason, for the next run.
+- The start-of-run check: a healthy store costs one lookup; candidates' objects removed by
+  hand are not a stop while other rows' objects are there; journaled objects alone, with
+  no live row to vouch for the store, are not a stop either (the sentinel judges the sweep).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import pytest
+
+from snapshot_ops import preflight
+from snapshot_ops.cleanup import delete_marked, finish_pending
+from snapshot_ops.db import Catalog, PendingDelete, make_engine
+from snapshot_ops.sentinel import Sentinel, StorageMismatch, search
+from snapshot_ops.storage.filesystem import FilesystemBackend
+from snapshot_ops_tests.support.scenarios import bulk_add
+from snapshot_ops_tests.support.world import NOW
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.timedelta(days=1)
+CUTOFF = NOW - 7 * DAY
+
+
+class CountingFolder(FilesystemBackend):
+    """The real folder backend, counting the keys it is asked to look up."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.looked_up: list[str] = []
+
+    def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
+        self.looked_up.extend(keys)
+        return super().sizes(keys)
+
+
+@pytest.fixture
+def parts(world):
+    catalog = Catalog(make_engine(world.db_url))
+    catalog.ensure_own_tables()
+    storage = CountingFolder(str(world.root))
+    yield world, catalog, storage
+    storage.close()
+    catalog.engine.dispose()
+
+
+def remove(world, file_ids) -> None:
+    for file_id in file_ids:
+        (world.root / world.row(file_id).storageKey).unlink()
+
+
+def key(world, file_id: str) -> str:
+    return world.row(file_id).storageKey
+
+
+def test_search_stops_at_the_first_object_and_reads_no_later_group(parts):
+    world, _, storage = parts
+    gone, there = bulk_add(world, 2, label="gone"), bulk_add(world, 1, label="there")
+    remove(world, gone)
+    read: list[str] = []
+
+    def later() -> list[str]:
+        read.append("later")
+        return ["never/looked.pdf"]
+
+    found = search(
+        storage,
+        [
+            ("first", lambda: [key(world, i) for i in gone]),
+            ("second", lambda: [key(world, gone[0]), key(world, there[0])]),
+            ("third", later),
+        ],
+    )
+
+    assert found.found == key(world, there[0])
+    # The repeated key is looked up once; the third group is never read.
+    assert storage.looked_up == [key(world, gone[0]), key(world, gone[1]), key(world, there[0])]
+    assert found.lookups == 3 and read == []
+    assert "2 first (" in found.describe() and "1 second (" in found.describe()
+
+
+def test_a_sentinel_that_is_there_costs_one_lookup_and_none_without_missing(parts):
+    world, catalog, storage = parts
+    [witness] = bulk_add(world, 1, age=DAY, label="young")
+    sentinel = Sentinel(catalog, storage, key(world, witness))
+
+    assert sentinel.doubt([]) is None
+    assert storage.looked_up == []
+    assert sentinel.doubt(["a.pdf", "b.pdf"]) is None
+    assert storage.looked_up == [key(world, witness)]
+
+
+def test_a_gone_sentinel_is_replaced_by_another_live_rows_object(parts):
+    world, catalog, storage = parts
+    seen, other = bulk_add(world, 1, age=DAY, label="seen"), bulk_add(world, 1, linked=True)
+    remove(world, seen)
+    sentinel = Sentinel(catalog, storage, key(world, seen[0]))
+
+    assert sentinel.doubt(["x.pdf"]) is None
+    assert sentinel.key == key(world, other[0])
+
+
+def test_a_store_holding_nothing_is_a_doubt_naming_the_store_and_the_sentinel(parts):
+    world, catalog, storage = parts
+    rows = bulk_add(world, 2, age=DAY, label="young") + bulk_add(world, 2, linked=True)
+    seen = key(world, rows[0])
+    remove(world, rows)
+    missing = ["m/1.pdf", "m/2.pdf", "m/3.pdf"]
+
+    doubt = Sentinel(catalog, storage, seen).doubt(missing)
+
+    assert isinstance(doubt, StorageMismatch)
+    message = str(doubt)
+    assert message.startswith(f"3 objects came back already missing from {storage.description}")
+    assert f"no longer holds {seen!r}" in message
+    assert "other live rows' objects" in message and "accept_missing_objects: true" in message
+    # The missing keys themselves are not looked up again.
+    assert not set(missing) & set(storage.looked_up)
+
+
+def test_accepting_missing_objects_looks_nothing_up(parts):
+    world, catalog, storage = parts
+    assert Sentinel(catalog, storage, None, accept_missing=True).doubt(["x.pdf"]) is None
+    assert storage.looked_up == []
+
+
+def test_a_batch_deleted_while_the_store_is_gone_keeps_the_missing_journaled(parts):
+    world, catalog, storage = parts
+    batch_ids = bulk_add(world, 4, label="expired")
+    witnesses = bulk_add(world, 2, age=DAY, label="young")
+    catalog.start_run(
+        run_id="r", run_at=NOW, reference_time=NOW, cutoff=CUTOFF, dry_run=False,
+        candidate_count=4,
+    )  # fmt: skip
+    marked = catalog.mark_batch(
+        cutoff=CUTOFF, cursor=None, limit=10, run_id="r", marked_at=NOW,
+        lease=dt.timedelta(minutes=5),
+    )  # fmt: skip
+    entries = [PendingDelete(c.file_id, c.storage_key, c.size_bytes, 0) for c in marked.marked]
+    sentinel = Sentinel(catalog, storage, key(world, witnesses[0]))
+    # Two objects are still there; the rest of the store is gone.
+    remove(world, batch_ids[:2] + witnesses)
+
+    with pytest.raises(StorageMismatch, match="2 objects came back already missing"):
+        delete_marked(catalog, storage, entries, run_id="r", sentinel=sentinel)
+
+    [log] = world.run_log()
+    assert (log.deleted_count, log.missing_count, log.bytes_reclaimed) == (2, 0, 200)
+    kept = {p.file_id: p for p in world.pending()}
+    assert set(kept) == set(batch_ids[:2])
+    assert all(p.attempts == 1 and p.claimed_by is None for p in kept.values())
+    assert all(p.last_error.startswith("not found, not settled: 2 objects") for p in kept.values())
+    assert all(world.is_deleted(i) for i in batch_ids)
+
+    # A live row's object is back: the next sweep settles the two as already missing.
+    (world.root / key(world, witnesses[1])).write_bytes(b"x")
+    report = finish_pending(
+        catalog, storage, run_id="r", lease=dt.timedelta(minutes=5), batch_size=10
+    )
+    assert (report.removed, report.missing) == (0, 2) and world.pending() == []
+
+
+def test_the_start_of_run_check_costs_one_lookup_on_a_healthy_store(parts):
+    world, catalog, storage = parts
+    bulk_add(world, 30, label="expired")
+    check = preflight.check_storage_holds_objects(catalog, storage, CUTOFF, accept_missing=False)
+    assert check.lookups == 1 and storage.looked_up == [check.sentinel]
+
+
+def test_candidates_removed_by_hand_are_no_stop_while_other_objects_are_there(parts):
+    world, catalog, storage = parts
+    removed = bulk_add(world, 25, label="removed")
+    [young] = bulk_add(world, 1, age=DAY, label="young")
+    remove(world, removed)
+    check = preflight.check_storage_holds_objects(catalog, storage, CUTOFF, accept_missing=False)
+    assert check.sentinel == key(world, young)
+    assert not check.accepted_missing
+
+
+def test_journaled_objects_alone_are_no_stop(parts):
+    # A run killed after its deletes leaves entries whose objects are gone; with no live
+    # row, nothing tells that from a store that is not there: the sweep's sentinel judges.
+    world, catalog, storage = parts
+    ids = bulk_add(world, 3, label="expired")
+    catalog.mark_batch(cutoff=CUTOFF, cursor=None, limit=10, run_id="old", marked_at=NOW)
+    remove(world, ids)
+    check = preflight.check_storage_holds_objects(catalog, storage, CUTOFF, accept_missing=False)
+    assert (check.sentinel, check.lookups) == (None, 3)
+    with pytest.raises(StorageMismatch):
+        finish_pending(catalog, storage, run_id="r", lease=dt.timedelta(minutes=5), batch_size=10)
+    assert len(world.pending()) == 3
+
+
+def test_nothing_to_settle_looks_nothing_up(parts):
+    world, catalog, storage = parts
+    bulk_add(world, 3, age=DAY, label="young")
+    check = preflight.check_storage_holds_objects(catalog, storage, CUTOFF, accept_missing=False)
+    assert (check.sentinel, check.lookups) == (None, 0) and storage.looked_up == []
