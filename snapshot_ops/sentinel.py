@@ -173,15 +173,6 @@ class Sentinel:
             if key is not None and self._storage.sizes([key]).get(key) is not None:
                 return None
             found = search(self._storage, witness_groups(self._catalog), skip=missing)
-            if deleted_now and not found.looked.get(OTHER_LIVE_ROWS):
-                log.info(
-                    "%d objects were already missing; no live row names another object, and "
-                    "the same batch just deleted %d from %s, so they are gone",
-                    len(missing),
-                    deleted_now,
-                    self._storage.description,
-                )
-                return None
             if found.found is not None:
                 log.info(
                     "%d objects were already missing; %s still holds %r, so they are gone",
@@ -190,6 +181,15 @@ class Sentinel:
                     found.found,
                 )
                 self._key = found.found
+                return None
+            if deleted_now and not found.looked.get(OTHER_LIVE_ROWS):
+                log.info(
+                    "%d objects were already missing; no live row names another object, and "
+                    "the same batch just deleted %d from %s, so they are gone",
+                    len(missing),
+                    deleted_now,
+                    self._storage.description,
+                )
                 return None
             return StorageMismatch(_vanished(self._storage, missing, key, found))
 

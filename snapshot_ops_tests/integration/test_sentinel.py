@@ -5,7 +5,8 @@ on a real database and a real folder store.
   group of keys is not even read while an earlier one found an object.
 - A `Sentinel` asked about missing objects costs one lookup while its object is there; when
   it is gone, another live row's object takes its place; when none is there, it says why
-  (the store, the object it saw, the switch), unless the run accepts missing objects.
+  (the store, the object it saw, the switch), unless the run accepts missing objects, or
+  no live row names another object and the same batch just deleted some.
 - A batch deleted while the store is gone settles what it really deleted and keeps the
   rest journaled, with the reason, for the next run.
 - The start-of-run check: a healthy store costs one lookup; candidates' objects removed by
@@ -128,6 +129,18 @@ def test_a_store_holding_nothing_is_a_doubt_naming_the_store_and_the_sentinel(pa
     assert "other live rows' objects" in message and "accept_missing_objects: true" in message
     # The missing keys themselves are not looked up again.
     assert not set(missing) & set(storage.looked_up)
+
+
+def test_a_batch_that_deleted_objects_vouches_only_when_no_live_row_names_another(parts):
+    world, catalog, storage = parts
+    # No live row: the batch's own deletes are the only evidence that the store is there.
+    assert Sentinel(catalog, storage).doubt(["x.pdf"], deleted_now=2) is None
+    assert isinstance(Sentinel(catalog, storage).doubt(["x.pdf"]), StorageMismatch)
+    # Live rows whose objects are gone too: a store that went away in the middle of the
+    # batch (what it deleted came first), so its deletes vouch for nothing.
+    rows = bulk_add(world, 2, age=DAY, label="young")
+    remove(world, rows)
+    assert isinstance(Sentinel(catalog, storage).doubt(["x.pdf"], deleted_now=2), StorageMismatch)
 
 
 def test_accepting_missing_objects_looks_nothing_up(parts):
