@@ -9,11 +9,18 @@ exactly that representation. The representations (`time_format` of the database
 resource; `auto` detects them):
 
 - `timestamp`: PostgreSQL's `timestamp with time zone`, or `timestamp without time zone`
-  holding UTC wall time (Prisma's default). Told by the column type alone.
+  holding wall time (UTC in Prisma's default). Told by the column type alone.
 - `iso_text`: ISO 8601 text, `YYYY-MM-DD` then `T` or a space then `HH:MM:SS`, an optional
-  fraction and an optional offset (`Z`, `+02:00`; none means UTC wall time). SQLite's
-  usual form, and what SQLAlchemy and most ORMs write there.
+  fraction and an optional offset (`Z`, `+02:00`; none means wall time). SQLite's usual
+  form, and what SQLAlchemy and most ORMs write there.
 - `epoch_seconds`, `epoch_milliseconds`: numbers since 1970-01-01 UTC.
+
+A naive value (a `timestamp without time zone`, text without an offset) is wall time in a
+zone the data does not name: the format's `zone`, which snapshot_ops.naivezone settles from
+the database resource's `naive_time_zone` and checks against the database before any
+comparison. It is compared and written as wall time in that zone (snapshot_ops.walltime:
+a value is older than the cutoff only if every instant it can denote around a
+daylight-saving change is).
 
 Detection reads the column type and, unless it is a native timestamp, the live rows the
 rule can select (on SQLite by `typeof()`, which tells what each value really is whatever
@@ -25,7 +32,8 @@ The comparison stays a plain `"createdAt" < :bound` on the column, so the expiry
 serves it. It is exact for each representation this module accepts:
 
 - native timestamps and numbers compare as values (`bound` of a whole-number column is
-  the cutoff rounded up: for an integer v, v < c exactly when v < ceil(c));
+  the cutoff rounded up: for an integer v, v < c exactly when v < ceil(c)); a naive bound is
+  walltime.wall_bound, exact outside DST edges and never early at them;
 - ISO text compares as text (byte order: SQLite's BINARY, PostgreSQL's "C" collation),
   which is time order when every value has the same layout (one separator, one offset
   written the same way) and the bound is written in it. With a fixed fraction width the
@@ -39,13 +47,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
 from snapshot_ops.errors import SnapshotOpsError
+from snapshot_ops.walltime import readings, wall_bound, wall_time, zone_label
 
 #: Values of the database resource's `time_format`.
 TIME_FORMATS = ("auto", "timestamp", "iso_text", "epoch_seconds", "epoch_milliseconds")
@@ -54,6 +63,7 @@ TIME_FORMATS = ("auto", "timestamp", "iso_text", "epoch_seconds", "epoch_millise
 PLAUSIBLE_SECONDS = (946_684_800, 4_102_444_800)
 _UNIT_US = {"epoch_seconds": 1_000_000, "epoch_milliseconds": 1_000}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NAIVE_EPOCH = dt.datetime(1970, 1, 1)
 _US = dt.timedelta(microseconds=1)
 #: A text value's digits masked with 9: `9999-99-99T99:99:99`, a fraction, the suffix.
 _ISO_SHAPE = re.compile(r"^9999-99-99([T ])99:99:99(\.9+)?(.*)$")
@@ -71,10 +81,13 @@ class TimeFormat:
     """One representation of instants in a column; `encode` writes it, `bound` compares.
 
     kind: "timestamp", "iso_text", "epoch_seconds" or "epoch_milliseconds".
-    naive: timestamp only; True for `timestamp without time zone` (UTC wall time).
+    naive: timestamp only; True for `timestamp without time zone` (wall time in `zone`).
     separator, fraction_digits, suffix: iso_text only; fraction_digits None means the width
-    varies (none for a whole second, else six digits, as Python's isoformat writes).
+    varies (none for a whole second, else six digits, as Python's isoformat writes); no
+    suffix means wall time in `zone`.
     whole_numbers: epoch only; every stored value is an integer.
+    zone: the zone of naive values' wall time (see `is_naive`); set by `in_zone` once
+    snapshot_ops.naivezone has settled it, UTC until then.
     """
 
     kind: str
@@ -83,40 +96,55 @@ class TimeFormat:
     fraction_digits: int | None = 6
     suffix: str = ""
     whole_numbers: bool = True
+    zone: dt.tzinfo = dt.UTC
+
+    @property
+    def is_naive(self) -> bool:
+        """Whether values are wall times without a zone of their own: a `timestamp
+        without time zone`, or ISO 8601 text without an offset."""
+        if self.kind == "timestamp":
+            return self.naive
+        return self.kind == "iso_text" and not self.suffix
+
+    def in_zone(self, zone: dt.tzinfo) -> TimeFormat:
+        """This format with naive values read and written as wall time in `zone`; a
+        format whose values carry their zone is returned as it is."""
+        return replace(self, zone=zone) if self.is_naive else self
 
     def describe(self) -> str:
         """A short human description, e.g. for run metadata and error messages."""
+        wall = f"wall time in {zone_label(self.zone)}"
         if self.kind == "timestamp":
-            return "timestamp without time zone (UTC)" if self.naive else "timestamptz"
+            return f"timestamp without time zone ({wall})" if self.naive else "timestamptz"
         if self.kind == "iso_text":
             width = "varying" if self.fraction_digits is None else str(self.fraction_digits)
             return (
                 f"iso_text (separator {self.separator!r}, fraction digits {width}, "
-                f"offset {self.suffix or 'none: UTC'})"
+                f"offset {self.suffix or 'none: ' + wall})"
             )
         return self.kind + ("" if self.whole_numbers else " (with fractions)")
 
     @property
     def offset(self) -> dt.tzinfo:
-        """The zone text values are written in (UTC when they carry no offset)."""
+        """The zone text values are written in (`zone` when they carry no offset)."""
         if not self.suffix:
-            return dt.UTC
+            return self.zone
         parsed = dt.datetime.fromisoformat("2000-01-01T00:00:00" + self.suffix).tzinfo
         assert parsed is not None
         return parsed
 
     def encode(self, instant: dt.datetime) -> Any:
-        """`instant` (aware) as the application would store it: how "deletedAt" is written.
+        """`instant` (aware) as the application would store it: how "deletedAt" is written
+        (a naive value as the wall time in `zone`).
 
         Text and epoch values are truncated to the column's precision, like the
         application's own writes.
         """
         _require_aware(instant)
         if self.kind == "timestamp":
-            utc = instant.astimezone(dt.UTC)
-            return utc.replace(tzinfo=None) if self.naive else utc
+            return wall_time(instant, self.zone) if self.naive else instant.astimezone(dt.UTC)
         if self.kind == "iso_text":
-            micros = _micros(instant)
+            micros = _wall_micros(wall_time(instant, self.offset))
             if self.fraction_digits is None:
                 return self._text(micros, f"{micros % 1_000_000:06d}" if micros % 10**6 else "")
             return self._text(micros, _digits(micros, self.fraction_digits))
@@ -126,40 +154,41 @@ class TimeFormat:
 
     def bound(self, instant: dt.datetime) -> Any:
         """The value `b` such that a stored value v is earlier than `instant` exactly when
-        `v < b` in the database's own comparison (see the module docstring for why)."""
+        `v < b` in the database's own comparison (see the module docstring for why). For
+        a naive value, "earlier" means every instant it can denote in `zone` is earlier,
+        and `b` is exact outside daylight-saving changes and never later than that at them
+        (walltime.wall_bound): a change can delay a delete, never advance one."""
         _require_aware(instant)
         if self.kind == "timestamp":
-            return self.encode(instant)
-        micros = _micros(instant)
+            return wall_bound(instant, self.zone) if self.naive else instant.astimezone(dt.UTC)
         if self.kind == "iso_text":
+            # Text compares as wall time: in the fixed offset written in each value, or,
+            # with none, in `zone` (where the bound is the wall-time bound).
+            naive = self.is_naive
+            wall = wall_bound(instant, self.zone) if naive else wall_time(instant, self.offset)
+            micros = _wall_micros(wall)
             if self.fraction_digits is None:  # fewest digits that say the instant
                 return self._text(micros, f"{micros % 1_000_000:06d}".rstrip("0"))
             step = 10 ** max(0, 6 - self.fraction_digits)
             up = -(-micros // step) * step  # rounded up to the stored precision
             return self._text(up, _digits(up, self.fraction_digits))
+        micros = _micros(instant)
         unit = _UNIT_US[self.kind]
         if self.whole_numbers:
             return -(-micros // unit)  # ceil: v < c exactly when v < ceil(c) for integers
         return micros / unit
 
     def decode(self, value: Any) -> dt.datetime:
-        """A stored value as an aware UTC datetime; raises TimeFormatError if unreadable."""
+        """A stored value as an aware UTC datetime: a naive value's latest reading in
+        `zone` (the one the retention rule goes by, see `bound`). Raises TimeFormatError
+        if unreadable."""
         try:
             if self.kind == "timestamp":
                 if not isinstance(value, dt.datetime):
                     raise TypeError(type(value).__name__)
-                return (
-                    value.replace(tzinfo=dt.UTC)
-                    if value.tzinfo is None
-                    else value.astimezone(dt.UTC)
-                )
+                return self._instant(value)
             if self.kind == "iso_text":
-                parsed = dt.datetime.fromisoformat(value)
-                return (
-                    parsed.replace(tzinfo=dt.UTC)
-                    if parsed.tzinfo is None
-                    else parsed.astimezone(dt.UTC)
-                )
+                return self._instant(dt.datetime.fromisoformat(value))
             if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
                 raise TypeError(type(value).__name__)
             micros = Decimal(value) * _UNIT_US[self.kind]
@@ -167,8 +196,15 @@ class TimeFormat:
         except (TypeError, ValueError, OverflowError) as exc:
             raise TimeFormatError(f"{value!r} is not {self.describe()}") from exc
 
-    def _text(self, micros: int, fraction: str) -> str:
-        local = (_EPOCH + (micros - micros % 1_000_000) * _US).astimezone(self.offset)
+    def _instant(self, parsed: dt.datetime) -> dt.datetime:
+        if parsed.tzinfo is None:
+            return readings(parsed, self.zone)[1]
+        return parsed.astimezone(dt.UTC)
+
+    def _text(self, wall_micros: int, fraction: str) -> str:
+        """The text of the wall time `wall_micros` (microseconds since 1970-01-01 00:00 on
+        the same clock) with `fraction` after the seconds, in this layout."""
+        local = _NAIVE_EPOCH + (wall_micros - wall_micros % 1_000_000) * _US
         text = f"{local:%Y-%m-%d}{self.separator}{local:%H:%M:%S}"
         return text + ("." + fraction if fraction else "") + self.suffix
 
@@ -422,6 +458,11 @@ def _require_aware(instant: dt.datetime) -> None:
 def _micros(instant: dt.datetime) -> int:
     """Exact microseconds since 1970-01-01 UTC."""
     return (instant - _EPOCH) // _US
+
+
+def _wall_micros(wall: dt.datetime) -> int:
+    """Exact microseconds of a naive wall time since 1970-01-01 00:00 on the same clock."""
+    return (wall - _NAIVE_EPOCH) // _US
 
 
 def _digits(micros: int, width: int) -> str:
