@@ -40,6 +40,7 @@ defs = Definitions(
         "database": SnapshotDatabase(
             url=EnvVar("SNAPSHOT_OPS_DATABASE_URL"),
             time_format=os.environ.get("SNAPSHOT_OPS_TIME_FORMAT") or "auto",
+            naive_time_zone=os.environ.get("SNAPSHOT_OPS_NAIVE_TIME_ZONE") or None,
         ),
         "storage": SnapshotStorage(
             url=EnvVar("SNAPSHOT_OPS_STORAGE_URL"),

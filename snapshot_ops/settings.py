@@ -6,6 +6,8 @@
   SNAPSHOT_OPS_WEBSERVER_URL: where alerts go; see `alert_settings`.
 - SNAPSHOT_OPS_RANGES: how many key ranges a cleanup run splits its candidates into, each
   marked and deleted by its own step (default 1); see `cleanup_ranges`.
+- SNAPSHOT_OPS_NAIVE_TIME_ZONE: the zone whose wall time naive "createdAt"/"deletedAt"
+  values hold (default auto); see `naive_time_zone`.
 
 The settings that build Dagster objects live with them: SNAPSHOT_OPS_EXECUTOR in
 `snapshot_ops.defs.executors`, SNAPSHOT_OPS_S3_<FIELD> in `snapshot_ops.defs.resources`.
@@ -122,3 +124,12 @@ def cleanup_ranges(value: int | str | None = None) -> int:
             f"{source}={raw!r} is not a whole number from 1 to {MAX_RANGES} (unset means 1)"
         )
     return ranges
+
+
+def naive_time_zone(value: str | None = None) -> str:
+    """The zone naive times are read and written in (snapshot_ops.naivezone): `value` (the
+    database resource's `naive_time_zone`) if given, else SNAPSHOT_OPS_NAIVE_TIME_ZONE, else
+    auto. Checked where it is used (naivezone.check_naive_time_zone)."""
+    if value is not None:
+        return value
+    return os.environ.get("SNAPSHOT_OPS_NAIVE_TIME_ZONE", "").strip() or "auto"

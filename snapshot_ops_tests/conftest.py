@@ -27,11 +27,18 @@ TIERS = ("unit", "integration", "e2e")
 #: a zone) moves leases, backoffs and run times by 5 h 30 min and fails the tests that
 #: check them. The processes the tests start inherit it.
 WORKER_TIME_ZONE = "Asia/Kolkata"
+#: The suite's application (support/world.py) writes UTC wall time where it writes naive
+#: times (SQLAlchemy's DateTime on SQLite), and states it as a deployment does. Without it
+#: the job would refuse those rows: on SQLite, `auto` reads naive times as UTC only when the
+#: worker's local zone is UTC (snapshot_ops.naivezone). The tests of that refusal and of
+#: the other settings (test_naive_time_zones.py) set or remove it themselves.
+NAIVE_TIME_ZONE = "UTC"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ["TZ"] = WORKER_TIME_ZONE
     time.tzset()
+    os.environ["SNAPSHOT_OPS_NAIVE_TIME_ZONE"] = NAIVE_TIME_ZONE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,7 +8,8 @@ deleted, and its journal entry is removed once the store confirms it is gone
 marked row with a journal entry that the next run finishes.
 
 "createdAt" and "deletedAt" are compared and written in the representation the
-application stores them in (`Candidates.times`, snapshot_ops.timeformat).
+application stores them in (`Candidates.times`, snapshot_ops.timeformat), naive ones as
+wall time in the zone snapshot_ops.naivezone settles.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from snapshot_ops.db.engine import quoted
 from snapshot_ops.db.schema import Tables
+from snapshot_ops.naivezone import NaiveColumn, settle_zone
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops.storage.base import check_key, refused_by
 from snapshot_ops.timeformat import ColumnTimes, TimeFormat, TimeFormatError, detect
@@ -73,27 +75,55 @@ class Candidates(Tables):
 
         Every comparison with "createdAt" and every write of "deletedAt" goes through this.
         Raises TimeFormatError (naming the column, a sample value and the setting to use)
-        when the live rows' "createdAt" cannot be read for sure.
+        when the live rows' "createdAt" cannot be read for sure, or when the zone of naive
+        values cannot be (snapshot_ops.naivezone).
         """
         if self._times is None:
             f = self.files.c
+            # The rows the rule can select, which the expiry index holds.
+            live = sa.and_(f.snapshotType == TEMPORARY_TYPE, f.deletedAt.is_(None))
             with self.engine.connect() as conn:
                 created = detect(
                     conn,
                     f.createdAt,
                     self._declared["createdAt"],
-                    # The rows the rule can select, which the expiry index holds.
-                    scope=sa.and_(f.snapshotType == TEMPORARY_TYPE, f.deletedAt.is_(None)),
+                    scope=live,
                     setting=self.time_format,
                     where=f'"createdAt" of {quoted(self.files)}',
                 )
-            self._times = ColumnTimes(created, self._deleted_format(created))
+            deleted = self._deleted_format(created)
+            naive = [
+                NaiveColumn(
+                    f'"{name}" of {quoted(self.files)}',
+                    compared,
+                    fmt,
+                    _default_text(f[name]),
+                    samples,
+                    f.fileId,
+                    dated=name == "createdAt",
+                )
+                for name, compared, fmt, samples in (
+                    ("createdAt", self._created, created, live),
+                    ("deletedAt", f.deletedAt, deleted, f.deletedAt.is_not(None)),
+                )
+                if fmt.is_naive
+            ]
+            if naive:
+                zone = settle_zone(
+                    self.reading,
+                    setting=self.naive_time_zone,
+                    columns=naive,
+                    sqlite=self.is_sqlite,
+                )
+                created, deleted = created.in_zone(zone), deleted.in_zone(zone)
+            self._times = ColumnTimes(created, deleted)
         return self._times
 
     def _deleted_format(self, created: TimeFormat) -> TimeFormat:
         """How "deletedAt" is written: by its own type when PostgreSQL's column is a
-        timestamp (naive: UTC wall time, whatever the session's TimeZone), otherwise as the
-        application writes "createdAt": its two time columns share one representation."""
+        timestamp (naive: wall time in the zone `times` settles, whatever the session's
+        TimeZone), otherwise as the application writes "createdAt": its two time columns
+        share one representation."""
         declared = self._declared["deletedAt"]
         if not self.is_sqlite and isinstance(declared, sa.DateTime):
             return TimeFormat("timestamp", naive=not declared.timezone)
@@ -438,3 +468,12 @@ class Candidates(Tables):
 
 def _candidate(row: Any) -> Candidate:
     return Candidate(str(row.fileId), row.storageKey, row.sizeBytes)
+
+
+def _default_text(column: sa.Column[Any]) -> str | None:
+    """A reflected column's default expression as the database keeps it (None: none)."""
+    default = column.server_default
+    if not isinstance(default, sa.DefaultClause):
+        return None
+    arg = default.arg
+    return arg.text if isinstance(arg, sa.TextClause) else str(arg)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import Connection, Engine
 
-from snapshot_ops import migrations
+from snapshot_ops import migrations, settings
 from snapshot_ops.db.engine import (
     PG_INSUFFICIENT_PRIVILEGE,
     READ_ONLY_OPTION,
@@ -30,6 +30,7 @@ from snapshot_ops.db.engine import (
     quoted,
 )
 from snapshot_ops.errors import ConfigError, RowSecurityError, SchemaError
+from snapshot_ops.naivezone import check_naive_time_zone
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops.storage.base import KeyMatching
 from snapshot_ops.timeformat import ColumnTimes, check_setting
@@ -76,11 +77,15 @@ class Tables:
         app_schema: str | None = None,
         ops_schema: str = "snapshot_ops",
         time_format: str = "auto",
+        naive_time_zone: str | None = None,
     ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         check_setting(time_format)
         self.time_format = time_format
+        # Unset: the deployment's SNAPSHOT_OPS_NAIVE_TIME_ZONE, else auto.
+        self.naive_time_zone = settings.naive_time_zone(naive_time_zone)
+        check_naive_time_zone(self.naive_time_zone)
         app = sa.MetaData()
         self.files = _reflect(
             engine, app, snapshot_files_table, app_schema, SNAPSHOT_COLUMNS, "snapshot_files_table"

@@ -67,10 +67,22 @@ class SnapshotDatabase(ConfigurableResource):
         description=(
             'How "createdAt" and "deletedAt" store time: auto (detected from the column '
             "type and the live rows), timestamp (PostgreSQL timestamptz, or timestamp "
-            "without time zone holding UTC), iso_text (ISO 8601 text; no offset means UTC), "
+            "without time zone), iso_text (ISO 8601 text; no offset: see naive_time_zone), "
             "epoch_seconds or epoch_milliseconds. A setting other than auto is still checked "
             "against the rows; it settles what the data cannot, such as the unit of numbers "
             "outside 2000-2100."
+        ),
+    )
+
+    naive_time_zone: str | None = Field(
+        default=None,
+        description=(
+            "The zone whose wall time naive times hold (timestamp without time zone, ISO "
+            "8601 text without an offset): auto (UTC, refused when the database's zone is "
+            "not UTC), database (PostgreSQL's TimeZone; on SQLite the worker's local zone) "
+            "or an IANA name such as America/New_York. Checked against the column defaults "
+            "and the newest rows; a disagreement stops the run before anything is touched. "
+            "Unset: SNAPSHOT_OPS_NAIVE_TIME_ZONE, else auto."
         ),
     )
 
@@ -102,6 +114,7 @@ class SnapshotDatabase(ConfigurableResource):
                 app_schema=self.app_schema,
                 ops_schema=self.ops_schema,
                 time_format=self.time_format,
+                naive_time_zone=self.naive_time_zone,
             )
         except BaseException:
             engine.dispose()

@@ -123,15 +123,23 @@ class World:
         with self.engine.connect() as conn:
             return conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY file_id").all()
 
-    def run(self, raise_on_error: bool = False, instance: Any = None, **config: Any) -> Any:
-        """Run the cleanup job in process on this world (see jobs.run_cleanup)."""
+    def run(
+        self,
+        raise_on_error: bool = False,
+        instance: Any = None,
+        *,
+        naive_time_zone: str | None = None,
+        **config: Any,
+    ) -> Any:
+        """Run the cleanup job in process on this world (see jobs.run_cleanup), with the
+        database resource's `naive_time_zone` (unset: the environment's, see conftest.py)."""
         storage = (
             SnapshotStorage(url=self.store.url, **TEST_RETRY)
             if self.store is not None
             else SnapshotStorage(url=self.root.as_uri())
         )
         return run_cleanup(
-            SnapshotDatabase(url=self.db_url),
+            SnapshotDatabase(url=self.db_url, naive_time_zone=naive_time_zone),
             storage,
             instance=instance,
             raise_on_error=raise_on_error,

@@ -11,6 +11,7 @@ Pinned down here:
   advances one.
 - Changes are found to the second; zones compare by their offsets now and in both seasons.
 - Naive timestamps and ISO text are encoded, bounded and decoded as wall time in the zone.
+- `naive_time_zone` accepts auto, database and IANA names only, and says which setting.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import zoneinfo
 
 import pytest
 
-from snapshot_ops.timeformat import TimeFormat
+from snapshot_ops.naivezone import check_naive_time_zone
+from snapshot_ops.timeformat import TimeFormat, TimeFormatError
 from snapshot_ops.walltime import (
     OffsetChange,
     offset_changes,
@@ -198,3 +200,22 @@ def test_in_zone_changes_only_naive_formats():
     assert TimeFormat("timestamp").in_zone(berlin).zone is UTC
     assert TimeFormat("iso_text", suffix="Z").in_zone(berlin).zone is UTC
     assert TimeFormat("epoch_seconds").in_zone(berlin).zone is UTC
+
+
+# -- the setting ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("good", ["auto", "database", "UTC", "Etc/UTC", "America/New_York"])
+def test_naive_time_zone_accepts_auto_database_and_iana_names(good):
+    check_naive_time_zone(good)
+
+
+@pytest.mark.parametrize(
+    "bad", ["utc", "America", "Amercia/New_York", "/etc/localtime", "+02:00", ""]
+)
+def test_naive_time_zone_refuses_anything_else_naming_the_setting(bad):
+    with pytest.raises(TimeFormatError) as refused:
+        check_naive_time_zone(bad)
+    message = str(refused.value)
+    assert f"naive_time_zone {bad!r}" in message
+    assert "SNAPSHOT_OPS_NAIVE_TIME_ZONE" in message and "America/New_York" in message
