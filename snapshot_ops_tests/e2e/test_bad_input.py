@@ -3,8 +3,8 @@ nothing touched, and never costs an order its file.
 
 Covered elsewhere: `..`, absolute and empty keys, symlinks out of the root, types differing
 in case and a missing table or column (test_job_rules.py). Here: a NUL byte in a key,
-unicode and spaces, negative sizes, `timestamp without time zone` columns read in a
-session zone east of UTC, future timestamps, duplicate attachment rows, and two rows
+unicode and spaces, negative sizes, `timestamp without time zone` columns stated UTC and
+read in a session zone east of UTC, future timestamps, duplicate attachment rows, and two rows
 sharing one stored object where one of them must stay.
 """
 
@@ -75,9 +75,13 @@ def test_duplicate_attachment_rows_keep_the_file_and_do_not_confuse_counts(world
     assert step_metadata(result, "identify_expired_candidates")["keptLinkedToOrders"] == 1
 
 
-def test_naive_timestamps_are_read_as_utc_in_any_session_zone(postgres_url, storage_root):
+def test_naive_timestamps_stated_utc_are_read_as_utc_in_any_session_zone(
+    postgres_url, storage_root
+):
     # A zone east of UTC: read as local time, a naive createdAt looks hours older than it
-    # is, and a snapshot still inside its 7 days would be deleted.
+    # is, and a snapshot still inside its 7 days would be deleted. The deployment states
+    # that the application writes UTC (naive_time_zone); test_naive_time_zones.py has the
+    # other settings.
     engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg2://"))
     with engine.begin() as conn:
         name = conn.exec_driver_sql("SELECT current_database()").scalar_one()
@@ -99,7 +103,7 @@ def test_naive_timestamps_are_read_as_utc_in_any_session_zone(postgres_url, stor
                 {"t": (NOW - age).replace(tzinfo=None), "i": file_id},
             )
 
-    assert world.run().success
+    assert world.run(naive_time_zone="UTC").success
 
     assert state(world) == {young: (False, True), old: (True, False)}
     world.engine.dispose()

@@ -4,8 +4,9 @@ Pinned down here:
 - Prisma on SQLite (epoch milliseconds in a DATETIME column): of rows 10 days, 2 days and
   1 hour old, exactly the 10-day one is deleted; the same rows counted by the run's
   summary, listed for the storage check and counted by the overdue check.
-- A naive "deletedAt" (PostgreSQL `timestamp without time zone`) gets UTC wall time under
-  database TimeZones west and east of UTC; a timestamptz gets the instant.
+- A naive "deletedAt" (PostgreSQL `timestamp without time zone`) gets the wall time of the
+  zone naive_time_zone states (UTC, or the database's) under database TimeZones west and
+  east of UTC; a timestamptz gets the instant.
 - "deletedAt" is written in the application's own representation on SQLite.
 - A "createdAt" the job cannot read for sure (mixed representations, text that is not ISO
   8601, numbers whose unit is unclear, varying offsets, a varying fraction width before
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import zoneinfo
 
 import pytest
 import sqlalchemy as sa
@@ -35,6 +37,7 @@ from snapshot_ops_tests.support.jobs import run_cleanup, step_metadata
 from snapshot_ops_tests.support.scenarios import DAY
 from snapshot_ops_tests.support.time_representations import (
     BY_NAME,
+    NEW_YORK,
     REPRESENTATIONS,
     RepWorld,
     set_database_timezone,
@@ -45,8 +48,10 @@ HOUR = dt.timedelta(hours=1)
 US = dt.timedelta(microseconds=1)
 
 
-def run(world: RepWorld, time_format: str = "auto", **config):
-    database = SnapshotDatabase(url=world.db_url, time_format=time_format)
+def run(world: RepWorld, time_format: str = "auto", naive_time_zone: str | None = None, **config):
+    database = SnapshotDatabase(
+        url=world.db_url, time_format=time_format, naive_time_zone=naive_time_zone
+    )
     return run_cleanup(database, world.root.as_uri(), **config)
 
 
@@ -119,15 +124,17 @@ def test_summary_storage_sample_overdue_check_and_reconcile_read_epoch_milliseco
 
 @pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Tokyo"])
 @pytest.mark.parametrize("column_type", ["pg_timestamp_utc", "pg_timestamptz"])
-def test_deleted_at_is_the_run_time_in_utc_whatever_the_database_zone(
+def test_deleted_at_is_the_run_time_in_the_stated_zone_whatever_the_session_zone(
     postgres_url, storage_root, zone, column_type
 ):
+    # The database's TimeZone is neither UTC nor the one stated: naive_time_zone decides
+    # the wall time "deletedAt" gets, never the session.
     set_database_timezone(postgres_url, zone)
     world = RepWorld(postgres_url, storage_root, BY_NAME[column_type])
     old = world.add(age=10 * DAY)
     young = world.add(age=7 * DAY - HOUR)
 
-    result = run(world)
+    result = run(world, naive_time_zone="UTC")
 
     assert result.success
     [log] = world.run_log()
@@ -138,6 +145,26 @@ def test_deleted_at_is_the_run_time_in_utc_whatever_the_database_zone(
         assert stored[old].deletedAt == run_at.replace(tzinfo=None)  # UTC wall time, exact
     else:
         assert stored[old].deletedAt == run_at
+    world.engine.dispose()
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Tokyo"])
+def test_a_naive_deleted_at_gets_the_database_zones_wall_time_under_database(
+    postgres_url, storage_root, zone
+):
+    # "createdAt" a timestamptz, "deletedAt" naive: the setting still decides how it is
+    # written (here the database's zone, as the application's now() would write it).
+    set_database_timezone(postgres_url, zone)
+    world = World(postgres_url, storage_root, create_tables=False)
+    world.files.c.deletedAt.type = sa.DateTime(timezone=False)
+    world.files.metadata.create_all(world.engine)
+    old = world.add(age=10 * DAY)
+
+    assert run(world, naive_time_zone="database").success
+
+    [log] = world.run_log()
+    run_at = log.run_at.astimezone(zoneinfo.ZoneInfo(zone)).replace(tzinfo=None)
+    assert world.row(old).deletedAt == run_at  # the zone's wall time, exact
     world.engine.dispose()
 
 
@@ -300,6 +327,7 @@ def test_an_unknown_time_format_is_refused(tmp_path):
 FORMATS = {
     "timestamptz": TimeFormat("timestamp"),
     "naive": TimeFormat("timestamp", naive=True),
+    "naive, New York": TimeFormat("timestamp", naive=True, zone=NEW_YORK),
     "text, 6 digits": TimeFormat("iso_text"),
     "text, T, 3 digits, Z": TimeFormat("iso_text", separator="T", fraction_digits=3, suffix="Z"),
     "text, T, no fraction, +02:00": TimeFormat(
@@ -309,6 +337,7 @@ FORMATS = {
         "iso_text", separator="T", fraction_digits=None, suffix="+00:00"
     ),
     "text, varying width, naive": TimeFormat("iso_text", fraction_digits=None),
+    "text, varying width, New York": TimeFormat("iso_text", fraction_digits=None, zone=NEW_YORK),
     "text, 9 digits": TimeFormat("iso_text", fraction_digits=9),
     "epoch seconds": TimeFormat("epoch_seconds"),
     "epoch seconds, real": TimeFormat("epoch_seconds", whole_numbers=False),
@@ -346,9 +375,11 @@ def test_the_job_reads_each_representation_as_its_application_writes_it(rep):
     fmt = {
         "pg_timestamptz": FORMATS["timestamptz"],
         "pg_timestamp_utc": FORMATS["naive"],
+        "pg_timestamp_new_york": FORMATS["naive, New York"],
         "pg_bigint_ms": FORMATS["epoch milliseconds"],
         "pg_text_isoformat_icu": FORMATS["text, varying width, +00:00"],
         "sqlite_text_space_micros": FORMATS["text, 6 digits"],
+        "sqlite_text_django_new_york": FORMATS["text, varying width, New York"],
         "sqlite_text_js_iso": FORMATS["text, T, 3 digits, Z"],
         "sqlite_text_python_isoformat": FORMATS["text, varying width, +00:00"],
         "sqlite_text_plus_two": FORMATS["text, T, no fraction, +02:00"],

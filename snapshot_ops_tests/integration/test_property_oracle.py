@@ -1,9 +1,18 @@
 """Random datasets (hypothesis): what the job deletes equals an independent oracle written
 straight from the design document's SQL, and nothing within the retention is ever deleted.
 The same holds for every representation of "createdAt" applications use (native
-timestamps, naive UTC under a non-UTC database zone, ISO 8601 text layouts, epoch seconds
-and milliseconds; see time_representations.py), where the oracle reads each stored value
-the application's way and "deletedAt" must come back in the same representation.
+timestamps, naive UTC under a non-UTC database zone, naive New York wall time on both
+databases, ISO 8601 text layouts, epoch seconds and milliseconds; see
+time_representations.py), where the oracle reads each stored value the application's way
+and "deletedAt" must come back in the same representation. On PostgreSQL a timestamp
+column is also judged by the design's SQL itself, `"createdAt" < reference - retention`,
+in a session whose TimeZone is the zone the application writes naive values in, so a
+naive value is read exactly as PostgreSQL reads it there.
+
+The cutoffs (reference times up to 3 days before NOW, 2026-11-20 03:00 UTC, minus 12 hours
+to 7 days) stay clear of New York's daylight-saving change (2026-11-01): there the job
+keeps a naive value unless every instant it can denote is older (so a delete may come up
+to an hour late, never early), which test_wall_times.py pins down at the edges.
 
 The oracle is the retention rule's plain statement, run as SQL before the job:
 
@@ -217,12 +226,13 @@ micro_rows_strategy = st.lists(
 
 @pytest.fixture(params=REPRESENTATIONS, ids=str)
 def rep_world(request, storage_root):
-    """A RepWorld in one representation; on PostgreSQL the database's TimeZone is Tokyo's,
-    so a naive value read or written in session time would be 9 hours off."""
+    """A RepWorld in one representation; on PostgreSQL the database's TimeZone is Tokyo's
+    (so a naive UTC value read or written in session time would be 9 hours off), or the
+    application's own for naive local time."""
     rep = request.param
     url = request.getfixturevalue(f"{rep.dialect}_url")
     if rep.dialect == "postgres":
-        set_database_timezone(url, "Asia/Tokyo")
+        set_database_timezone(url, rep.database_zone)
     world = RepWorld(url, storage_root, rep)
 
     def reset() -> None:
@@ -285,10 +295,15 @@ def test_each_representation_deletes_exactly_the_rows_older_than_the_cutoff(
         and not row["linked"]
         and rep.read(before[ids[n]].createdAt) < cutoff
     }
+    if rep.dialect == "postgres" and "timestamp" in rep.column_type:
+        assert design_sql(world, reference, cutoff) == oracle
     started = dt.datetime.now(dt.UTC)
 
     result = world.run(
-        reference_time=reference.isoformat(), retention_days=retention_days, batch_size=2
+        reference_time=reference.isoformat(),
+        retention_days=retention_days,
+        batch_size=2,
+        naive_time_zone=rep.naive_time_zone,
     )
 
     assert result.success  # every object exists, so the storage check passes
@@ -306,3 +321,34 @@ def test_each_representation_deletes_exactly_the_rows_older_than_the_cutoff(
         assert started - dt.timedelta(seconds=1) <= written <= finished, (written, started)
     [log] = world.run_log()
     assert log.deleted_count == len(oracle)
+
+
+DESIGN_SQL = sa.text(
+    """
+    SELECT "fileId" FROM "SnapshotFiles"
+    WHERE "snapshotType" = 'ParseSessionSnapshot'
+      AND "createdAt" < CAST(:reference AS timestamptz) - :retention * INTERVAL '1 second'
+      AND "deletedAt" IS NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM "OrderAttachments" oa WHERE oa."fileId" = "SnapshotFiles"."fileId"
+      )
+    """
+)
+
+
+def design_sql(world, reference: dt.datetime, cutoff: dt.datetime) -> set[str]:
+    """The design's rule as SQL, with the run's reference time for NOW(), in a session whose
+    TimeZone is the zone the application writes naive values in (there PostgreSQL reads a
+    naive "createdAt" as that zone's wall time)."""
+    zone = world.rep.wall_zone or world.rep.database_zone
+    with world.engine.begin() as conn:
+        conn.execute(sa.select(sa.func.set_config("TimeZone", zone, True)))
+        return set(
+            conn.execute(
+                DESIGN_SQL,
+                {
+                    "reference": reference.isoformat(),
+                    "retention": (reference - cutoff).total_seconds(),
+                },
+            ).scalars()
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from snapshot_ops_tests.support.world import NOW, World
 UTC = dt.UTC
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 PLUS_TWO = dt.timezone(dt.timedelta(hours=2))
+NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
 
 def _us(t: dt.datetime) -> int:
@@ -42,6 +44,13 @@ class Representation:
     column_type: str  # declared type of both time columns
     write: Callable[[dt.datetime], Any]  # aware instant -> stored value
     read: Callable[[Any], dt.datetime]  # stored value -> aware instant
+    #: Naive values only: the zone the application writes wall time in, and the
+    #: naive_time_zone a deployment states for it (None: the suite's, UTC).
+    wall_zone: str | None = None
+    naive_time_zone: str | None = None
+    #: PostgreSQL only: the database's TimeZone in the tests (one where a naive value read
+    #: or written in session time would be hours off, unless it is the application's own).
+    database_zone: str = "Asia/Tokyo"
 
     def __str__(self) -> str:
         return self.name
@@ -58,6 +67,20 @@ REPRESENTATIONS = [
         "timestamp without time zone",
         lambda t: t.astimezone(UTC).replace(tzinfo=None),
         lambda v: v.replace(tzinfo=UTC),
+        wall_zone="UTC",
+    ),
+    # An application whose database's TimeZone is New York, writing naive local time
+    # (`DEFAULT now()`); read as PostgreSQL reads it in a session of that zone (in a
+    # fall-back fold, the later of the two instants).
+    Representation(
+        "pg_timestamp_new_york",
+        "postgres",
+        "timestamp without time zone",
+        lambda t: t.astimezone(NEW_YORK).replace(tzinfo=None),
+        lambda v: max(v.replace(tzinfo=NEW_YORK, fold=f).astimezone(UTC) for f in (0, 1)),
+        wall_zone="America/New_York",
+        naive_time_zone="database",
+        database_zone="America/New_York",
     ),
     Representation(
         "pg_bigint_ms",
@@ -82,6 +105,18 @@ REPRESENTATIONS = [
         "DATETIME",
         lambda t: t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
         _parse,
+        wall_zone="UTC",
+    ),
+    # Django with USE_TZ=False and TIME_ZONE America/New_York: str() of the naive local
+    # time (no fraction on a whole second), read back as Django reads it.
+    Representation(
+        "sqlite_text_django_new_york",
+        "sqlite",
+        "datetime",
+        lambda t: str(t.astimezone(NEW_YORK).replace(tzinfo=None)),
+        lambda v: dt.datetime.fromisoformat(v).replace(tzinfo=NEW_YORK).astimezone(UTC),
+        wall_zone="America/New_York",
+        naive_time_zone="America/New_York",
     ),
     # JavaScript's Date.toISOString().
     Representation(
