@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from snapshot_ops.db import CRASHED, FAILED, Catalog
+from snapshot_ops.db.instants import UtcInstant
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ def savings_table(catalog: Catalog) -> sa.Table:
         sa.Column("error_count", sa.BigInteger, nullable=False),
         sa.Column("as_of", sa.Date, nullable=False),
         sa.Column("timezone", sa.Text, nullable=False),
-        sa.Column("refreshed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("refreshed_at", UtcInstant(), nullable=False),
     )
 
 

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from snapshot_ops.db.engine import quoted
+from snapshot_ops.db.instants import UtcInstant
 from snapshot_ops.db.schema import Tables
 from snapshot_ops.naivezone import NaiveColumn, settle_zone
 from snapshot_ops.rules import TEMPORARY_TYPE
@@ -455,9 +456,9 @@ class Candidates(Tables):
                     marked.c.storageKey,
                     marked.c.sizeBytes,
                     sa.literal(run_id, sa.Text),
-                    sa.literal(marked_at, sa.DateTime(timezone=True)),
+                    sa.literal(marked_at, UtcInstant()),
                     sa.literal(claimed_by, sa.Text),
-                    sa.literal(leased_until, sa.DateTime(timezone=True)),
+                    sa.literal(leased_until, UtcInstant()),
                 ),
             )
             .returning(self.pending.c.file_id)

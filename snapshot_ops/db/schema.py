@@ -29,6 +29,7 @@ from snapshot_ops.db.engine import (
     key_fold,
     quoted,
 )
+from snapshot_ops.db.instants import UtcInstant
 from snapshot_ops.errors import ConfigError, RowSecurityError, SchemaError
 from snapshot_ops.naivezone import check_naive_time_zone
 from snapshot_ops.rules import TEMPORARY_TYPE
@@ -120,9 +121,9 @@ class Tables:
             self.own.name("cleanup_runs"),
             own,
             sa.Column("run_id", sa.Text, primary_key=True),
-            sa.Column("run_at", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("reference_time", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("cutoff", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("run_at", UtcInstant(), nullable=False),
+            sa.Column("reference_time", UtcInstant(), nullable=False),
+            sa.Column("cutoff", UtcInstant(), nullable=False),
             sa.Column("dry_run", sa.Boolean, nullable=False),
             sa.Column("status", sa.Text, nullable=False),
             sa.Column("candidate_count", sa.BigInteger, nullable=False, server_default="0"),
@@ -132,7 +133,7 @@ class Tables:
             sa.Column("bytes_reclaimed", sa.BigInteger, nullable=False, server_default="0"),
             sa.Column("error_count", sa.BigInteger, nullable=False, server_default="0"),
             sa.Column("errors", sa.Text, nullable=False, server_default="[]"),
-            sa.Column("finished_at", sa.DateTime(timezone=True)),
+            sa.Column("finished_at", UtcInstant()),
         )
         self.pending = sa.Table(
             self.own.name("pending_deletes"),
@@ -141,14 +142,14 @@ class Tables:
             sa.Column("storage_key", sa.Text, nullable=False),
             sa.Column("size_bytes", sa.BigInteger),
             sa.Column("run_id", sa.Text, nullable=False),
-            sa.Column("marked_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("marked_at", UtcInstant(), nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
             sa.Column("last_error", sa.Text),
             # The lease (claim_pending): which run deletes this entry's object, and until when.
             sa.Column("claimed_by", sa.Text),
-            sa.Column("lease_until", sa.DateTime(timezone=True)),
+            sa.Column("lease_until", UtcInstant()),
             # Backoff after failed deletes: not claimed again before this instant.
-            sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+            sa.Column("next_attempt_at", UtcInstant()),
         )
 
     def reading(self) -> Connection:
