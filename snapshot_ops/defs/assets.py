@@ -200,6 +200,8 @@ def _catalog(database: SnapshotDatabase) -> Iterator[Catalog]:
         raise Failure(description=str(exc)) from exc
     try:
         yield catalog
+    except SnapshotOpsError as exc:  # e.g. the backlog check: "createdAt" cannot be read
+        raise Failure(description=str(exc)) from exc
     finally:
         catalog.engine.dispose()
 

@@ -19,6 +19,8 @@ Pinned down here, through the real job (in process, as of the clock):
   future (a day ahead or more is bad data, not evidence), the job's own session zone set by
   PGTZ in the worker's environment, and an unreadable database zone under `database`.
 - A setting that names no zone fails the run with a message naming it.
+- The backlog check (no_overdue_parse_session_snapshots) reads naive times in the same
+  zone, and fails with the same refusal when it cannot.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ import zoneinfo
 from collections.abc import Iterator
 
 import pytest
+from dagster import AssetSelection, materialize
 
+from snapshot_ops.defs.assets import (
+    CLEANUP_RUNS,
+    ORDER_ATTACHMENTS,
+    SNAPSHOT_FILES,
+    build_storage_assets,
+    check_overdue,
+)
+from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.rules import TEMPORARY_TYPE as TYPE
 from snapshot_ops_tests.support.jobs import step_metadata
 from snapshot_ops_tests.support.scenarios import DAY, state
@@ -514,4 +525,38 @@ def test_an_sqlite_current_timestamp_default_agrees_with_utc(sqlite_url, storage
     assert world.run(reference_time=None, naive_time_zone="UTC").success
 
     assert state(world) == {new: (False, True), old: (True, False)}
+    world.engine.dispose()
+
+
+# -- the backlog check ----------------------------------------------------------------------
+
+
+def test_the_backlog_check_reads_naive_times_in_the_settings_zone(
+    postgres_url, storage_root, without_setting
+):
+    # Overdue: created more than retention (7 days) + 1 day ago. Read as UTC, New York's
+    # 7 d 22 h row would look 8 d 3 h old.
+    world = pg_naive_world(postgres_url, storage_root, "America/New_York")
+    not_yet = add_aged(world, "7 days 22 hours")
+    overdue = add_aged(world, "8 days 6 hours")
+    catalog = SnapshotDatabase(url=postgres_url, naive_time_zone="database").open_catalog()
+    catalog.ensure_own_tables()
+
+    outcome = check_overdue(catalog, dt.datetime.now(UTC))
+
+    assert outcome.metadata["overdue"] == 1 and not outcome.passed
+    catalog.engine.dispose()
+    # Without the setting the check fails with the job's refusal, not a traceback.
+    assets, checks = build_storage_assets("UTC")
+    result = materialize(
+        [SNAPSHOT_FILES, ORDER_ATTACHMENTS, CLEANUP_RUNS, *assets, *checks],
+        selection=AssetSelection.checks_for_assets(SNAPSHOT_FILES.key),
+        resources={"database": SnapshotDatabase(url=postgres_url)},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    description = failure.step_failure_data.user_failure_data.description
+    assert "the database's TimeZone 'America/New_York' is not UTC" in description
+    assert untouched(world, {"not_yet": not_yet, "overdue": overdue})
     world.engine.dispose()
