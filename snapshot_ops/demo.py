@@ -197,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ,
         SNAPSHOT_OPS_DATABASE_URL=db_url,
         SNAPSHOT_OPS_STORAGE_URL=root.as_uri(),
+        # The demo application writes UTC wall time (SQLAlchemy's DateTime on SQLite) and
+        # says so: on SQLite `auto` reads naive times as UTC only on a worker whose local
+        # zone is UTC, and refuses them on any other (snapshot_ops.naivezone).
+        SNAPSHOT_OPS_NAIVE_TIME_ZONE="UTC",
         DAGSTER_HOME=str(home),
     )
     command = job_command()
