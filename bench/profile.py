@@ -79,7 +79,7 @@ def _copy_to_sqlite(src_url: str, path: Path) -> str:
         files.metadata.create_all(target)
         with source.connect() as src, target.begin() as dst:
             for table in (files, attachments):
-                rows = [dict(r._mapping) for r in src.execute(sa.select(table))]
+                rows = [_in_utc(dict(r._mapping)) for r in src.execute(sa.select(table))]
                 dst.execute(sa.insert(table), rows)
             # The index the job recommends for its candidate query.
             for statement in Catalog(target).missing_indexes():
@@ -88,6 +88,13 @@ def _copy_to_sqlite(src_url: str, path: Path) -> str:
         source.dispose()
         target.dispose()
     return url
+
+
+def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its aware times in UTC: SQLAlchemy's DateTime on SQLite writes the wall
+    time of the value it is given (PostgreSQL gives them in the session's zone), and the
+    copy holds UTC wall time, as the job is told (`run_once`)."""
+    return {k: v.astimezone(dt.UTC) if isinstance(v, dt.datetime) else v for k, v in row.items()}
 
 
 def _expected(src_url: str) -> set[str]:
@@ -147,7 +154,8 @@ def run_once(
         shutil.rmtree(root)
     root.mkdir(parents=True)
     data.write_files(str(root), [r for r in rows if r.has_object])
-    catalog = Catalog(make_engine(db_url))
+    # The SQLite copy holds UTC wall time (_copy_to_sqlite); PostgreSQL holds timestamptz.
+    catalog = Catalog(make_engine(db_url), naive_time_zone="UTC")
     catalog.ensure_own_tables()
     catalog.times  # noqa: B018 -- the format check is set-up, not the measured work
     policy = Policy(reference_time=now, retention=data.RETENTION, max_deletions=10**9)

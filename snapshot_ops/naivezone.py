@@ -460,9 +460,14 @@ def _future_evidence(
         f"{zone_label(zone)} (the database's clock is {_utc(now)}; clocks may differ by "
         f"{_duration(CLOCK_SKEW_TOLERANCE)}): a clock east of that zone wrote it"
     )
-    if database.zone is not None and not same_offsets(database.zone, zone, now):
-        return [Evidence(says, database.zone, database.name or "", column.where)]
-    # No other zone is named: the offset whose clock showed this value about now.
+    local = database.zone
+    if (
+        local is not None
+        and not same_offsets(local, zone, now)
+        and readings(wall, local)[0] - now <= CLOCK_SKEW_TOLERANCE
+    ):  # the database's zone reads it as written by now
+        return [Evidence(says, local, database.name or "", column.where)]
+    # Else the offset of a clock that showed this value about now.
     steps = round((wall - wall_time(now, dt.UTC)) / OFFSET_STEP)
     fixed = dt.timezone(min(max(steps * OFFSET_STEP, WESTMOST_OFFSET), EASTMOST_OFFSET))
     return [
