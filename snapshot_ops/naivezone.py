@@ -184,6 +184,7 @@ def settle_zone(
             sample = samples.get(column.where)
             if sample is not None:
                 evidence += _future_evidence(column, sample, zone, database, now)
+        refusal = None
         if evidence:
             # Samples of the other columns only now: they may take a scan (no index).
             for column in columns:
@@ -191,7 +192,7 @@ def settle_zone(
                     samples[column.where] = _newest(conn, column, now)
             refusal = _refusal(setting, zone, columns, evidence, samples, now)
         transaction.rollback()
-    if evidence:
+    if refusal is not None:
         raise TimeFormatError(refusal)
     return zone
 
@@ -402,12 +403,14 @@ def _default_evidence(
         return []
     default = f"its default {column.default}"
     local = database.zone
+    # On SQLite 'localtime' reads the worker's clock: a default at the worker's offset is
+    # taken for it, unless that offset is UTC's now (then CURRENT_TIMESTAMP looks the same,
+    # and the offset now is all that can be told).
     if reading.follows_session or (
         sqlite
         and local is not None
-        and reading.offset is not None
+        and reading.offset
         and reading.offset == utc_offset(local, now)
-        and not same_offsets(local, dt.UTC, now)
     ):
         # The wall time of the zone the application's sessions (SQLite: processes) have.
         if local is None:

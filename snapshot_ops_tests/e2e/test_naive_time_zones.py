@@ -560,3 +560,22 @@ def test_the_backlog_check_reads_naive_times_in_the_settings_zone(
     assert "the database's TimeZone 'America/New_York' is not UTC" in description
     assert untouched(world, {"not_yet": not_yet, "overdue": overdue})
     world.engine.dispose()
+
+
+def test_on_a_worker_at_utcs_offset_current_timestamp_is_not_taken_for_local_time(
+    sqlite_url, storage_root, monkeypatch
+):
+    # Europe/London is at UTC's offset in winter: there CURRENT_TIMESTAMP and 'localtime'
+    # write the same text, so only the offset now can be told, which agrees with UTC.
+    monkeypatch.setenv("TZ", "Europe/London")
+    time.tzset()
+    try:
+        world = sqlite_naive_world(sqlite_url, storage_root, "CURRENT_TIMESTAMP")
+        new = add_text(world, None)
+        old = add_text(world, django_text(dt.datetime.now(UTC) - 30 * DAY, UTC))
+        assert world.run(reference_time=None, naive_time_zone="UTC").success
+        assert state(world) == {new: (False, True), old: (True, False)}
+        world.engine.dispose()
+    finally:
+        monkeypatch.undo()
+        time.tzset()

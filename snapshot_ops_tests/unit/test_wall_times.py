@@ -9,7 +9,8 @@ Pinned down here:
   or after the cutoff, and it selects every value whose readings are all older than the
   cutoff by more than the change: a DST edge delays a delete by at most the change, never
   advances one.
-- Changes are found to the second; zones compare by their offsets now and in both seasons.
+- Changes are found to the second; zones compare by their offsets now and in both seasons;
+  an evaluated default is a reading of "now" at an offset only within a minute of one.
 - Naive timestamps and ISO text are encoded, bounded and decoded as wall time in the zone.
 - `naive_time_zone` accepts auto, database and IANA names only, and says which setting.
 """
@@ -25,11 +26,14 @@ from snapshot_ops.naivezone import check_naive_time_zone
 from snapshot_ops.timeformat import TimeFormat, TimeFormatError
 from snapshot_ops.walltime import (
     OffsetChange,
+    format_offset,
     offset_changes,
+    offset_of_now,
     readings,
     same_offsets,
     wall_bound,
     wall_time,
+    zone_label,
 )
 
 UTC = dt.UTC
@@ -55,6 +59,7 @@ def test_a_value_in_the_fold_goes_by_its_later_reading():
     # shown at 05:30Z and again at 06:30Z.
     fold = dt.datetime(2026, 11, 1, 1, 30)
     assert readings(fold, NEW_YORK) == (utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 6, 30))
+    assert all(reading.tzinfo is UTC for reading in readings(fold, NEW_YORK))
     assert not expired(fold, NEW_YORK, utc(2026, 11, 1, 6, 30))
     assert expired(fold, NEW_YORK, utc(2026, 11, 1, 6, 30) + US)
     # The bound agrees at that edge, on both sides.
@@ -81,6 +86,27 @@ def test_a_value_in_the_gap_goes_only_when_both_readings_are_old():
         assert not gap < wall_bound(cutoff, NEW_YORK)
     assert expired(gap, NEW_YORK, utc(2026, 3, 8, 7, 30) + US)
     assert gap < wall_bound(utc(2026, 3, 8, 7, 30) + US, NEW_YORK)
+
+
+def test_the_gap_moves_the_bound_only_while_its_late_readings_reach_the_cutoff():
+    # The gap's wall times [02:00, 03:00) read as late as [07:00Z, 08:00Z): a cutoff in
+    # there bounds at the wall time reading as the cutoff with EST; from 08:00Z on, the
+    # whole gap is older, and the bound is the cutoff's own wall time (EDT).
+    assert wall_bound(utc(2026, 3, 8, 7, 0), NEW_YORK) == dt.datetime(2026, 3, 8, 2, 0)
+    assert wall_bound(utc(2026, 3, 8, 8, 0) - US, NEW_YORK) == dt.datetime(
+        2026, 3, 8, 2, 59, 59, 999_999
+    )
+    assert wall_bound(utc(2026, 3, 8, 8, 0), NEW_YORK) == dt.datetime(2026, 3, 8, 4, 0)
+    assert wall_bound(utc(2026, 3, 8, 7, 0) - US, NEW_YORK) == dt.datetime(
+        2026, 3, 8, 1, 59, 59, 999_999
+    )
+
+
+def test_the_fold_moves_the_bound_only_before_the_clock_goes_back():
+    # From 06:00Z (the change itself) the cutoff's own wall time is in EST, after it.
+    assert wall_bound(utc(2026, 11, 1, 6, 0) - US, NEW_YORK) == dt.datetime(2026, 11, 1, 1, 0)
+    assert wall_bound(utc(2026, 11, 1, 6, 0), NEW_YORK) == dt.datetime(2026, 11, 1, 1, 0)
+    assert wall_bound(utc(2026, 11, 1, 6, 0) + US, NEW_YORK) == dt.datetime(2026, 11, 1, 1, 0, 0, 1)
 
 
 def test_after_the_gap_an_expired_value_waits_at_most_the_change():
@@ -152,6 +178,36 @@ def test_zones_compare_by_their_offsets_now_and_in_both_seasons():
     # London is on UTC in December, but not in July.
     assert not same_offsets(zoneinfo.ZoneInfo("Europe/London"), UTC, now)
     assert not same_offsets(NEW_YORK, zoneinfo.ZoneInfo("America/Chicago"), now)
+
+
+@pytest.mark.parametrize(
+    ("wall", "offset"),
+    [
+        (dt.datetime(2026, 12, 7, 4, 25), dt.timedelta(0)),  # CURRENT_TIMESTAMP
+        (dt.datetime(2026, 12, 7, 9, 55), dt.timedelta(hours=5, minutes=30)),  # Kolkata
+        (dt.datetime(2026, 12, 6, 23, 25), dt.timedelta(hours=-5)),  # New York
+        (dt.datetime(2026, 12, 7, 4, 26), dt.timedelta(0)),  # a minute late: still "now"
+        (dt.datetime(2026, 12, 7, 4, 24), dt.timedelta(0)),
+        (dt.datetime(2026, 12, 7, 18, 25), dt.timedelta(hours=14)),  # Kiribati
+        (dt.datetime(2026, 12, 6, 16, 25), dt.timedelta(hours=-12)),
+        (dt.datetime(2026, 12, 7, 4, 26, 0, 1), None),  # past the tolerance
+        (dt.datetime(2026, 12, 7, 4, 32), None),  # between two offsets
+        (dt.datetime(2026, 12, 7, 18, 40), None),  # east of every zone
+        (dt.datetime(2026, 12, 6, 16, 10), None),  # west of every zone
+        (dt.datetime(2000, 1, 1), None),  # a constant
+    ],
+)
+def test_offset_of_now_finds_the_clock_that_shows_a_value_now(wall, offset):
+    now = utc(2026, 12, 7, 4, 25)
+    assert offset_of_now(wall, now, dt.timedelta(minutes=1)) == offset
+
+
+def test_zones_are_named_by_their_key_or_their_offset():
+    assert zone_label(NEW_YORK) == "America/New_York"
+    assert zone_label(UTC) == "UTC"
+    assert zone_label(dt.timezone(dt.timedelta(hours=5, minutes=45))) == "UTC+05:45"
+    assert zone_label(dt.timezone(-dt.timedelta(hours=4, minutes=30))) == "UTC-04:30"
+    assert format_offset(dt.timedelta(hours=14)) == "+14:00"
 
 
 # -- the naive formats ----------------------------------------------------------------------
