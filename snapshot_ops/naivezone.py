@@ -407,10 +407,7 @@ def _default_evidence(
     # taken for it, unless that offset is UTC's now (then CURRENT_TIMESTAMP looks the same,
     # and the offset now is all that can be told).
     if reading.follows_session or (
-        sqlite
-        and local is not None
-        and reading.offset
-        and reading.offset == utc_offset(local, now)
+        sqlite and local is not None and reading.offset and reading.offset == utc_offset(local, now)
     ):
         # The wall time of the zone the application's sessions (SQLite: processes) have.
         if local is None:
