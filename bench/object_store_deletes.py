@@ -27,7 +27,7 @@ from azure.storage.blob import ContainerClient
 from bench.azurite import Azurite
 from bench.moto_server import MOTO_ENV, MotoServer
 from snapshot_ops.storage import DEFAULTS, StorageBackend, open_storage
-from snapshot_ops.storage.azure_blob import AzureBlobBackend
+from snapshot_ops.storage.azure_blob import AzureBlobBackend, retry_policy
 
 PREFIX = "snapshots"
 
@@ -106,7 +106,12 @@ class AzureContainer:
 
     def backend(self, parallel: int, count: RequestCount) -> StorageBackend:
         # The backend open_storage builds, on a client whose requests are counted.
-        return AzureBlobBackend(self.counted_client(count), PREFIX, parallel_batches=parallel)
+        retry = retry_policy(
+            max_attempts=DEFAULTS.max_attempts, retry_backoff_seconds=DEFAULTS.retry_backoff_seconds
+        )
+        return AzureBlobBackend(
+            self.counted_client(count), PREFIX, parallel_batches=parallel, retry=retry
+        )
 
     def one_by_one(self, keys: list[str], count: RequestCount) -> None:
         container = self.counted_client(count)

@@ -48,10 +48,14 @@ __all__ = [
 class StorageSettings:
     """How the job talks to its store; the defaults here are the only place they are set.
 
-    - parallel_batches: batch delete requests in flight at once (object stores).
-    - max_attempts: attempts per request, first included, for the SDKs' own retries.
+    - parallel_batches: delete requests in flight at once (object stores): batches, or
+      single deletes on a store that takes no batch requests.
+    - max_attempts: attempts per request, first included, for the SDKs' own retries; and
+      tries per key that a batch answer failed with a passing error (S3 `SlowDown`,
+      `InternalError`; an Azure 503 sub-response), sent again within the call.
     - retry_backoff_seconds: Azure's exponential retry base b (retry n waits about
-      b + b**n s); botocore's standard mode picks its own backoff for S3.
+      b + b**n s), for requests and for such keys; botocore's standard mode picks its
+      own backoff for S3.
     - connect_timeout_seconds, read_timeout_seconds: bounds of one attempt (object stores).
     - remove_empty_folders: file:// only, remove the folders deletes leave empty.
     """
@@ -85,9 +89,11 @@ def open_storage(
 
     `parallel_batches` bounds the delete requests in flight at once; `max_attempts` and
     `retry_backoff_seconds` go to the SDKs' own retry settings (botocore's standard mode
-    picks its own backoff). The timeouts bound each request to an object store: one that
-    exceeds them counts as a failed attempt. `remove_empty_folders` (file:// only) removes
-    the folders that deletes leave empty (see StorageSettings for the defaults).
+    picks its own backoff), and bound the tries of a key a batch answer failed with a
+    passing error (storage.base.KeyRetry). The timeouts bound each request to an object
+    store: one that exceeds them counts as a failed attempt. `remove_empty_folders`
+    (file:// only) removes the folders that deletes leave empty (see StorageSettings for
+    the defaults).
 
     `s3_client` builds an s3:// URL's client from the botocore Config this function makes
     (timeouts, retries, connection pool; see storage.s3.client_config), e.g. from
@@ -147,17 +153,27 @@ def open_storage(
                 read_timeout=read_timeout_seconds,
             )
             client = (s3_client or make_client)(config)
-            return S3Backend(client, location, prefix, parallel_batches=parallel_batches)
-        from snapshot_ops.storage.azure_blob import AzureBlobBackend, container_client
+            return S3Backend(
+                client,
+                location,
+                prefix,
+                parallel_batches=parallel_batches,
+                max_attempts=max_attempts,
+            )
+        from snapshot_ops.storage.azure_blob import (
+            AzureBlobBackend,
+            container_client,
+            retry_policy,
+        )
 
+        retry = retry_policy(max_attempts=max_attempts, retry_backoff_seconds=retry_backoff_seconds)
         container = container_client(
             location,
-            max_attempts=max_attempts,
-            retry_backoff_seconds=retry_backoff_seconds,
+            retry=retry,
             connect_timeout=connect_timeout_seconds,
             read_timeout=read_timeout_seconds,
         )
-        return AzureBlobBackend(container, prefix, parallel_batches=parallel_batches)
+        return AzureBlobBackend(container, prefix, parallel_batches=parallel_batches, retry=retry)
     hint = f"; for the folder {url} write file://{url}" if url.startswith("/") else ""
     raise ConfigError(f"unsupported storage URL {url!r}: expected {EXPECTED}{hint}")
 

@@ -2,7 +2,10 @@
 
 Each batch request carries at most 256 deletes (the service's limit) and answers one status
 per blob: 202 deleted, 404 already gone, anything else (e.g. 412 for a leased blob) failed,
-and that key stays pending for the next run. An answer that does not hold exactly one
+and that key stays pending for the next run. A sub-response the SDK would retry as a whole
+request's answer (408, 500 and above but 501 and 505, e.g. 503 ServerBusy) is passing: that
+blob is sent again within the call, after the SDK's own exponential backoff, up to
+`max_attempts` tries (`key_retry`). An answer that does not hold exactly one
 sub-response per delete fails every key of the batch: the SDK pairs sub-responses with
 deletes by position, so none of them can be trusted. Blob snapshots are deleted with their
 blob: they hold the same expired bytes.
@@ -13,7 +16,9 @@ blob and is refused. A batch the service rejects as a whole with 400 or 413 (abo
 request itself, e.g. InvalidInput) is halved until the blob at fault goes alone by a
 single Delete Blob (see `delete_in_batches`). Every other whole-batch failure fails each
 key of the batch and sends nothing more: 500/503 after the SDK's own retries, timeouts and
-connection errors, 403 (credentials apply to every blob), 404 (no such container).
+connection errors, 403 (credentials apply to every blob), 404 (no such container). A batch
+answered 405 or 501 (a store or gateway without Blob Batch) is sent as single deletes, and
+so is every later one (`BatchSupport`).
 
 Credentials come from the SDK's own sources only: `AZURE_STORAGE_CONNECTION_STRING`, or
 an account URL with `DefaultAzureCredential` (from the optional `azure-identity` package).
@@ -34,7 +39,11 @@ from snapshot_ops.errors import ConfigError
 from snapshot_ops.storage.base import (
     EXACT,
     BatchRejected,
+    BatchSupport,
+    BatchUnsupported,
     DeleteResult,
+    KeyFailure,
+    KeyRetry,
     Outcome,
     RefusedKey,
     StorageBackend,
@@ -57,6 +66,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 LOOKUP_WORKERS = 8
 #: Answers to a whole batch that may be caused by one blob in it: the batch is split.
 _SPLIT_STATUSES = {400, 413}
+#: Answers to a batch that say the store has no Blob Batch at all: single deletes.
+_NO_BATCH_STATUSES = {405, 501}
 
 
 class AzureBlobBackend(StorageBackend):
@@ -71,6 +82,7 @@ class AzureBlobBackend(StorageBackend):
         prefix: str = "",
         *,
         parallel_batches: int,
+        retry: ExponentialRetry,
     ) -> None:
         self.container = container
         self.prefix = prefix.strip("/")
@@ -79,6 +91,13 @@ class AzureBlobBackend(StorageBackend):
         self.description = f"az://{container.container_name}/{self.prefix}"
         self._batches = ThreadPoolExecutor(parallel_batches, thread_name_prefix="az-delete")
         self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="az-props")
+        self.batch_support = BatchSupport()
+        self._retry = key_retry(retry)
+
+    @property
+    def delete_requests(self) -> str:
+        """Blob Batch requests, or single Delete Blobs once the store refused a batch."""
+        return self.batch_support.describe()
 
     def _name(self, key: str) -> str:
         """The blob name of `key` under the prefix; RefusedKey for an unsafe key or one
@@ -107,6 +126,8 @@ class AzureBlobBackend(StorageBackend):
             delete_batch=self._delete_batch,
             delete_one=self._delete_single,
             key_matching=self.key_matching,
+            support=self.batch_support,
+            retry=self._retry,
         )
 
     def _delete_batch(self, names: list[str]) -> dict[str, DeleteResult]:
@@ -117,6 +138,10 @@ class AzureBlobBackend(StorageBackend):
                 )
             )
         except HttpResponseError as exc:
+            if exc.status_code in _NO_BATCH_STATUSES:
+                raise BatchUnsupported(
+                    f"blob batch answered {exc.status_code} {_code(exc)}".strip()
+                ) from exc
             if exc.status_code in _SPLIT_STATUSES:
                 code = _code(exc)
                 raise BatchRejected(
@@ -141,7 +166,10 @@ class AzureBlobBackend(StorageBackend):
             else:
                 code = response.headers.get("x-ms-error-code") or response.reason or ""
                 results[name] = DeleteResult(
-                    name, Outcome.FAILED, f"{name!r}: HTTP {status} {code}".strip()
+                    name,
+                    Outcome.FAILED,
+                    f"{name!r}: HTTP {status} {code}".strip(),
+                    KeyFailure(code, status),
                 )
         return results
 
@@ -233,11 +261,42 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def retry_policy(*, max_attempts: int, retry_backoff_seconds: float) -> ExponentialRetry:
+    """The SDK's exponential retry with the storage settings: `max_attempts` tries of a
+    request in all, retry n waiting about b + b**n seconds (b = `retry_backoff_seconds`,
+    jittered by up to min(3, b / 2) s either way)."""
+    return ExponentialRetry(
+        initial_backoff=retry_backoff_seconds,
+        increment_base=retry_backoff_seconds,
+        retry_total=max_attempts - 1,
+        random_jitter_range=min(3.0, retry_backoff_seconds / 2),
+    )
+
+
+def _passing(status: int) -> bool:
+    """Whether the SDK's retry policy retries a request answered `status` (azure-storage-
+    blob's `is_retry` for the primary location): 408, and 500 and above but 501 and 505."""
+    return status == 408 or (status >= 500 and status not in (501, 505))
+
+
+def key_retry(policy: ExponentialRetry) -> KeyRetry:
+    """How blobs a batch answer failed on their own are sent again: when the SDK would
+    retry their sub-response's status as a whole request's (`_passing`), after its own
+    backoff for that retry (`policy.get_backoff_time`), up to as many tries as `policy`
+    gives a request."""
+
+    def after(failure: KeyFailure, attempt: int) -> float | None:
+        if failure.status is None or not _passing(failure.status):
+            return None
+        return policy.get_backoff_time({"count": attempt})
+
+    return KeyRetry(attempts=policy.total_retries + 1, after=after)
+
+
 def container_client(
     container: str,
     *,
-    max_attempts: int,
-    retry_backoff_seconds: float,
+    retry: ExponentialRetry,
     connect_timeout: float,
     read_timeout: float,
 ) -> ContainerClient:
@@ -245,8 +304,8 @@ def container_client(
 
     `AZURE_STORAGE_CONNECTION_STRING` wins; otherwise `AZURE_STORAGE_ACCOUNT_URL` (or
     `AZURE_STORAGE_ACCOUNT_NAME`, for https://NAME.blob.core.windows.net) with
-    `DefaultAzureCredential` (azure-identity, the `azure` extra). Each request is tried up to
-    `max_attempts` times, `connect_timeout` and `read_timeout` in seconds.
+    `DefaultAzureCredential` (azure-identity, the `azure` extra). Each request is retried by
+    `retry` (see `retry_policy`), `connect_timeout` and `read_timeout` in seconds.
     Raises ConfigError when no source is set, the connection string is not usable (without
     repeating it), or the credential path lacks azure-identity; no request is made.
     """
@@ -255,12 +314,7 @@ def container_client(
     # retry (wait b + b**n seconds before retry n, b = backoff) and its transport's timeouts
     # (a timed-out request is retried as well).
     options = {
-        "retry_policy": ExponentialRetry(
-            initial_backoff=retry_backoff_seconds,
-            increment_base=retry_backoff_seconds,
-            retry_total=max_attempts - 1,
-            random_jitter_range=min(3.0, retry_backoff_seconds / 2),
-        ),
+        "retry_policy": retry,
         "connection_timeout": connect_timeout,
         "read_timeout": read_timeout,
     }

@@ -10,6 +10,12 @@ Every backend also says how its store resolves a key to an object (`key_matching
 keys that differ only in case, or only in Unicode normalization, name one object. Every
 comparison that decides whether two keys name the same object (is an object shared with a
 live row, is it in a listing, is it a duplicate) goes through it.
+
+The object stores share the way deletes are sent (`delete_in_batches`): batches, each key's
+own result, a batch rejected because of one key halved down to that key, a store that takes
+no batch requests at all served by single-object deletes from its first answer on
+(`BatchSupport`), and keys a batch answer failed with a passing error sent again within the
+call (`KeyRetry`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import threading
+import time
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -44,6 +52,17 @@ class BatchRejected(SnapshotOpsError):
     """
 
 
+class BatchUnsupported(SnapshotOpsError):
+    """The store does not take batch delete requests at all.
+
+    Raised by a backend's batch call when the store answered that it does not implement the
+    batch operation: 405 Method Not Allowed or 501 Not Implemented (some S3-compatible
+    stores and gateways answer `DeleteObjects` so; neither is retried by the SDKs). Nothing
+    was deleted; `delete_in_batches` then sends every key by the single-object delete, and
+    no further batch request to the same store (`BatchSupport`).
+    """
+
+
 class Outcome(enum.Enum):
     DELETED = "deleted"  # the object existed and is gone now
     MISSING = "missing"  # not found: settled as already gone only with evidence (sentinel.py)
@@ -52,10 +71,25 @@ class Outcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class KeyFailure:
+    """What a batch answer said about one key it failed on its own (not the whole request):
+    the store's error code (S3 `<Code>`, Azure `x-ms-error-code`; "" when none) and the
+    HTTP status, where the answer gives one per key (Azure's sub-responses; S3's `<Error>`
+    entries carry none). A backend's `KeyRetry.after` reads it to decide whether the
+    failure is passing (e.g. S3 `SlowDown`, an Azure 503) and the key worth sending again."""
+
+    code: str
+    status: int | None = None
+
+
+@dataclass(frozen=True)
 class DeleteResult:
     key: str
     outcome: Outcome
     error: str | None = None
+    #: Set by a batch call for a key its answer failed on its own (see KeyFailure); None for
+    #: every other result, e.g. a whole request that failed after the SDK's own retries.
+    failure: KeyFailure | None = None
 
     @property
     def gone(self) -> bool:
@@ -220,6 +254,13 @@ class StorageBackend(ABC):
         all reported as results, so one bad object cannot stop the others.
         """
 
+    @property
+    def delete_requests(self) -> str:
+        """How deletes are sent, for run metadata: "batch", or "single" (one request per
+        object: a folder's unlinks, or an object store that takes no batch requests, with
+        its answer)."""
+        return "single"
+
     @abstractmethod
     def sizes(self, keys: Sequence[str]) -> dict[str, int | None]:
         """Size in bytes of each key's object; None where it is missing or refused."""
@@ -232,6 +273,60 @@ class StorageBackend(ABC):
         """Release connections or thread pools."""
 
 
+@dataclass(frozen=True)
+class KeyRetry:
+    """How keys that a batch answer failed with a passing error are sent again in one call.
+
+    `after(failure, attempt)` says how many seconds to wait before sending a key whose
+    `attempt`-th try (1-based) failed with `failure`, or None when that failure is not
+    passing (e.g. S3 `AccessDenied`, an Azure 412); each backend gives its SDK's own rule
+    and backoff. A key is tried at most `attempts` times in all, the first included (the
+    storage setting `max_attempts`). `sleep` waits (tests pass a recorder).
+    """
+
+    attempts: int = 1
+    after: Callable[[KeyFailure, int], float | None] = lambda failure, attempt: None
+    sleep: Callable[[float], None] = time.sleep
+
+
+#: No key is sent twice in one call.
+NO_RETRY = KeyRetry()
+
+
+class BatchSupport:
+    """Whether one store takes batch delete requests, learnt from its first answer.
+
+    A backend keeps one for its lifetime (a run's, or a step process's) and passes it to
+    every `delete_in_batches` call, from any thread: while nothing is known, one batch
+    request goes out at a time; from the first answer on, either batches go out in
+    parallel, or, if that answer was `BatchUnsupported`, no batch request is sent again and
+    every key goes by the single-object delete. So a store without batch deletes costs one
+    refused request per backend, not one per batch.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.known = False
+        #: Why the store takes no batch requests (its answer); None while it takes them.
+        self.refusal: str | None = None
+
+    def refuse(self, reason: str) -> None:
+        """Record that the store answered `reason` to a batch request: no batch again."""
+        if self.refusal is None:
+            log.warning(
+                "%s: the store takes no batch deletes; every key goes by a single-object "
+                "delete from now on",
+                reason,
+            )
+        self.refusal = reason
+        self.known = True
+
+    def describe(self) -> str:
+        """How deletes are sent, for run metadata: "batch" (or not yet known), or
+        "single (<the store's answer to a batch>)"."""
+        return "batch" if self.refusal is None else f"single ({self.refusal})"
+
+
 def delete_in_batches(
     keys: Sequence[str],
     *,
@@ -242,6 +337,8 @@ def delete_in_batches(
     delete_one: Callable[[str], DeleteResult],
     batchable: Callable[[str], bool] = lambda name: True,
     key_matching: KeyMatching = EXACT,
+    support: BatchSupport | None = None,
+    retry: KeyRetry = NO_RETRY,
 ) -> list[DeleteResult]:
     """The shared shape of an object store's `delete_many`.
 
@@ -251,11 +348,22 @@ def delete_in_batches(
     of them, and each gets that name's result. Names that `batchable`
     says a batch request cannot carry go alone by `delete_one` (the store's single-object
     delete); the others go out in batches of `batch_size`, at most as many requests at once
-    as `pool` has workers. `delete_batch` answers one result per name, or raises
-    BatchRejected: that batch is then halved and each half sent again, down to one name,
-    which goes by `delete_one`. So one key the store cannot take in a batch costs about
-    2 * log2(batch_size) more requests and never keeps the other keys from being deleted.
-    Returns one result per key, in the order of `keys`.
+    as `pool` has workers. `delete_batch` answers one result per name, or raises:
+
+    - BatchRejected: that batch is halved and each half sent again, down to one name, which
+      goes by `delete_one`. So one key the store cannot take in a batch costs about
+      2 * log2(batch_size) more requests and never keeps the other keys from being deleted.
+    - BatchUnsupported: the store takes no batch requests. It is recorded in `support`
+      (default: one for this call only), and the names of that batch, every later one and,
+      through `support`, every later call's go by `delete_one`, on `pool`'s workers. While
+      `support` knows nothing yet, the first batch goes out alone, so such a store gets one
+      batch request.
+
+    A name whose result carries a KeyFailure (the batch answer failed it on its own) is sent
+    again, with the other names of its round, after the longest wait `retry.after` gives
+    for them, until it goes, `retry.after` says no, or it was tried `retry.attempts` times;
+    its error then says how many times it was tried. Returns one result per key, in the
+    order of `keys`.
     """
     results: dict[str, DeleteResult] = {}
     wanted: dict[str, list[str]] = {}  # the name sent for one object -> its keys
@@ -267,13 +375,20 @@ def delete_in_batches(
             results[key] = DeleteResult(key, Outcome.REFUSED, str(exc))
             continue
         wanted.setdefault(sent.setdefault(key_matching.fold(name), name), []).append(key)
-    names = list(wanted)
+    support = BatchSupport() if support is None else support
 
     def send(batch: list[str]) -> Mapping[str, DeleteResult]:
+        """The results of `batch`'s names; none when the store takes no batch request (the
+        caller sends them alone)."""
         if len(batch) == 1 and not batchable(batch[0]):
             return {batch[0]: delete_one(batch[0])}
+        if support.refusal is not None:
+            return {}
         try:
             return delete_batch(batch)
+        except BatchUnsupported as exc:
+            support.refuse(str(exc))
+            return {}
         except BatchRejected as exc:
             if len(batch) == 1:
                 log.warning("batch of one rejected (%s); deleting %r alone", exc, batch[0])
@@ -282,12 +397,51 @@ def delete_in_batches(
             half = len(batch) // 2
             return {**send(batch[:half]), **send(batch[half:])}
 
-    alone = [[name] for name in names if not batchable(name)]
-    batches = chunked((name for name in names if batchable(name)), batch_size)
-    for answered in pool.map(send, [*batches, *alone]):
-        for name, result in answered.items():
-            for key in wanted[name]:
-                results[key] = DeleteResult(key, result.outcome, result.error)
+    def send_all(names: list[str]) -> dict[str, DeleteResult]:
+        answered: dict[str, DeleteResult] = {}
+        batches = list(chunked((name for name in names if batchable(name)), batch_size))
+        if batches and not support.known:
+            with support.lock:  # the other calls wait for the store's first answer
+                if not support.known:
+                    answered.update(send(batches.pop(0)))
+                    support.known = True
+        alone = [[name] for name in names if not batchable(name)]
+        for answer in pool.map(send, [*batches, *alone]):
+            answered.update(answer)
+        unsent = [name for name in names if name not in answered]
+        answered.update(zip(unsent, pool.map(delete_one, unsent), strict=True))
+        return answered
+
+    answered: dict[str, DeleteResult] = {}
+    tries = dict.fromkeys(wanted, 1)
+    todo = list(wanted)
+    while todo:
+        answered.update(send_all(todo))
+        waits = {}
+        for name in todo:
+            failure = answered[name].failure
+            if failure is not None and tries[name] < retry.attempts:
+                wait = retry.after(failure, tries[name])
+                if wait is not None:
+                    waits[name] = wait
+        if waits:
+            wait = max(waits.values())
+            log.warning(
+                "%d keys failed with a passing error (e.g. %s); sending them again in %.2f s",
+                len(waits),
+                answered[next(iter(waits))].error,
+                wait,
+            )
+            retry.sleep(wait)
+        todo = list(waits)
+        for name in todo:
+            tries[name] += 1
+    for name, result in answered.items():
+        error = result.error
+        if error is not None and tries[name] > 1:
+            error += f" (tried {tries[name]} times)"
+        for key in wanted[name]:
+            results[key] = DeleteResult(key, result.outcome, error, result.failure)
     return [results[key] for key in keys]
 
 

@@ -9,7 +9,10 @@ The stores' own published limits, which the cap keeps a cleanup well below when 
 
 Beyond them the store throttles (S3 503 SlowDown, Azure 503 ServerBusy) every client of the
 prefix or account, the application included. The cap counts keys, not requests: a batch
-request of n keys counts n, which is conservative for both stores.
+request of n keys counts n, which is conservative for both stores, and on a store that
+takes no batch requests each key's single delete counts one. Retries (the SDKs' own, and a
+key a batch answer failed with a passing error, sent again within the call) are not
+counted again: they wait out their backoff instead.
 
 A run split into ranges gives each range an equal share of the cap (`range_rate`), so the
 run as a whole stays under it however many ranges run at once, in one process or on many
@@ -73,6 +76,10 @@ class RateLimitedBackend(StorageBackend):
     @property
     def key_matching(self) -> KeyMatching:
         return self.inner.key_matching
+
+    @property
+    def delete_requests(self) -> str:
+        return self.inner.delete_requests
 
     def refusals(self, keys: Sequence[str]) -> dict[str, str]:
         return self.inner.refusals(keys)

@@ -16,11 +16,20 @@ surrogate) names no S3 object and is refused.
 A request that fails as a whole is split only when S3 answered 400 or 413 about the
 request itself (e.g. MalformedXML, InvalidArgument, a key it will not take): the batch is
 halved until the key at fault goes alone by `DeleteObject` (see `delete_in_batches`).
+A store that answers `DeleteObjects` with 405 MethodNotAllowed or 501 NotImplemented
+(some S3-compatible stores and gateways do) takes no batch deletes at all: from that first
+answer on, the backend sends every key by `DeleteObject` (see `BatchSupport`), one refused
+request per backend, not per batch.
 Everything else fails each key of the batch, which then stays pending for the next run,
 and sends nothing more: throttling and 5xx after botocore's own retries, timeouts and
 connection errors, 403 (credentials or policy apply to every key), 404 (no such bucket),
 and the 400 codes listed in `_WHOLE_REQUEST_400`, which concern credentials or the
 connection rather than any key.
+
+A 200 answer may fail some keys with an `<Error>` S3 documents as passing (`InternalError`,
+`SlowDown`, `ServiceUnavailable`): those keys are sent again within the call, judged and
+spaced by botocore's standard retry mode, the same rules and backoff it applies to a whole
+request (`key_retry`), up to `max_attempts` tries in all.
 
 S3 answers `Deleted` for a key that did not exist, so this backend cannot tell "deleted
 now" from "already gone": both are reported as DELETED (both count in deletedCount). Only
@@ -38,13 +47,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
+from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.retries.standard import (
+    ExponentialBackoff,
+    RetryContext,
+    RetryEventAdapter,
+    StandardRetryConditions,
+    ThrottlingErrorDetector,
+)
 
 from snapshot_ops.storage.base import (
     EXACT,
     BatchRejected,
+    BatchSupport,
+    BatchUnsupported,
     DeleteResult,
+    KeyFailure,
+    KeyRetry,
     Outcome,
     RefusedKey,
     StorageBackend,
@@ -67,6 +88,18 @@ MAX_KEY_BYTES = 1024
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
 #: Answers to a whole batch that may be caused by one key in it: the batch is split.
 _SPLIT_STATUSES = {400, 413}
+#: Answers to a batch that say the store has no `DeleteObjects` at all: single deletes.
+_NO_BATCH_STATUSES = {405, 501}
+_NO_BATCH_CODES = {"MethodNotAllowed", "NotImplemented"}
+#: The HTTP status the S3 error-code list ("Error responses", S3 API Reference) gives each
+#: server-side code an `<Error>` entry of DeleteObjects may carry: S3 sends no status per
+#: key, and botocore's standard retry mode judges these codes by their status.
+_SERVER_ERROR_STATUS = {
+    "InternalError": 500,
+    "NotImplemented": 501,
+    "ServiceUnavailable": 503,
+    "SlowDown": 503,
+}
 #: 400 answers about the request's credentials or connection, never about a key in it.
 _WHOLE_REQUEST_400 = {
     "AuthorizationHeaderMalformed",
@@ -113,6 +146,7 @@ class S3Backend(StorageBackend):
         prefix: str = "",
         *,
         parallel_batches: int,
+        max_attempts: int,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -124,6 +158,13 @@ class S3Backend(StorageBackend):
         client.meta.events.register("before-sign.s3.DeleteObjects", add_content_md5)
         self._batches = ThreadPoolExecutor(parallel_batches, thread_name_prefix="s3-delete")
         self._lookups = ThreadPoolExecutor(LOOKUP_WORKERS, thread_name_prefix="s3-head")
+        self.batch_support = BatchSupport()
+        self._retry = key_retry(client, max_attempts)
+
+    @property
+    def delete_requests(self) -> str:
+        """`DeleteObjects` batches, or single `DeleteObject`s once the store refused one."""
+        return self.batch_support.describe()
 
     def _full_key(self, key: str) -> str:
         """The object key of `key` under the prefix; RefusedKey for an unsafe key or one S3
@@ -156,6 +197,8 @@ class S3Backend(StorageBackend):
             delete_one=self._delete_single,
             batchable=fits_in_xml,
             key_matching=self.key_matching,
+            support=self.batch_support,
+            retry=self._retry,
         )
 
     def _delete_request(self, full_keys: list[str]) -> dict[str, DeleteResult]:
@@ -167,6 +210,8 @@ class S3Backend(StorageBackend):
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = exc.response.get("Error", {}).get("Code", "")
+            if status in _NO_BATCH_STATUSES or code in _NO_BATCH_CODES:
+                raise BatchUnsupported(f"DeleteObjects answered {status} {code}") from exc
             if status in _SPLIT_STATUSES and code not in _WHOLE_REQUEST_400:
                 raise BatchRejected(f"DeleteObjects answered {status} {code}") from exc
             return all_failed(full_keys, f"DeleteObjects failed for the whole batch: {exc}")
@@ -182,7 +227,7 @@ class S3Backend(StorageBackend):
                 results[key] = DeleteResult(key, Outcome.MISSING)
             else:
                 message = f"{key!r}: {code} {item.get('Message', '')}".strip()
-                results[key] = DeleteResult(key, Outcome.FAILED, message)
+                results[key] = DeleteResult(key, Outcome.FAILED, message, KeyFailure(code))
         for key in full_keys:
             if key not in results:  # the store said nothing about it: assume nothing happened
                 results[key] = DeleteResult(key, Outcome.FAILED, f"{key!r}: no result from store")
@@ -239,6 +284,35 @@ class S3Backend(StorageBackend):
     def close(self) -> None:
         self._batches.shutdown(wait=True)
         self._lookups.shutdown(wait=True)
+
+
+def key_retry(client: Any, max_attempts: int) -> KeyRetry:
+    """How keys a DeleteObjects answer failed on their own are sent again: botocore's
+    standard retry mode (`botocore.retries.standard`), as it judges a whole request.
+
+    Each key's `<Code>` is given to its `StandardRetryConditions` with the HTTP status the
+    S3 error-code list gives that code (`_SERVER_ERROR_STATUS`): passing are the throttling
+    codes (`SlowDown`, ...), the transient ones (`RequestTimeout`, ...) and the codes of
+    500, 502, 503 and 504 answers (`InternalError`, `ServiceUnavailable`); not `AccessDenied`
+    or `NotImplemented`. The wait is its `ExponentialBackoff`: a random share of 2**(n-1)
+    times 1 s for a throttling code and 50 ms otherwise, at most 20 s. At most
+    `max_attempts` tries of a key in all, the first included.
+    """
+    conditions = StandardRetryConditions(max_attempts=max_attempts)
+    backoff = ExponentialBackoff(throttling_detector=ThrottlingErrorDetector(RetryEventAdapter()))
+    operation = client.meta.service_model.operation_model("DeleteObjects")
+
+    def after(failure: KeyFailure, attempt: int) -> float | None:
+        status = failure.status or _SERVER_ERROR_STATUS.get(failure.code)
+        context = RetryContext(
+            attempt_number=attempt,
+            operation_model=operation,
+            parsed_response={"Error": {"Code": failure.code}},
+            http_response=None if status is None else AWSResponse(None, status, {}, None),
+        )
+        return backoff.delay_amount(context) if conditions.is_retryable(context) else None
+
+    return KeyRetry(attempts=max_attempts, after=after)
 
 
 def client_config(

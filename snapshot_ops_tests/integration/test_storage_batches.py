@@ -13,6 +13,12 @@ Against moto's S3 server and Azurite behind the fault proxy, and real folders:
   name; a key that is not valid Unicode (a lone surrogate) is refused on every backend;
 - a failure of the store or the connection (throttling, 5xx, 403, a hang-up) is never
   split: every request still carries the whole batch, and no single deletes are sent;
+- a store that answers a batch 405 or 501 (it has no batch delete) gets that one batch
+  request from a backend, and every key by the single-object delete, in that call and every
+  later one;
+- a key a 200 batch answer fails with a passing error (S3 `InternalError`, `SlowDown`;
+  an Azure 500 or 503 sub-response) is sent again in the same call and deleted; one that
+  fails on every try fails after `max_attempts` tries, saying so;
 - on the filesystem, a key the operating system cannot encode is that key's result, and
   the other keys of the same thread's slice are deleted.
 """
@@ -27,6 +33,7 @@ from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.faultproxy import (
     Fault,
+    KeyFault,
     Seen,
     azure_error,
     s3_error,
@@ -273,18 +280,130 @@ def test_a_store_or_connection_failure_is_never_split(object_store, failure):
     assert store.proxy.requests(is_single_delete) == []
 
 
+#: How a store without batch deletes answers one: (status, S3's code, Azure's code).
+NO_BATCHES = {405: ("MethodNotAllowed", "UnsupportedHttpVerb"), 501: ("NotImplemented", "")}
+
+
+def refuse_batches(store: Store, status: int) -> None:
+    """The store answers every batch request `status`, as one without batch deletes does."""
+    s3_code, azure_code = NO_BATCHES[status]
+    if store.url.startswith("s3://"):
+        fault = s3_error(is_batch, status, s3_code, "not implemented here", times=1_000)
+    else:
+        fault = azure_error(is_batch, status, azure_code, times=1_000)
+    store.proxy.add_fault(fault)
+
+
+@pytest.mark.parametrize("status", list(NO_BATCHES))
+def test_a_store_without_batch_deletes_is_asked_once_and_gets_single_deletes(object_store, status):
+    store = object_store
+    first, later = KEYS[:5], KEYS[5:]
+    for key in KEYS:
+        store.put(key, b"x")
+    refuse_batches(store, status)
+    backend = store.open(parallel_batches=3)
+    try:
+        before = backend.delete_requests
+        results = backend.delete_many(first) + backend.delete_many(later)
+        after = backend.delete_requests
+    finally:
+        backend.close()
+
+    assert [r.outcome for r in results] == [Outcome.DELETED] * len(KEYS)
+    assert not any(store.exists(key) for key in KEYS)
+    [batch] = store.proxy.requests(is_batch)  # the first call's only; none in the second
+    assert sorted(batch_keys(store, batch)) == sorted(store.full_key(k) for k in first)
+    singles = store.proxy.requests(is_single_delete)
+    assert sorted(s.path.rsplit("/", 1)[1] for s in singles) == sorted(
+        k.rsplit("/", 1)[1] for k in KEYS
+    )
+    assert 1 <= store.proxy.max_in_flight <= 3  # parallel_batches bounds the singles too
+    assert (before, after.split(" ", 1)[0]) == ("batch", "single")
+    assert str(status) in after
+
+
+#: Passing errors a 200 batch answer gives one key: (S3 code, Azure status and code).
+PASSING = {
+    "internal-error": ("InternalError", 500, "InternalError"),
+    "slow-down": ("SlowDown", 503, "ServerBusy"),
+}
+
+
+def fail_key_in_batches(store: Store, key: str, kind: str, times: int) -> None:
+    """The next `times` batch answers carrying `key` fail it with a passing error; its
+    object stays."""
+    s3_code, status, azure_code = PASSING[kind]
+    if store.url.startswith("s3://"):
+        fault = KeyFault(s3_code, "Please try again.")
+        store.proxy.key_faults[store.full_key(key)] = fault
+    else:
+        fault = KeyFault(azure_code, status=status)
+        store.proxy.key_faults[f"{store.name}/{store.full_key(key)}"] = fault
+    fault.times = times
+
+
+@pytest.mark.parametrize("kind", list(PASSING))
+def test_a_key_a_batch_answer_fails_with_a_passing_error_is_sent_again(object_store, kind):
+    store = object_store
+    for key in KEYS:
+        store.put(key, b"x")
+    fail_key_in_batches(store, BAD, kind, times=1)
+
+    results = delete(store, KEYS)
+
+    assert [r.outcome for r in results] == [Outcome.DELETED] * len(KEYS)
+    assert not any(store.exists(key) for key in KEYS)
+    sent = [batch_keys(store, s) for s in store.proxy.requests(is_batch)]
+    assert sent == [[store.full_key(k) for k in KEYS], [store.full_key(BAD)]]
+    assert store.proxy.requests(is_single_delete) == []
+
+
+@pytest.mark.parametrize("kind", list(PASSING))
+def test_a_key_failing_on_every_try_fails_after_max_attempts(object_store, kind):
+    store = object_store
+    for key in KEYS:
+        store.put(key, b"x")
+    fail_key_in_batches(store, BAD, kind, times=1_000)
+
+    results = delete(store, KEYS, max_attempts=3)
+
+    expected = [Outcome.FAILED if key == BAD else Outcome.DELETED for key in KEYS]
+    assert [r.outcome for r in results] == expected
+    error = results[KEYS.index(BAD)].error
+    code = PASSING[kind][0] if store.url.startswith("s3://") else PASSING[kind][2]
+    assert repr(store.full_key(BAD)) in error and code in error, error
+    assert error.endswith("(tried 3 times)"), error
+    assert [key for key in KEYS if store.exists(key)] == [BAD]
+    carrying = [s for s in store.proxy.requests(is_batch) if holding(store, BAD)(s)]
+    assert len(carrying) == 3
+
+
+def test_a_key_failing_for_good_in_a_batch_answer_is_tried_once(object_store):
+    store = object_store
+    for key in KEYS:
+        store.put(key, b"x")
+    store.refuse_deleting(BAD)  # S3 AccessDenied, an Azure 412 for a leased blob
+
+    results = delete(store, KEYS, max_attempts=3)
+
+    assert results[KEYS.index(BAD)].outcome is Outcome.FAILED
+    assert "tried" not in results[KEYS.index(BAD)].error
+    assert len(store.proxy.requests(is_batch)) == 1
+
+
 XML_UNSAFE = ["x/b\x01.pdf", "x/c\r.pdf", "x/d\ufffe.pdf", "x/e\x1f.pdf"]
 
 
 @pytest.mark.parametrize(
     "code, outcome, keys",
-    [("NoSuchKey", Outcome.MISSING, KEYS), ("InternalError", Outcome.FAILED, [BAD])],
+    [("NoSuchKey", Outcome.MISSING, KEYS), ("AccessDenied", Outcome.FAILED, [BAD])],
     ids=["missing", "failed-alone-in-its-batch"],
 )
 def test_s3_per_key_errors_decide_each_key(s3_store, code, outcome, keys):
     # An <Error> entry in a DeleteObjects answer: NoSuchKey (an S3-compatible store's way
-    # to say the object was gone) counts as gone, any other code fails that key with the
-    # store's code and message. In the second case the answer lists no key as deleted.
+    # to say the object was gone) counts as gone, a code that is not passing fails that key
+    # with the store's code and message, tried once. In the second case the answer lists no
+    # key as deleted. (Passing codes: test_per_key_passing_errors.py.)
     store = s3_store
     for key in keys:
         store.put(key, b"x")

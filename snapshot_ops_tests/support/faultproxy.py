@@ -92,6 +92,19 @@ class Fault:
     rewrite: Rewrite | None = None
 
 
+@dataclass
+class KeyFault:
+    """What the store answers about one key in the next `times` batch requests carrying it:
+    an S3 `<Error>` entry with `code` and `message`, or an Azure sub-response with `status`
+    and `code` (as `x-ms-error-code`). The key's object stays; once `times` is used up, the
+    key goes to the store like any other."""
+
+    code: str
+    message: str = ""
+    status: int = 503
+    times: int = 1_000_000
+
+
 class FaultProxy:
     """A threaded HTTP proxy on a free loopback port in front of `upstream` (host, port)."""
 
@@ -100,6 +113,8 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
         self.refused_s3_keys: set[str] = set()  # full keys DeleteObjects reports as errors
+        #: Keys a batch answer fails on their own: S3 full keys, Azure "container/name".
+        self.key_faults: dict[str, KeyFault] = {}
         self.in_flight = 0
         self.max_in_flight = 0  # most requests handled at once since the last reset
         self._lock = threading.Lock()
@@ -138,6 +153,7 @@ class FaultProxy:
             self.seen.clear()
             self.faults.clear()
             self.refused_s3_keys.clear()
+            self.key_faults.clear()
             self.max_in_flight = 0
 
     def add_fault(self, fault: Fault) -> None:
@@ -171,7 +187,7 @@ class FaultProxy:
             fault = next((f for f in self.faults if f.times > 0 and f.match(seen)), None)
             if fault is not None:
                 fault.times -= 1
-            refused = set(self.refused_s3_keys) if seen.is_s3_delete_objects else set()
+            key_faults = self._take_key_faults(seen) if fault is None else {}
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.hang_up:
@@ -181,13 +197,35 @@ class FaultProxy:
             self._reply(handler, fault.status, fault.headers, fault.body)
             return
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_HEADERS}
-        if refused and set(seen.s3_delete_keys()) & refused:
-            self._delete_objects_with_refusals(handler, seen, headers, refused)
+        if key_faults and seen.is_s3_delete_objects:
+            self._delete_objects_with_refusals(handler, seen, headers, key_faults)
             return
+        if key_faults:  # a Blob Batch: its sub-requests for these blobs fail at the store
+            body = _spoil_subrequests(seen, key_faults)
         status, reply_headers, reply = self._forward(handler.command, handler.path, headers, body)
+        if key_faults:
+            reply = _blob_subresponses_as(seen, status, reply_headers, reply, key_faults)
         if fault is not None and fault.rewrite is not None:
             status, reply_headers, reply = fault.rewrite(seen, status, reply_headers, reply)
         self._reply(handler, status, reply_headers, reply)
+
+    def _take_key_faults(self, seen: Seen) -> dict[str, KeyFault]:
+        """The key faults `seen` (a batch request) meets, each use counted; under the lock."""
+        if seen.is_s3_delete_objects:
+            keys = seen.s3_delete_keys()
+            found = {k: KeyFault("AccessDenied", "Access Denied") for k in self.refused_s3_keys}
+        elif seen.is_blob_batch:
+            keys, found = seen.blob_batch_names(), {}
+        else:
+            return {}
+        for key in keys:
+            blob = key.split("/", 1)[1] if seen.is_blob_batch and "/" in key else key
+            for name in (key, blob):  # Azurite puts its account first in the path
+                fault = self.key_faults.get(name)
+                if fault is not None and fault.times > 0:
+                    fault.times -= 1
+                    found[key] = fault
+        return {k: f for k, f in found.items() if k in keys}
 
     def _forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -209,7 +247,7 @@ class FaultProxy:
         handler: BaseHTTPRequestHandler,
         seen: Seen,
         headers: dict[str, str],
-        refused: set[str],
+        refused: dict[str, KeyFault],
     ) -> None:
         """Send the batch without the refused keys; report those as per-key errors."""
         ET.register_namespace("", S3_NS)
@@ -238,8 +276,8 @@ class FaultProxy:
         for key in blocked:
             error = ET.SubElement(result, f"{{{S3_NS}}}Error")
             ET.SubElement(error, f"{{{S3_NS}}}Key").text = key
-            ET.SubElement(error, f"{{{S3_NS}}}Code").text = "AccessDenied"
-            ET.SubElement(error, f"{{{S3_NS}}}Message").text = "Access Denied"
+            ET.SubElement(error, f"{{{S3_NS}}}Code").text = refused[key].code
+            ET.SubElement(error, f"{{{S3_NS}}}Message").text = refused[key].message
         reply = ET.tostring(result, xml_declaration=True, encoding="utf-8")
         self._reply(handler, 200, reply_headers, reply)
 
@@ -262,6 +300,48 @@ class FaultProxy:
 
 
 # -- answers rewritten -------------------------------------------------------------------------
+
+
+#: A Blob Batch sub-request's request line: its path (account first on Azurite) without the
+#: last character, that character, and what follows the path.
+_SUBREQUEST = re.compile(rb"\r\nDELETE /([^? ]*)([^? /])([? ])")
+
+
+def _spoil_subrequests(seen: Seen, faults: dict[str, KeyFault]) -> bytes:
+    """The Blob Batch body with the sub-requests for the faulted blobs changed so that the
+    store refuses them: the last character of each path is replaced, which breaks that
+    sub-request's signature (the store answers 403 and deletes nothing). The body keeps its
+    length, so the outer request's signature (which covers Content-Length) still holds."""
+    body = bytearray(seen.body)
+    for match in _SUBREQUEST.finditer(seen.body):
+        if unquote((match.group(1) + match.group(2)).decode("ascii")) in faults:
+            body[match.start(2)] = ord("~") if match.group(2) != b"~" else ord("_")
+    return bytes(body)
+
+
+def _blob_subresponses_as(
+    seen: Seen, status: int, headers: dict[str, str], body: bytes, faults: dict[str, KeyFault]
+) -> bytes:
+    """The Blob Batch answer with each faulted blob's sub-response (found by its Content-ID,
+    the blob's position in the request) given the fault's status and error code."""
+    if status != 202:
+        return body
+    content_type = next(v for k, v in headers.items() if k.lower() == "content-type")
+    boundary = b"--" + content_type.split("boundary=", 1)[1].strip().encode()
+    names = seen.blob_batch_names()
+    parts = body.split(boundary)
+    for path, fault in faults.items():
+        content_id = f"Content-ID: {names.index(path)}\r\n".encode()
+        [index] = [i for i, part in enumerate(parts) if content_id in part]
+        part = re.sub(rb"\r\nx-ms-error-code: [^\r\n]*", b"", parts[index], flags=re.IGNORECASE)
+        status_line = f"HTTP/1.1 {fault.status} {fault.message or fault.code}\r\n"
+        parts[index] = re.sub(
+            rb"HTTP/1\.1 \d{3} [^\r\n]*\r\n",
+            (status_line + f"x-ms-error-code: {fault.code}\r\n").encode(),
+            part,
+            count=1,
+        )
+    return boundary.join(parts)
 
 
 def s3_error(
