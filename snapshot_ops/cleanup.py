@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snapshot_ops import checkpoints
-from snapshot_ops.db import Catalog, PendingDelete, ReadBatch
+from snapshot_ops.db import BackedOff, Catalog, PendingDelete, ReadBatch
 from snapshot_ops.rules import Policy
 from snapshot_ops.sentinel import Sentinel
 from snapshot_ops.storage.base import Outcome, StorageBackend
@@ -76,6 +76,10 @@ class DeleteReport:
     #: Rows made live again, their journal entries dropped (`Catalog.release_pending`):
     #: refused at delete time, or their key was changed after they were marked.
     released: list[str] = field(default_factory=list)
+    #: Known failed deletes waiting out their backoff, not sent to the store by this run:
+    #: reported when they failed, a warning now, not an error (see `describe_waiting`). A
+    #: plain default, so a report pickled before the field existed reads it as empty.
+    waiting: tuple[BackedOff, ...] = ()
 
     def __add__(self, other: DeleteReport) -> DeleteReport:
         return DeleteReport(
@@ -86,7 +90,49 @@ class DeleteReport:
             self.kept_shared + other.kept_shared,
             self.refused + other.refused,
             self.released + other.released,
+            # One entry once, though two steps of a re-execution both listed it.
+            tuple({w.file_id: w for w in (*self.waiting, *other.waiting)}.values()),
         )
+
+
+def oldest_waiting(waiting: Sequence[BackedOff]) -> BackedOff | None:
+    """The entry among `waiting` whose row was marked deleted first (its object has waited
+    longest), ties and unknown times by file id; None when there is none."""
+    return min(
+        waiting,
+        key=lambda w: (w.marked_at is None, utc(w.marked_at), w.file_id),
+        default=None,
+    )
+
+
+def describe_backed_off(entry: BackedOff) -> str:
+    """One entry waiting out its backoff: file id, when marked, failures, next try, error."""
+    marked = "" if entry.marked_at is None else f", marked {utc(entry.marked_at).isoformat()}"
+    return (
+        f"{entry.file_id}{marked}, failed {entry.attempts} time(s), next try after "
+        f"{utc(entry.next_attempt_at).isoformat()}; last error: {entry.last_error}"
+    )
+
+
+def describe_waiting(waiting: Sequence[BackedOff]) -> str:
+    """The warning a run gives for known failed deletes it did not retry: how many, and
+    the oldest (`oldest_waiting`)."""
+    oldest = oldest_waiting(waiting)
+    if oldest is None:
+        return "no failed delete is waiting out its backoff"
+    return (
+        f"{len(waiting)} failed delete(s) of earlier runs wait out their backoff and were not "
+        f"sent to the store by this run (reported when they failed; `python -m "
+        f"snapshot_ops.journal list` shows them): the oldest is {describe_backed_off(oldest)}"
+    )
+
+
+def utc(value: dt.datetime | None) -> dt.datetime:
+    """`value` as an aware UTC instant (SQLite gives the stored UTC instants back naive);
+    None as the earliest instant, for sorting."""
+    if value is None:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 #: A lease covers this many times the worst single request (every attempt timing out),
@@ -336,7 +382,8 @@ def finish_pending(
 ) -> DeleteReport:
     """Delete the objects of every journal entry no live run holds: what an interrupted run
     left behind, and failed deletes whose backoff is over. Entries still backing off are
-    not sent to the store; each is reported as an error by name (see Catalog.backed_off).
+    not sent to the store: they are known failures, reported by the run they failed in, and
+    come back in the report's `waiting` (a warning, not an error: see Catalog.backed_off).
     Entries whose row names another key by now are released first (`release_stale`).
     `progress` is called as in `mark_and_delete` (objects deleted so far, of `candidates`).
     Raises StorageMismatch, leaving the entries of that batch and every later one pending,
@@ -349,11 +396,7 @@ def finish_pending(
     total = release_stale(catalog, batch_size=batch_size)
     # Listed before the sweep: these are the entries it skips. An entry that fails during
     # the sweep starts backing off too, but it is reported once, by its failure.
-    waiting = [
-        f"backed off {b.file_id}: failed {b.attempts} time(s), next try after "
-        f"{b.next_attempt_at.isoformat()}; last error: {b.last_error}"
-        for b in catalog.backed_off(_now())
-    ]
+    waiting = tuple(catalog.backed_off(_now()))
     after: str | None = None
     while True:
         report, after = delete_entries(
@@ -371,7 +414,7 @@ def finish_pending(
         meter.add(deleted=report.removed, missing=report.missing)
         meter.tick()
     meter.tick(final=True)
-    return total + DeleteReport(errors=waiting)
+    return total + DeleteReport(waiting=waiting)
 
 
 class _BackgroundDeleter:

@@ -64,6 +64,7 @@ class BackedOff:
     attempts: int
     next_attempt_at: dt.datetime
     last_error: str | None
+    marked_at: dt.datetime | None = None  # when its row was marked deleted
 
 
 @dataclass(frozen=True)
@@ -392,7 +393,7 @@ class Journal(Tables):
         p = self.pending.c
         with self.reading() as conn:
             rows = conn.execute(
-                sa.select(p.file_id, p.attempts, p.next_attempt_at, p.last_error)
+                sa.select(p.file_id, p.attempts, p.next_attempt_at, p.last_error, p.marked_at)
                 .where(p.next_attempt_at > now)
                 .order_by(p.file_id)
             ).all()

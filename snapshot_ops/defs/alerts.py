@@ -39,12 +39,19 @@ MAX_ERROR_CHARS = 500
 MAX_MESSAGE_CHARS = 3000
 
 
-def failure_text(job: str, run_id: str, errors: list[str]) -> str:
+def failure_text(job: str, run_id: str, errors: list[str], known: str = "") -> str:
     """The failure alert's message: the job, the run and its errors, one per line, repeats
     dropped, each cut at MAX_ERROR_CHARS; at most MAX_ALERT_ERRORS of them and never over
-    MAX_MESSAGE_CHARS in all, the rest counted as "and N more"."""
+    MAX_MESSAGE_CHARS in all, the rest counted as "and N more".
+
+    `errors` are the run's own failures, what is new. `known` (when not empty) says what
+    is already known and not listed: failed deletes of earlier runs waiting out their
+    backoff, which this run did not retry (see `known_text`); it comes before the errors,
+    cut at MAX_ERROR_CHARS."""
     unique = list(dict.fromkeys(e.strip() for e in errors if e and e.strip()))
     head = [f"{job} failed", f"run: {run_id}"]
+    if known:
+        head.append(known if len(known) <= MAX_ERROR_CHARS else known[: MAX_ERROR_CHARS - 1] + "…")
     if not unique:
         return "\n".join(head)
     head.append(f"errors ({len(unique)}):")
@@ -58,6 +65,18 @@ def failure_text(job: str, run_id: str, errors: list[str]) -> str:
     if len(lines) < len(unique):
         lines.append(f"- and {len(unique) - len(lines)} more")
     return "\n".join([*head, *lines])
+
+
+def known_text(backing_off: int, oldest: str) -> str:
+    """The alert's line on known failures (`failure_text`'s `known`): `backing_off` failed
+    deletes waiting out their backoff, `oldest` the one waiting longest; "" when none."""
+    if backing_off <= 0:
+        return ""
+    return (
+        f"known, not listed: {backing_off} failed delete(s) of earlier runs wait out their "
+        f"backoff (not retried by this run; asset check no_pending_deletes_backing_off); "
+        f"oldest: {oldest}"
+    )
 
 
 class Notifier(ABC):

@@ -50,7 +50,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from snapshot_ops import savings
+from snapshot_ops import cleanup, savings
 from snapshot_ops.db import Catalog
 from snapshot_ops.defs.alerts import FRESHNESS_LIMIT
 from snapshot_ops.defs.resources import SnapshotDatabase
@@ -159,6 +159,7 @@ RECLAIMED_KEY = AssetKey("snapshot_storage_reclaimed")
 SAVINGS_KEY = AssetKey("snapshot_storage_savings_30d")
 TOTAL_CHECK = "savings_total_matches_run_log"
 OVERDUE_CHECK = "no_overdue_parse_session_snapshots"
+BACKING_OFF_CHECK = "no_pending_deletes_backing_off"
 
 _DAY_COLUMNS = (
     TableColumn("day", "date", description="Calendar day in the schedule's timezone"),
@@ -352,6 +353,35 @@ def check_overdue(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
     )
 
 
+def check_backing_off(catalog: Catalog, now: dt.datetime) -> CheckOutcome:
+    """No journal entry is waiting out a backoff after failed deletes.
+
+    Such an entry is a row marked deleted whose object the store kept refusing: no run
+    sends it to the store until its backoff ends (1 h after its second failure, doubling,
+    at most 7 days), and runs in between do not fail on it (it was reported when it
+    failed). This check keeps it in sight meanwhile: it fails while any is waiting, naming
+    how many and the one whose row was marked first (`cleanup.oldest_waiting`).
+    """
+    waiting = catalog.backed_off(now)
+    oldest = cleanup.oldest_waiting(waiting)
+    if oldest is None:
+        return CheckOutcome(True, "no failed delete is waiting out its backoff", {"backingOff": 0})
+    return CheckOutcome(
+        False,
+        f"{len(waiting)} journal entries wait out their backoff after failed deletes (rows "
+        "marked deleted, objects still in the store); the oldest: "
+        f"{cleanup.describe_backed_off(oldest)}. `python -m snapshot_ops.journal list` shows "
+        "them; see docs/operations.md, The journal of pending deletes",
+        {
+            "backingOff": len(waiting),
+            "oldestFileId": oldest.file_id,
+            "oldestMarkedAt": cleanup.utc(oldest.marked_at).isoformat(),
+            "oldestAttempts": oldest.attempts,
+            "oldestLastError": oldest.last_error or "",
+        },
+    )
+
+
 def _result(outcome: CheckOutcome, severity: AssetCheckSeverity) -> AssetCheckResult:
     return AssetCheckResult(
         passed=outcome.passed,
@@ -423,6 +453,13 @@ def publish_cleanup_run(
             SNAPSHOT_FILES.key,
             OVERDUE_CHECK,
             check_overdue(catalog, judged_at),
+            AssetCheckSeverity.WARN,
+        ),
+        # As of the wall clock: backoffs run on it.
+        (
+            CLEANUP_RUNS.key,
+            BACKING_OFF_CHECK,
+            check_backing_off(catalog, now),
             AssetCheckSeverity.WARN,
         ),
     )
@@ -554,7 +591,25 @@ def build_storage_assets(
             outcome = check_overdue(catalog, dt.datetime.now(dt.UTC))
         return _result(outcome, AssetCheckSeverity.WARN)
 
+    @asset_check(
+        asset=CLEANUP_RUNS.key,
+        name=BACKING_OFF_CHECK,
+        description=(
+            "No row the cleanup marked deleted is waiting out a backoff because the store kept "
+            "failing its object's delete; if one is, its object is still in the store and no "
+            "run retries it before the backoff ends."
+        ),
+    )
+    def no_pending_deletes_backing_off(database: SnapshotDatabase) -> AssetCheckResult:
+        with _catalog(database) as catalog:
+            outcome = check_backing_off(catalog, dt.datetime.now(dt.UTC))
+        return _result(outcome, AssetCheckSeverity.WARN)
+
     return (
         [reclaimed, snapshot_storage_savings_30d],
-        [savings_total_matches_run_log, no_overdue_parse_session_snapshots],
+        [
+            savings_total_matches_run_log,
+            no_overdue_parse_session_snapshots,
+            no_pending_deletes_backing_off,
+        ],
     )

@@ -443,6 +443,7 @@ def finish_pending_deletes(
     with _catalog(database) as catalog, storage.deleting_backend() as backend:
         _join_run(context, catalog, plan)
         report = _finish_journal(context, plan, catalog, storage, backend)
+        requests = backend.delete_requests
     context.log.debug(
         f"finished {report.removed + report.missing} pending deletes left by earlier runs "
         f"({report.missing} already missing), {len(report.errors)} still failing, "
@@ -456,6 +457,8 @@ def finish_pending_deletes(
             "bytesReclaimed": report.bytes_reclaimed,
             "keptSharedKey": len(report.kept_shared),
             "releasedRows": len(report.released),
+            "backingOff": len(report.waiting),
+            "deleteRequests": requests,
         }
     )
     return report
@@ -503,6 +506,8 @@ def mark_and_delete_expired(
             "bytesReclaimed": deleted.bytes_reclaimed,
             "keptSharedKey": len(deleted.kept_shared),
             "releasedRows": len(deleted.released),
+            # The range's backend is the execution's (storage.backend()), rate limit aside.
+            "deleteRequests": storage.backend().delete_requests,
         }
     )
     return report
@@ -594,7 +599,11 @@ def record_cleanup_run(
         ranges = _combined(cleaned)
         marked = ranges.mark_report
         deleted = leftovers + ranges.delete_report
+        # Only this run's own failures fail it; known failures waiting out their backoff
+        # (not sent to the store by this run) are a warning and the asset check
+        # no_pending_deletes_backing_off, so they do not turn every later run red.
         errors = marked.errors + deleted.errors
+        waiting = deleted.waiting
         status = FAILED if errors else SUCCEEDED
         counts = catalog.finish_run(
             context.run_id,
@@ -602,12 +611,16 @@ def record_cleanup_run(
             errors=errors,
             **({"marked_count": marked.marked_count} if plan.dry_run else {}),
         )
+    if waiting:
+        context.log.warning(cleanup.describe_waiting(waiting))
+    oldest = cleanup.oldest_waiting(waiting)
     summary = {
         "runAt": plan.run_at.isoformat(),
         "deletedCount": counts["deleted_count"],
         "errors": errors,
         "bytesReclaimed": counts["bytes_reclaimed"],
         "alreadyMissing": counts["missing_count"],
+        "backingOff": len(waiting),
         "dryRun": plan.dry_run,
         "wouldDelete": marked.marked_count if plan.dry_run else 0,
     }
@@ -619,6 +632,9 @@ def record_cleanup_run(
         "errorCount": len(errors),
         "errors": MetadataValue.json(errors[:50]),
         "bytesReclaimed": counts["bytes_reclaimed"],
+        # Known failures, not this run's: how many, and the one waiting longest.
+        "backingOff": len(waiting),
+        "backingOffOldest": "" if oldest is None else cleanup.describe_backed_off(oldest),
     }
     if errors:
         if not plan.dry_run:

@@ -30,6 +30,7 @@ from snapshot_ops.defs.alerts import (
     LogNotifier,
     Notifier,
     failure_text,
+    known_text,
     overdue_by,
 )
 from snapshot_ops.defs.assets import CLEANUP_RUNS
@@ -65,13 +66,37 @@ def failure_errors(step_failures: list[DagsterEvent]) -> list[str]:
     return errors
 
 
+def failure_known(step_failures: list[DagsterEvent]) -> str:
+    """What a failed run reported as known and not its own (alerts.known_text): the failed
+    deletes of earlier runs waiting out their backoff, from record_cleanup_run's
+    `backingOff` and `backingOffOldest` metadata; "" when it reported none."""
+    for event in step_failures:
+        data = event.step_failure_data
+        user = data.user_failure_data if data is not None else None
+        if user is None:
+            continue
+        count = user.metadata.get("backingOff")
+        oldest = user.metadata.get("backingOffOldest")
+        if count is not None:
+            return known_text(int(count.value), str(oldest.value) if oldest else "")
+    return ""
+
+
 def failure_message(context: RunFailureSensorContext) -> str:
     """The message of a failed run's alert: its errors summary (alerts.failure_text), or the
-    run's own failure message when no step reported one (e.g. a run that never started)."""
-    errors = failure_errors(list(context.get_step_failure_events()))
+    run's own failure message when no step reported one (e.g. a run that never started).
+    The errors are the run's own, what is new; known failures waiting out their backoff
+    are one line, not listed (`failure_known`)."""
+    failures = list(context.get_step_failure_events())
+    errors = failure_errors(failures)
     if not errors and context.failure_event.message:
         errors = [context.failure_event.message]
-    return failure_text(context.dagster_run.job_name, context.dagster_run.run_id, errors)
+    return failure_text(
+        context.dagster_run.job_name,
+        context.dagster_run.run_id,
+        errors,
+        known=failure_known(failures),
+    )
 
 
 @run_failure_sensor(

@@ -22,6 +22,7 @@ from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, ma
 from snapshot_ops import savings
 from snapshot_ops.db import SNAPSHOT_COLUMNS, Catalog, make_engine
 from snapshot_ops.defs.assets import (
+    BACKING_OFF_CHECK,
     CLEANUP_RUNS,
     ORDER_ATTACHMENTS,
     OVERDUE_CHECK,
@@ -154,6 +155,7 @@ def test_definitions_read_snapshot_files_to_cleanup_to_reclaimed_to_savings():
     assert checks == {
         ("snapshot_storage_savings_30d", TOTAL_CHECK),
         ("SnapshotFiles", OVERDUE_CHECK),
+        ("snapshot_cleanup_runs", BACKING_OFF_CHECK),
     }
     job = defs.resolve_job_def("snapshot_cleanup_job")
     assert job.graph.node_names()[-1] == "refresh_storage_assets"
@@ -227,7 +229,7 @@ def test_a_week_of_runs_then_a_backfill_reproduces_the_numbers_and_deletes_nothi
             ("snapshot_storage_savings_30d", None),
         }
         assert all(e.passed for e in result.get_asset_check_evaluations())
-        assert len(result.get_asset_check_evaluations()) == 2
+        assert len(result.get_asset_check_evaluations()) == 3
 
     # Every run's day carries its own figures; the day without a run has none yet.
     job_numbers: dict[str, dict] = {}

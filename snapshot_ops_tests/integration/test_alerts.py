@@ -1,6 +1,7 @@
-"""Alerting: a failed cleanup run is reported with its `errors` summary through dagster-slack's
-and dagster-msteams' run-failure sensors (real clients posting to a real HTTP server on
-loopback), or to the log when neither is configured; the freshness policy on
+"""Alerting: a failed cleanup run is reported with its `errors` summary (its own failures,
+what is new; known failures waiting out their backoff are one line, not listed) through
+dagster-slack's and dagster-msteams' run-failure sensors (real clients posting to a real
+HTTP server on loopback), or to the log when neither is configured; the freshness policy on
 snapshot_cleanup_runs, evaluated by Dagster's own freshness daemon, turns into one alert per
 stale spell, and a deployment that never ran a cleanup is flagged after 36 hours.
 """
@@ -33,10 +34,12 @@ from slack_sdk import WebClient
 from snapshot_ops.defs.alerts import (
     FRESHNESS_LIMIT,
     MAX_ALERT_ERRORS,
+    MAX_ERROR_CHARS,
     MAX_MESSAGE_CHARS,
     LogNotifier,
     TeamsNotifier,
     failure_text,
+    known_text,
     notifiers,
 )
 from snapshot_ops.defs.assets import CLEANUP_RUNS
@@ -66,6 +69,27 @@ def test_failure_text_lists_each_error_once_and_counts_the_rest():
     assert lines[:3] == ["snapshot_cleanup_job failed", "run: run-1", "errors (25):"]
     assert lines[3:-1] == [f"- key {i}: refused" for i in range(MAX_ALERT_ERRORS)]
     assert lines[-1] == "- and 5 more"
+
+
+@pytest.mark.unit
+def test_failure_text_lists_the_new_errors_and_counts_the_known_ones_on_one_line():
+    known = known_text(3, "f-1, marked 2026-11-12T03:00:00+00:00, failed 2 time(s)")
+    text = failure_text("snapshot_cleanup_job", "run-1", ["failed f-9: AccessDenied"], known)
+    assert text.splitlines() == [
+        "snapshot_cleanup_job failed",
+        "run: run-1",
+        "known, not listed: 3 failed delete(s) of earlier runs wait out their backoff (not "
+        "retried by this run; asset check no_pending_deletes_backing_off); oldest: f-1, "
+        "marked 2026-11-12T03:00:00+00:00, failed 2 time(s)",
+        "errors (1):",
+        "- failed f-9: AccessDenied",
+    ]
+    assert known_text(0, "") == ""
+    assert failure_text("snapshot_cleanup_job", "run-1", ["e"], "") == failure_text(
+        "snapshot_cleanup_job", "run-1", ["e"]
+    )
+    long = failure_text("snapshot_cleanup_job", "run-1", [], known_text(1, "x" * 3000))
+    assert len(long.splitlines()[2]) == MAX_ERROR_CHARS and long.endswith("…")
 
 
 @pytest.mark.unit

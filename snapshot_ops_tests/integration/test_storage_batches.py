@@ -33,13 +33,12 @@ from snapshot_ops.storage import Outcome
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.faultproxy import (
     Fault,
-    KeyFault,
     Seen,
     azure_error,
     s3_error,
     s3_result_as_error,
 )
-from snapshot_ops_tests.support.stores import Store
+from snapshot_ops_tests.support.stores import NO_BATCHES, PASSING, Store
 
 BACKENDS = ["s3", "azure"]
 KEYS = [f"s/{n}.pdf" for n in range(8)]
@@ -280,27 +279,13 @@ def test_a_store_or_connection_failure_is_never_split(object_store, failure):
     assert store.proxy.requests(is_single_delete) == []
 
 
-#: How a store without batch deletes answers one: (status, S3's code, Azure's code).
-NO_BATCHES = {405: ("MethodNotAllowed", "UnsupportedHttpVerb"), 501: ("NotImplemented", "")}
-
-
-def refuse_batches(store: Store, status: int) -> None:
-    """The store answers every batch request `status`, as one without batch deletes does."""
-    s3_code, azure_code = NO_BATCHES[status]
-    if store.url.startswith("s3://"):
-        fault = s3_error(is_batch, status, s3_code, "not implemented here", times=1_000)
-    else:
-        fault = azure_error(is_batch, status, azure_code, times=1_000)
-    store.proxy.add_fault(fault)
-
-
 @pytest.mark.parametrize("status", list(NO_BATCHES))
 def test_a_store_without_batch_deletes_is_asked_once_and_gets_single_deletes(object_store, status):
     store = object_store
     first, later = KEYS[:5], KEYS[5:]
     for key in KEYS:
         store.put(key, b"x")
-    refuse_batches(store, status)
+    store.refuse_batches(status)
     backend = store.open(parallel_batches=3)
     try:
         before = backend.delete_requests
@@ -322,32 +307,12 @@ def test_a_store_without_batch_deletes_is_asked_once_and_gets_single_deletes(obj
     assert str(status) in after
 
 
-#: Passing errors a 200 batch answer gives one key: (S3 code, Azure status and code).
-PASSING = {
-    "internal-error": ("InternalError", 500, "InternalError"),
-    "slow-down": ("SlowDown", 503, "ServerBusy"),
-}
-
-
-def fail_key_in_batches(store: Store, key: str, kind: str, times: int) -> None:
-    """The next `times` batch answers carrying `key` fail it with a passing error; its
-    object stays."""
-    s3_code, status, azure_code = PASSING[kind]
-    if store.url.startswith("s3://"):
-        fault = KeyFault(s3_code, "Please try again.")
-        store.proxy.key_faults[store.full_key(key)] = fault
-    else:
-        fault = KeyFault(azure_code, status=status)
-        store.proxy.key_faults[f"{store.name}/{store.full_key(key)}"] = fault
-    fault.times = times
-
-
 @pytest.mark.parametrize("kind", list(PASSING))
 def test_a_key_a_batch_answer_fails_with_a_passing_error_is_sent_again(object_store, kind):
     store = object_store
     for key in KEYS:
         store.put(key, b"x")
-    fail_key_in_batches(store, BAD, kind, times=1)
+    store.fail_in_batches(BAD, kind, times=1)
 
     results = delete(store, KEYS)
 
@@ -363,7 +328,7 @@ def test_a_key_failing_on_every_try_fails_after_max_attempts(object_store, kind)
     store = object_store
     for key in KEYS:
         store.put(key, b"x")
-    fail_key_in_batches(store, BAD, kind, times=1_000)
+    store.fail_in_batches(BAD, kind, times=1_000)
 
     results = delete(store, KEYS, max_attempts=3)
 

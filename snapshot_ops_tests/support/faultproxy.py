@@ -219,12 +219,12 @@ class FaultProxy:
         else:
             return {}
         for key in keys:
+            # Azurite puts its account first in a blob's path: "account/container/name".
             blob = key.split("/", 1)[1] if seen.is_blob_batch and "/" in key else key
-            for name in (key, blob):  # Azurite puts its account first in the path
-                fault = self.key_faults.get(name)
-                if fault is not None and fault.times > 0:
-                    fault.times -= 1
-                    found[key] = fault
+            fault = self.key_faults.get(key) or self.key_faults.get(blob)
+            if fault is not None and fault.times > 0:
+                fault.times -= 1
+                found[key] = fault
         return {k: f for k, f in found.items() if k in keys}
 
     def _forward(

@@ -30,7 +30,7 @@ from botocore.config import Config
 
 from snapshot_ops.storage import StorageBackend, open_storage
 from snapshot_ops_tests.support import REPO
-from snapshot_ops_tests.support.faultproxy import FaultProxy
+from snapshot_ops_tests.support.faultproxy import FaultProxy, KeyFault, Seen, azure_error, s3_error
 from snapshot_ops_tests.support.waiting import free_port, wait_for_port
 
 AZURITE = REPO / "node_modules" / ".bin" / "azurite-blob"
@@ -90,6 +90,21 @@ def azurite_connection_string(port: int) -> str:
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
         f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
     )
+
+
+#: How a store without batch deletes answers a batch request, by status: (S3 `<Code>`,
+#: Azure `x-ms-error-code`).
+NO_BATCHES = {405: ("MethodNotAllowed", "UnsupportedHttpVerb"), 501: ("NotImplemented", "")}
+#: Passing errors a batch answer may give one key: (S3 `<Code>`, Azure status, Azure code).
+PASSING = {
+    "internal-error": ("InternalError", 500, "InternalError"),
+    "slow-down": ("SlowDown", 503, "ServerBusy"),
+}
+
+
+def is_batch_request(seen: Seen) -> bool:
+    """An S3 DeleteObjects or an Azure Blob Batch request."""
+    return seen.is_s3_delete_objects or seen.is_blob_batch
 
 
 class Store(ABC):
@@ -219,6 +234,18 @@ class S3Store(Store):
         # answers 200 with an AccessDenied <Error> for it.
         self.proxy.refused_s3_keys.add(self.full_key(key))
 
+    def refuse_batches(self, status: int) -> None:
+        """Answer every DeleteObjects `status`, as a store without it does (see NO_BATCHES)."""
+        code = NO_BATCHES[status][0]
+        self.proxy.add_fault(s3_error(is_batch_request, status, code, "Not here", 1_000_000))
+
+    def fail_in_batches(self, key: str, kind: str, times: int) -> KeyFault:
+        """The next `times` DeleteObjects answers carrying `key` give it the `<Error>` of
+        PASSING[kind]; its object stays."""
+        fault = KeyFault(PASSING[kind][0], "Please try again.", times=times)
+        self.proxy.key_faults[self.full_key(key)] = fault
+        return fault
+
     def release(self, key: str) -> None:
         self.proxy.refused_s3_keys.discard(self.full_key(key))
 
@@ -257,6 +284,20 @@ class AzureStore(Store):
     def refuse_deleting(self, key: str) -> None:
         # A leased blob: Azure refuses a delete without the lease id (412 LeaseIdMissing).
         self.leases[key] = self.container.get_blob_client(self.full_key(key)).acquire_lease()
+
+    def refuse_batches(self, status: int) -> None:
+        """Answer every Blob Batch `status`, as a store without it does (see NO_BATCHES)."""
+        self.proxy.add_fault(
+            azure_error(is_batch_request, status, NO_BATCHES[status][1], times=1_000_000)
+        )
+
+    def fail_in_batches(self, key: str, kind: str, times: int) -> KeyFault:
+        """The next `times` Blob Batch answers carrying `key` give it the sub-response of
+        PASSING[kind]; its blob stays."""
+        _, status, code = PASSING[kind]
+        fault = KeyFault(code, status=status, times=times)
+        self.proxy.key_faults[f"{self.name}/{self.full_key(key)}"] = fault
+        return fault
 
     def release(self, key: str) -> None:
         self.leases.pop(key).release()
