@@ -64,17 +64,23 @@ def share_deletions(max_deletions: int, counts: Sequence[int]) -> list[int]:
 
 
 def split_key_ranges(
-    catalog: Catalog, summary: CandidateSummary, policy: Policy, ranges: int
+    catalog: Catalog,
+    candidates: int,
+    policy: Policy,
+    ranges: int,
+    *,
+    upper: tuple[Any, Any] | None = None,
 ) -> list[KeyRange]:
-    """Split the candidates into at most `ranges` contiguous key ranges, one step each.
+    """Split the `candidates` (as counted) into at most `ranges` contiguous key ranges, one
+    step each.
 
-    Read-only: the boundaries are every k-th candidate's key in keyset order, k = the
-    candidates counted (`summary`) divided by the ranges, rounded up (`range_boundaries`).
-    One range (the default), or fewer candidates than two ranges need, reads nothing and
-    gives a single range covering every key. Each range gets its share of
-    `policy.max_deletions` (`share_deletions`).
+    Read-only: the boundaries are every k-th candidate's key in keyset order, k =
+    `candidates` divided by the ranges, rounded up (`range_boundaries`). One range (the
+    default), or fewer candidates than two ranges need, reads nothing and gives a single
+    range covering every key up to `upper` (None: every key; a run working down a backlog
+    passes its Backlog.upper, with `candidates` the oldest ones it takes). Each range gets
+    its share of `policy.max_deletions` (`share_deletions`).
     """
-    candidates = summary.candidates
     every = math.ceil(candidates / ranges) if candidates else 1
     most = min(ranges - 1, max(0, (candidates - 1) // every))
     bounds: list[tuple[Any, Any]] = []
@@ -82,7 +88,7 @@ def split_key_ranges(
         bounds = catalog.range_boundaries(policy.cutoff, every=every, most=most)
     counts = [every] * len(bounds) + [max(0, candidates - every * len(bounds))]
     shares = share_deletions(policy.max_deletions, counts)
-    edges: list[tuple[Any, Any] | None] = [None, *bounds, None]
+    edges: list[tuple[Any, Any] | None] = [None, *bounds, upper]
     return [KeyRange(i, len(counts), edges[i], edges[i + 1], shares[i]) for i in range(len(counts))]
 
 
@@ -102,3 +108,12 @@ class CleanupPlan:
     #: The run config accepted a store holding none of the objects (accept_missing_objects)
     #: and the check found none: missing objects are settled without evidence.
     accept_missing: bool = False
+    #: Working down a backlog bigger than max_deletions (run config work_down_backlog): the
+    #: candidates counted that this run leaves for later runs (the newest ones); None when
+    #: the run takes every candidate.
+    backlog_left: int | None = None
+
+    @property
+    def taken(self) -> int:
+        """The candidates this run sets out to mark: all it counted, but those it leaves."""
+        return self.summary.candidates - (self.backlog_left or 0)

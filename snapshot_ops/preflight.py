@@ -7,7 +7,8 @@
   row-level security), how "createdAt" is stored, the job's own tables at their newest
   revision, and the indexes the application database lacks.
 - `count_candidates` and `over_cap`: what the rule selects now, and whether that is more
-  than the run may delete.
+  than the run may delete; with the run config `work_down_backlog`, `backlog_guard` and
+  `plan_backlog` let such a run delete the oldest `max_deletions` instead of stopping.
 - `check_storage_holds_objects`: the storage holds objects the database says it should.
 
 The storage check: a storage URL that names the wrong place (an unmounted volume's empty
@@ -28,10 +29,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from snapshot_ops.db import CandidateSummary, Catalog
 from snapshot_ops.errors import ConfigError, SnapshotOpsError
-from snapshot_ops.rules import Policy, make_policy
+from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy
 from snapshot_ops.sentinel import (
     ACCEPT_SETTING,
     JOURNALED,
@@ -193,18 +195,111 @@ def count_candidates(catalog: Catalog, policy: Policy) -> tuple[CandidateSummary
     return catalog.summarize(policy.cutoff), catalog.count_undated()
 
 
-def over_cap(summary: CandidateSummary, policy: Policy, *, dry_run: bool) -> str | None:
+#: How a run config opts in to working a backlog down (named by the messages).
+BACKLOG_SETTING = "work_down_backlog: true"
+
+
+def over_cap(
+    summary: CandidateSummary,
+    policy: Policy,
+    *,
+    dry_run: bool,
+    work_down_backlog: bool = False,
+    guard: str | None = None,
+) -> str | None:
     """Why the run must stop before any delete, or None: more candidates than
-    `policy.max_deletions` (a dry run only lists, so it never stops here). The message
-    names the figures and the two ways on."""
+    `policy.max_deletions` (a dry run only lists, so it never stops here), unless the run
+    works down a backlog (`work_down_backlog`) and `backlog_guard` found nothing against it
+    (`guard` is its answer). The message names the figures and the ways on."""
     if summary.candidates <= policy.max_deletions or dry_run:
         return None
+    if work_down_backlog:
+        if guard is None:
+            return None
+        return (
+            f"{summary.candidates} snapshots are expired, more than max_deletions="
+            f"{policy.max_deletions}, and {BACKLOG_SETTING} does not apply: {guard}. "
+            "Nothing was deleted."
+        )
     return (
         f"{summary.candidates} snapshots are expired, more than max_deletions="
         f"{policy.max_deletions}; nothing was deleted. Check the cutoff "
         f"({policy.cutoff.isoformat()}) and, if it is right, run again with "
-        f"max_deletions: {summary.candidates} (or dry_run: true to list them)."
+        f"max_deletions: {summary.candidates}, or with {BACKLOG_SETTING} to delete the "
+        f"{policy.max_deletions} oldest per run until the backlog is gone (or dry_run: true "
+        "to list them)."
     )
+
+
+def backlog_guard(catalog: Catalog, policy: Policy) -> str | None:
+    """Why this run may not work down a backlog bigger than its cap, or None.
+
+    The cap stops a wrong cutoff from deleting a day's worth of rows that are not expired;
+    working down a backlog lifts that stop, so it is allowed only where a wrong cutoff is
+    not the likely cause. The cutoff is `reference_time - retention`: the reference time
+    cannot be more than 5 minutes ahead, the clocks are checked and "createdAt" is read for
+    sure (the checks before this), which leaves the retention. So the run's retention must
+    be no shorter than the latest succeeded run's (`Catalog.succeeded_retention`), or,
+    before any run succeeded, than the default (DEFAULT_RETENTION_DAYS days). A shortened
+    retention with more candidates than the cap stops as before; a deliberate change goes
+    through `max_deletions` (or through steps, see docs/operations.md).
+    """
+    known = catalog.succeeded_retention()
+    reference = dt.timedelta(days=DEFAULT_RETENTION_DAYS) if known is None else known
+    if policy.retention >= reference:
+        return None
+    source = (
+        f"the default of {DEFAULT_RETENTION_DAYS} days (no run has succeeded yet)"
+        if known is None
+        else f"the {_days(known)} of the latest succeeded run"
+    )
+    return (
+        f"retention_days={_days(policy.retention, unit=False)} is shorter than {source}, and "
+        "a shortened retention is how a wrong cutoff looks; if it is meant, run with "
+        "max_deletions at the number expired, or lower retention_days step by step (each "
+        "run within the cap)"
+    )
+
+
+def _days(span: dt.timedelta, *, unit: bool = True) -> str:
+    days = f"{span / dt.timedelta(days=1):g}"
+    return f"{days} days" if unit else days
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """How a run working down a backlog bigger than its cap is bounded (`plan_backlog`):
+    it marks the candidates up to `upper` included, the oldest `max_deletions` in the
+    marking walk's keyset order ("createdAt", "fileId"), and leaves `left` of those it
+    counted to later runs (None `upper`: a cap of 0, which marks nothing)."""
+
+    upper: tuple[Any, Any] | None
+    taken: int
+    left: int
+
+    def describe(self) -> str:
+        """The run's warning: what it takes, up to which key, and what it leaves."""
+        up_to = "" if self.upper is None else f" (created up to {self.upper[0]})"
+        return (
+            f"working down a backlog ({BACKLOG_SETTING}): this run deletes the {self.taken} "
+            f"oldest expired snapshots{up_to} and leaves {self.left} for later runs"
+        )
+
+
+def plan_backlog(catalog: Catalog, summary: CandidateSummary, policy: Policy) -> Backlog | None:
+    """The bound of a run that works down a backlog: the key of the `policy.max_deletions`-th
+    candidate, oldest first (Catalog.range_boundaries, read without locks), and how many
+    candidates it leaves; None when the candidates fit under the cap (or no longer reach
+    it). Only for a run whose `backlog_guard` found nothing against it."""
+    taken = policy.max_deletions
+    if summary.candidates <= taken:
+        return None
+    if taken == 0:
+        return Backlog(None, 0, summary.candidates)
+    bound = catalog.range_boundaries(policy.cutoff, every=taken, most=1)
+    if not bound:
+        return None
+    return Backlog(bound[0], taken, summary.candidates - taken)
 
 
 def run_figures(

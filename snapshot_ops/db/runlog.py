@@ -91,6 +91,22 @@ class RunLog(Tables):
             ).one()
         return dict(row._mapping)
 
+    def succeeded_retention(self) -> dt.timedelta | None:
+        """The retention (reference time minus cutoff) of the latest real run that
+        succeeded, by `run_at`; None when no such run is logged. Dry runs, runs that stopped
+        (at the cap, at a check) or failed, and runs still going do not count."""
+        r = self.runs.c
+        with self.reading() as conn:
+            row = conn.execute(
+                sa.select(r.reference_time, r.cutoff)
+                .where(r.dry_run.is_(False), r.status == SUCCEEDED)
+                .order_by(r.run_at.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        return _utc(row.reference_time) - _utc(row.cutoff)
+
     def running_runs(self, *, besides: str) -> list[str]:
         """Run ids whose log row still says `running`, other than `besides`."""
         r = self.runs.c
@@ -140,3 +156,8 @@ class RunLog(Tables):
                     finished_at=dt.datetime.now(dt.UTC),
                 )
             )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # SQLite gives back the stored UTC instants without their offset.
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

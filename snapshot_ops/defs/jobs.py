@@ -119,7 +119,17 @@ class CleanupConfig(Config):
         default=100_000,
         description=(
             "Safety cap: if more rows than this are expired, the run stops before deleting "
-            "anything. Raise it deliberately for a first run on a large backlog."
+            "anything (unless work_down_backlog). Raise it deliberately for a first run on a "
+            "large backlog, or work the backlog down."
+        ),
+    )
+    work_down_backlog: bool = Field(
+        default=False,
+        description=(
+            "More rows expired than max_deletions: delete the max_deletions oldest and leave "
+            "the rest to later runs, instead of stopping. Only when retention_days is no "
+            "shorter than the latest succeeded run's (before any, than the default 7): a "
+            "shortened retention with a backlog over the cap stops as before."
         ),
     )
     batch_size: int = Field(
@@ -265,11 +275,32 @@ def identify_expired_candidates(
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
             "linked to an order"
         )
-        refusal = preflight.over_cap(summary, policy, dry_run=config.dry_run)
+        guard = preflight.backlog_guard(catalog, policy) if config.work_down_backlog else None
+        refusal = preflight.over_cap(
+            summary,
+            policy,
+            dry_run=config.dry_run,
+            work_down_backlog=config.work_down_backlog,
+            guard=guard,
+        )
         if refusal is not None:
             catalog.finish_run(context.run_id, status=FAILED, errors=[refusal])
             raise Failure(description=refusal, metadata=metadata)
-        key_ranges = split_key_ranges(catalog, summary, policy, ranges)
+        backlog = None
+        if config.work_down_backlog and guard is None:
+            backlog = preflight.plan_backlog(catalog, summary, policy)
+        elif config.work_down_backlog and summary.candidates > policy.max_deletions:
+            context.log.warning(f"a real run would stop here: {guard}")  # a dry run goes on
+        if backlog is not None:
+            context.log.warning(backlog.describe())
+            metadata["backlogLeft"] = backlog.left
+        key_ranges = split_key_ranges(
+            catalog,
+            summary.candidates if backlog is None else backlog.taken,
+            policy,
+            ranges,
+            upper=None if backlog is None else backlog.upper,
+        )
     metadata["keyRanges"] = MetadataValue.md("\n".join(f"- {r.describe()}" for r in key_ranges))
     checkpoints.reached("after_select")
     plan = CleanupPlan(
@@ -282,6 +313,7 @@ def identify_expired_candidates(
         key_ranges=tuple(key_ranges),
         sentinel=store.sentinel,
         accept_missing=store.accepted_missing,
+        backlog_left=None if backlog is None else backlog.left,
     )
     yield Output(plan, "plan", metadata=metadata)
     for key_range in key_ranges:
@@ -544,7 +576,7 @@ def _clean_range(
             upper=key_range.upper,
             progress=lambda p: context.log.info(f"progress: {p.describe()}"),
             # ranges split the candidates at every k-th key, k = ceil(candidates / ranges)
-            candidates=-(-plan.summary.candidates // key_range.ranges),
+            candidates=-(-plan.taken // key_range.ranges),
             sentinel=_sentinel(plan, catalog, backend),
         )
     deleted = earlier + deleted
@@ -621,6 +653,7 @@ def record_cleanup_run(
         "bytesReclaimed": counts["bytes_reclaimed"],
         "alreadyMissing": counts["missing_count"],
         "backingOff": len(waiting),
+        "backlogLeft": plan.backlog_left or 0,
         "dryRun": plan.dry_run,
         "wouldDelete": marked.marked_count if plan.dry_run else 0,
     }
@@ -632,6 +665,8 @@ def record_cleanup_run(
         "errorCount": len(errors),
         "errors": MetadataValue.json(errors[:50]),
         "bytesReclaimed": counts["bytes_reclaimed"],
+        # Expired rows the cap left to later runs (work_down_backlog), counted at the start.
+        "backlogLeft": plan.backlog_left or 0,
         # Known failures, not this run's: how many, and the one waiting longest.
         "backingOff": len(waiting),
         "backingOffOldest": "" if oldest is None else cleanup.describe_backed_off(oldest),
