@@ -6,7 +6,9 @@ real job on PostgreSQL and SQLite with files on disk.
   deleted, the newest stays live with its file, the run succeeds and reports what it left
   (`backlogLeft`, in the first step's and in record_cleanup_run's metadata); the next run
   takes the rest. Rows an order links, and young rows, stay throughout.
-- Split into key ranges, the ranges share only the oldest `max_deletions` rows.
+- Split into key ranges, the ranges share only the oldest `max_deletions` rows; and the walk
+  never reaches past the oldest `max_deletions` as counted: a refused key among them is
+  not replaced by a newer row.
 - A dry run with the opt-in lists what a real run would take and leave, touching nothing.
 - The guard: with the opt-in, a retention shorter than the latest succeeded run's, or
   (before any run succeeded) than the default 7 days, stops the run over the cap as
@@ -77,6 +79,20 @@ def test_key_ranges_share_only_the_oldest_max_deletions(world):
     assert [state(world)[i] for i in rows] == [(False, True)] * 3 + [(True, False)] * CAP
     assert_kept(world, keep)
     assert step_metadata(result, "record_cleanup_run")["backlogLeft"] == 3
+
+
+def test_a_row_left_live_among_the_oldest_is_not_replaced_by_a_newer_one(world):
+    rows, keep = backlog(world, CAP + 1)
+    refused = world.add(age=30 * DAY, key="../outside.pdf", with_file=False)  # among the oldest
+
+    result = world.run(max_deletions=CAP, work_down_backlog=True)
+
+    assert not result.success  # the refused key is reported
+    assert state(world)[refused] == (False, False)
+    # The oldest CAP counted were the refused row and rows[-3:]; the two newest stay.
+    assert [state(world)[i] for i in rows] == [(False, True)] * 2 + [(True, False)] * 3
+    assert_kept(world, keep)
+    assert step_metadata(result, "identify_expired_candidates")["backlogLeft"] == 2
 
 
 def test_a_dry_run_lists_what_the_backlog_run_would_take(world):
