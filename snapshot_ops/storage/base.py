@@ -306,7 +306,8 @@ class BatchSupport:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.known = False
+        #: Set once the store answered a batch request (either way).
+        self.answered = threading.Event()
         #: Why the store takes no batch requests (its answer); None while it takes them.
         self.refusal: str | None = None
 
@@ -319,7 +320,6 @@ class BatchSupport:
                 reason,
             )
         self.refusal = reason
-        self.known = True
 
     def describe(self) -> str:
         """How deletes are sent, for run metadata: "batch" (or not yet known), or
@@ -380,8 +380,6 @@ def delete_in_batches(
     def send(batch: list[str]) -> Mapping[str, DeleteResult]:
         """The results of `batch`'s names; none when the store takes no batch request (the
         caller sends them alone)."""
-        if len(batch) == 1 and not batchable(batch[0]):
-            return {batch[0]: delete_one(batch[0])}
         if support.refusal is not None:
             return {}
         try:
@@ -400,16 +398,16 @@ def delete_in_batches(
     def send_all(names: list[str]) -> dict[str, DeleteResult]:
         answered: dict[str, DeleteResult] = {}
         batches = list(chunked((name for name in names if batchable(name)), batch_size))
-        if batches and not support.known:
+        if batches and not support.answered.is_set():
             with support.lock:  # the other calls wait for the store's first answer
-                if not support.known:
+                if not support.answered.is_set():
                     answered.update(send(batches.pop(0)))
-                    support.known = True
-        alone = [[name] for name in names if not batchable(name)]
-        for answer in pool.map(send, [*batches, *alone]):
+                    support.answered.set()
+        for answer in pool.map(send, batches):
             answered.update(answer)
+        # Names no batch can carry, and every name a store without batch requests gets.
         unsent = [name for name in names if name not in answered]
-        answered.update(zip(unsent, pool.map(delete_one, unsent), strict=True))
+        answered.update(pool.map(lambda name: (name, delete_one(name)), unsent))
         return answered
 
     answered: dict[str, DeleteResult] = {}

@@ -204,6 +204,21 @@ def test_names_a_batch_cannot_carry_go_alone_and_never_in_a_batch(store):
     assert sorted(map(sorted, batches)) == [["p/1.pdf", "p/3.pdf"], ["p/5.pdf"]]
     assert sorted(alone) == ["p/2.pdf", "p/4.pdf"]  # each once, though 2.pdf is listed twice
 
+    # Only such names, before the store ever answered a batch: nothing waits for one.
+    (root / "p" / "2.pdf").write_bytes(b"data")
+    support = BatchSupport()
+    [result] = delete_under_p(
+        ["2.pdf"],
+        delete_batch,
+        delete_one,
+        batch_size=2,
+        workers=2,
+        batchable=lambda name: name not in unbatchable,
+        support=support,
+    )
+    assert result.outcome is Outcome.DELETED
+    assert alone[-1] == "p/2.pdf" and not support.answered.is_set()
+
 
 def test_refused_by_maps_only_the_refused_keys_to_their_reasons():
     keys = ["a/1.pdf", "/abs.pdf", "b/2.pdf", "a/../x.pdf"]
@@ -323,10 +338,13 @@ def test_a_store_without_batch_deletes_gets_one_batch_request_and_single_deletes
         "p/gone.pdf"
     ]
     assert sorted(p.name for p in (root / "p").iterdir()) == ["folder.pdf", "keep.pdf"]
-    assert (support.known, support.refusal) == (True, UNSUPPORTED)
+    assert (support.answered.is_set(), support.refusal) == (True, UNSUPPORTED)
     assert support.describe() == f"single ({UNSUPPORTED})"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and UNSUPPORTED in warnings[0]
+    assert warnings == [
+        f"{UNSUPPORTED}: the store takes no batch deletes; every key goes by a single-object "
+        "delete from now on"
+    ]
 
 
 def test_single_deletes_go_out_on_the_pool_at_once(store):
@@ -389,7 +407,7 @@ def test_a_store_that_stops_taking_batches_gets_no_more_of_them(store):
 
     support = BatchSupport()
     delete_under_p(["1.pdf"], delete_batch, delete_one, batch_size=1, workers=1, support=support)
-    assert (support.known, support.refusal) == (True, None)
+    assert (support.answered.is_set(), support.refusal) == (True, None)
     assert support.describe() == "batch"
     results = delete_under_p(
         ["2.pdf", "3.pdf", "4.pdf"],
@@ -492,16 +510,23 @@ def no_single(name: str):
     pytest.fail(f"{name} sent alone")
 
 
-def test_a_name_failed_with_a_passing_error_is_sent_again_and_goes(store):
+def test_a_name_failed_with_a_passing_error_is_sent_again_and_goes(store, caplog):
     root, backend = store
     batches, delete_batch = flaky(backend, {"p/2.pdf": 1, "p/4.pdf": 2})
     waits: list[float] = []
     keys = ["1.pdf", "2.pdf", "3.pdf", "4.pdf"]
 
-    results = delete_under_p(
-        keys, delete_batch, no_single, batch_size=4, workers=1, retry=retry_rule(waits)
-    )
+    with caplog.at_level(logging.WARNING, logger="snapshot_ops.storage.base"):
+        results = delete_under_p(
+            keys, delete_batch, no_single, batch_size=4, workers=1, retry=retry_rule(waits)
+        )
 
+    assert [r.getMessage() for r in caplog.records] == [
+        "2 keys failed with a passing error (e.g. 'p/2.pdf': SlowDown try again); sending "
+        "them again in 0.50 s",
+        "1 keys failed with a passing error (e.g. 'p/4.pdf': SlowDown try again); sending "
+        "them again in 1.00 s",
+    ]
     assert [(r.outcome, r.error, r.failure) for r in results] == [(Outcome.DELETED, None, None)] * 4
     assert batches == [[f"p/{k}" for k in keys], ["p/2.pdf", "p/4.pdf"], ["p/4.pdf"]]
     assert waits == [0.5, 1.0]  # after the first and the second try
