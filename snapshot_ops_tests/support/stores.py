@@ -1,10 +1,13 @@
 """The three stores the tests run on, seen from the application's side.
 
 Each `Store` writes and inspects objects directly (not through the backend under test) and
-names the storage URL the job is pointed at. The object stores are real HTTP services
-started once per test session on free loopback ports: moto's server for S3 and Azurite
-(installed from npm by `make test`) for Azure Blob, each behind a `FaultProxy` through
-which the backend under test talks.
+names the storage URL the job is pointed at. The object stores also make the store answer
+as some stores do, through their proxy: refuse to delete a key (`refuse_deleting`), answer
+every batch request as a store without batch deletes (`refuse_batches`), or fail a key
+inside batch answers with a passing error (`fail_in_batches`). The object stores are real
+HTTP services started once per test session on free loopback ports: moto's server for S3
+and Azurite (installed from npm by `make test`) for Azure Blob, each behind a `FaultProxy`
+through which the backend under test talks.
 
 The fixtures (registered by the top conftest.py): `moto_server` and `azurite_server` for the
 session, `s3_proxy` and `azure_proxy` in front of them (with the SDKs' environment pointing
