@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from snapshot_ops import checkpoints, cleanup
 from snapshot_ops.cleanup import DeleteReport, mark_and_delete
-from snapshot_ops.db import Catalog, make_engine
+from snapshot_ops.db import BackedOff, Catalog, make_engine
 from snapshot_ops.rules import make_policy
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.world import NOW
@@ -39,14 +39,17 @@ def policy(max_deletions: int = 1000):
 
 def test_adding_reports_adds_every_count_and_joins_every_list():
     # One report per batch, or a batch's and the rows it kept or released: the refused rows
-    # of every batch must reach release_refused, and every count the run's figures.
+    # of every batch must reach release_refused, and every count the run's figures. The
+    # entries waiting out a backoff are listed once, though two steps of a re-execution may
+    # both list one.
+    w1, w2 = (BackedOff(i, 2, NOW, "AccessDenied", NOW - DAY) for i in ("w1", "w2"))
     first = DeleteReport(
         removed=1, missing=2, bytes_reclaimed=300, errors=["e1"], kept_shared=["s1"],
-        refused=["r1"], released=["l1"],
+        refused=["r1"], released=["l1"], waiting=(w1,),
     )  # fmt: skip
     second = DeleteReport(
         removed=10, missing=20, bytes_reclaimed=3000, errors=["e2"], kept_shared=["s2"],
-        refused=["r2"], released=["l2"],
+        refused=["r2"], released=["l2"], waiting=(w1, w2),
     )  # fmt: skip
 
     total = first + second
@@ -54,6 +57,7 @@ def test_adding_reports_adds_every_count_and_joins_every_list():
     assert dataclasses.asdict(total) == {
         "removed": 11, "missing": 22, "bytes_reclaimed": 3300, "errors": ["e1", "e2"],
         "kept_shared": ["s1", "s2"], "refused": ["r1", "r2"], "released": ["l1", "l2"],
+        "waiting": (dataclasses.asdict(w1), dataclasses.asdict(w2)),
     }  # fmt: skip
     assert DeleteReport() + first == first
 
