@@ -18,7 +18,7 @@ from snapshot_ops.defs.jobs import snapshot_cleanup_job
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage, storage_s3_resource
 from snapshot_ops.defs.schedules import build_daily_schedule, schedule_timezone
 from snapshot_ops.defs.sensors import failure_alert_sensors, freshness_sensor
-from snapshot_ops.settings import alert_settings
+from snapshot_ops.settings import alert_settings, unused_column_defaults
 
 # Alerts go to Slack and/or Teams when configured, else to the log. The token and webhook
 # URL are read from the environment when the code location loads and are held by the
@@ -41,6 +41,7 @@ defs = Definitions(
             url=EnvVar("SNAPSHOT_OPS_DATABASE_URL"),
             time_format=os.environ.get("SNAPSHOT_OPS_TIME_FORMAT") or "auto",
             naive_time_zone=os.environ.get("SNAPSHOT_OPS_NAIVE_TIME_ZONE") or None,
+            unused_column_defaults=list(unused_column_defaults()) or None,
         ),
         "storage": SnapshotStorage(
             url=EnvVar("SNAPSHOT_OPS_STORAGE_URL"),

@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         SNAPSHOT_OPS_DATABASE_URL=db_url,
         SNAPSHOT_OPS_STORAGE_URL=root.as_uri(),
         # The demo application writes UTC wall time (SQLAlchemy's DateTime on SQLite) and
-        # says so: on SQLite `auto` reads naive times as UTC only on a worker whose local
-        # zone is UTC, and refuses them on any other (snapshot_ops.naivezone).
+        # says so: SQLite keeps no zone, so there `auto` refuses naive times until the
+        # application's zone is stated (snapshot_ops.naivezone).
         SNAPSHOT_OPS_NAIVE_TIME_ZONE="UTC",
         DAGSTER_HOME=str(home),
     )

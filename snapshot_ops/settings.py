@@ -8,6 +8,8 @@
   marked and deleted by its own step (default 1); see `cleanup_ranges`.
 - SNAPSHOT_OPS_NAIVE_TIME_ZONE: the zone whose wall time naive "createdAt"/"deletedAt"
   values hold (default auto); see `naive_time_zone`.
+- SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS: the time columns whose default the application never
+  uses (default none); see `unused_column_defaults`.
 
 The settings that build Dagster objects live with them: SNAPSHOT_OPS_EXECUTOR in
 `snapshot_ops.defs.executors`, SNAPSHOT_OPS_S3_<FIELD> in `snapshot_ops.defs.resources`.
@@ -18,7 +20,7 @@ same values.
 import datetime as dt
 import os
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from snapshot_ops.errors import ConfigError
@@ -133,3 +135,15 @@ def naive_time_zone(value: str | None = None) -> str:
     if value is not None:
         return value
     return os.environ.get("SNAPSHOT_OPS_NAIVE_TIME_ZONE", "").strip() or "auto"
+
+
+def unused_column_defaults(value: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The time columns whose default the application never uses, so that their defaults
+    are not taken as evidence of the zone of naive times (snapshot_ops.naivezone): `value`
+    (the database resource's `unused_column_defaults`) if given, else the comma-separated
+    names in SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS (e.g. `createdAt`), else none. Checked
+    where it is used (naivezone.check_unused_column_defaults)."""
+    if value is not None:
+        return tuple(value)
+    raw = os.environ.get("SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS", "")
+    return tuple(name.strip() for name in raw.split(",") if name.strip())

@@ -29,9 +29,9 @@ TIERS = ("unit", "integration", "e2e")
 WORKER_TIME_ZONE = "Asia/Kolkata"
 #: The suite's application (support/world.py) writes UTC wall time where it writes naive
 #: times (SQLAlchemy's DateTime on SQLite), and states it as a deployment does. Without it
-#: the job would refuse those rows: on SQLite, `auto` reads naive times as UTC only when the
-#: worker's local zone is UTC (snapshot_ops.naivezone). The tests of that refusal and of
-#: the other settings (test_naive_time_zones.py) set or remove it themselves.
+#: the job would refuse those rows: SQLite keeps no zone, so there `auto` refuses any naive
+#: value (snapshot_ops.naivezone). The tests of that refusal and of the other settings
+#: (test_naive_time_zones.py) set or remove it themselves.
 NAIVE_TIME_ZONE = "UTC"
 
 

@@ -95,7 +95,8 @@ class Candidates(Tables):
             deleted = self._deleted_format(created)
             naive = [
                 NaiveColumn(
-                    f'"{name}" of {quoted(self.files)}',
+                    name,
+                    quoted(self.files),
                     compared,
                     fmt,
                     _default_text(f[name]),
@@ -115,6 +116,7 @@ class Candidates(Tables):
                     setting=self.naive_time_zone,
                     columns=naive,
                     sqlite=self.is_sqlite,
+                    unused_defaults=self.unused_column_defaults,
                 )
                 created, deleted = created.in_zone(zone), deleted.in_zone(zone)
             self._times = ColumnTimes(created, deleted)

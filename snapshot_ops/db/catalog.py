@@ -18,4 +18,5 @@ class Catalog(RunLog, Candidates, Journal, Witnesses):
     """The application's tables (reflected) and the job's own tables, on one engine.
 
     Built with `Catalog(engine, snapshot_files_table=..., order_attachments_table=...,
-    app_schema=..., ops_schema=..., time_format=..., naive_time_zone=...)` (see `Tables`)."""
+    app_schema=..., ops_schema=..., time_format=..., naive_time_zone=...,
+    unused_column_defaults=...)` (see `Tables`)."""

@@ -31,7 +31,7 @@ from snapshot_ops.db.engine import (
 )
 from snapshot_ops.db.instants import UtcInstant
 from snapshot_ops.errors import ConfigError, RowSecurityError, SchemaError
-from snapshot_ops.naivezone import check_naive_time_zone
+from snapshot_ops.naivezone import check_naive_time_zone, check_unused_column_defaults
 from snapshot_ops.rules import TEMPORARY_TYPE
 from snapshot_ops.storage.base import KeyMatching
 from snapshot_ops.timeformat import ColumnTimes, check_setting
@@ -79,6 +79,7 @@ class Tables:
         ops_schema: str = "snapshot_ops",
         time_format: str = "auto",
         naive_time_zone: str | None = None,
+        unused_column_defaults: Sequence[str] | None = None,
     ) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
@@ -87,6 +88,9 @@ class Tables:
         # Unset: the deployment's SNAPSHOT_OPS_NAIVE_TIME_ZONE, else auto.
         self.naive_time_zone = settings.naive_time_zone(naive_time_zone)
         check_naive_time_zone(self.naive_time_zone)
+        # Unset: SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS, else none.
+        self.unused_column_defaults = settings.unused_column_defaults(unused_column_defaults)
+        check_unused_column_defaults(self.unused_column_defaults)
         app = sa.MetaData()
         self.files = _reflect(
             engine, app, snapshot_files_table, app_schema, SNAPSHOT_COLUMNS, "snapshot_files_table"

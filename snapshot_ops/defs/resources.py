@@ -78,11 +78,23 @@ class SnapshotDatabase(ConfigurableResource):
         default=None,
         description=(
             "The zone whose wall time naive times hold (timestamp without time zone, ISO "
-            "8601 text without an offset): auto (UTC, refused when the database's zone is "
-            "not UTC), database (PostgreSQL's TimeZone; on SQLite the worker's local zone) "
-            "or an IANA name such as America/New_York. Checked against the column defaults "
-            "and the newest rows; a disagreement stops the run before anything is touched. "
-            "Unset: SNAPSHOT_OPS_NAIVE_TIME_ZONE, else auto."
+            "8601 text without an offset): auto (PostgreSQL: UTC, refused when the "
+            "database's zone, or that of a role that may write createdAt, is not UTC; "
+            "SQLite: refused as soon as a column holds a naive value, since SQLite keeps no "
+            "zone), database (PostgreSQL's TimeZone; refused on SQLite) or an IANA name such "
+            "as America/New_York. Checked against the column defaults and the newest rows; a "
+            "disagreement stops the run before anything is touched. Unset: "
+            "SNAPSHOT_OPS_NAIVE_TIME_ZONE, else auto."
+        ),
+    )
+    unused_column_defaults: list[str] | None = Field(
+        default=None,
+        description=(
+            'The time columns ("createdAt", "deletedAt") whose default the application '
+            "never uses, because it writes every value itself (as Prisma's client does for "
+            "@default(now())): their defaults are then not held against naive_time_zone. "
+            "Only that check is waived; the rows are still checked. Unset: the "
+            "comma-separated names in SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS, else none."
         ),
     )
 
@@ -115,6 +127,7 @@ class SnapshotDatabase(ConfigurableResource):
                 ops_schema=self.ops_schema,
                 time_format=self.time_format,
                 naive_time_zone=self.naive_time_zone,
+                unused_column_defaults=self.unused_column_defaults,
             )
         except BaseException:
             engine.dispose()

@@ -29,9 +29,10 @@ import datetime as dt
 import time
 import uuid
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+import sqlalchemy as sa
 from dagster import AssetSelection, materialize
 
 from snapshot_ops.defs.assets import (
@@ -45,13 +46,18 @@ from snapshot_ops.defs.resources import SnapshotDatabase
 from snapshot_ops.rules import TEMPORARY_TYPE as TYPE
 from snapshot_ops_tests.support.jobs import step_metadata
 from snapshot_ops_tests.support.scenarios import DAY, state
-from snapshot_ops_tests.support.time_representations import set_database_timezone
+from snapshot_ops_tests.support.time_representations import (
+    BY_NAME,
+    RepWorld,
+    set_database_timezone,
+)
 from snapshot_ops_tests.support.world import World
 
 HOUR = dt.timedelta(hours=1)
 UTC = dt.UTC
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+LOS_ANGELES = zoneinfo.ZoneInfo("America/Los_Angeles")
 #: The ages of the field report, as PostgreSQL intervals.
 FIELD_AGES = {"young": "6 days 20 hours", "old": "7 days 6 hours", "new": None}
 #: The design document's rule, run in a session of the application's database.
@@ -85,17 +91,20 @@ def without_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 
-def pg_naive_world(url: str, root, zone: str, default: str | None = "now()") -> World:
+def pg_naive_world(
+    url: str, root, zone: str, default: str | None = "now()", precision: str = ""
+) -> World:
     """A World on a PostgreSQL database whose TimeZone is `zone`, with naive time columns
-    ("createdAt" with `default`)."""
+    ("createdAt" with `default`; both of `precision`, e.g. "(3)")."""
     set_database_timezone(url, zone)
     world = World(url, root, create_tables=False)
     with world.engine.begin() as conn:
         conn.exec_driver_sql(
             'CREATE TABLE "SnapshotFiles" ("fileId" text primary key, "snapshotType" text '
             'not null, "parseSessionId" text, "storageKey" text not null, "sizeBytes" bigint, '
-            f'"createdAt" timestamp without time zone {f"DEFAULT {default}" if default else ""}, '
-            '"deletedAt" timestamp without time zone)'
+            f'"createdAt" timestamp{precision} without time zone '
+            f"{f'DEFAULT {default}' if default else ''}, "
+            f'"deletedAt" timestamp{precision} without time zone)'
         )
         conn.exec_driver_sql(
             'CREATE TABLE "OrderAttachments" ("orderId" text not null, "fileId" text not null)'
@@ -434,42 +443,20 @@ def new_york_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-def test_b_django_new_york_text_without_the_setting_refuses_untouched(
-    django_new_york, without_setting
+@pytest.mark.parametrize("worker", ["Asia/Kolkata", "America/New_York", "UTC"])
+def test_b_with_the_setting_exactly_the_expired_django_row_goes(
+    django_new_york, worker, monkeypatch
 ):
+    # The stated zone is followed whatever the worker's local zone (the suite's is Kolkata).
     world, ids = django_new_york
-    newest_text = stored_text(world, ids["new"], "createdAt")
-    newest = dt.datetime.fromisoformat(newest_text)
-
-    result = world.run(reference_time=None)
-
-    assert not result.success
-    message = failure_message(result)
-    for part in (
-        '"createdAt" of "SnapshotFiles"',
-        "this worker's local zone 'Asia/Kolkata'",  # the suite's worker zone: not UTC
-        f"{newest_text} (fileId {ids['new']})",
-        f"{utc_text(newest, UTC)} read in UTC (naive_time_zone)",
-        f"{utc_text(newest, zoneinfo.ZoneInfo('Asia/Kolkata'))} read in Asia/Kolkata",
-        "SNAPSHOT_OPS_NAIVE_TIME_ZONE",
-        "nothing was touched",
-    ):
-        assert part in message, (part, message)
-    assert untouched(world, ids)
-
-
-@pytest.mark.parametrize("worker", ["Asia/Kolkata", "America/New_York"])
-def test_b_with_the_setting_exactly_the_expired_django_row_goes(django_new_york, worker, request):
-    # The setting names New York; or, on a worker whose local zone is the application's,
-    # `database` (SQLite's zone is the local zone of the processes that use the file).
-    world, ids = django_new_york
-    setting = "America/New_York"
-    if worker == "America/New_York":
-        request.getfixturevalue("new_york_worker")
-        setting = "database"
+    monkeypatch.setenv("TZ", worker)
+    time.tzset()
     started = dt.datetime.now(UTC)
-
-    result = world.run(reference_time=None, naive_time_zone=setting)
+    try:
+        result = world.run(reference_time=None, naive_time_zone="America/New_York")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
     assert result.success
     assert state(world) == {
@@ -484,36 +471,69 @@ def test_b_with_the_setting_exactly_the_expired_django_row_goes(django_new_york,
     assert started - dt.timedelta(seconds=1) <= written <= dt.datetime.now(UTC)
 
 
-@pytest.mark.parametrize(
-    ("default", "setting", "says"),
-    [
-        # The worker's local zone is Kolkata (conftest.py): 'localtime' writes its wall time.
-        (
-            "(datetime('now','localtime'))",
-            "UTC",
-            "its default datetime('now','localtime') writes the wall time of this worker's "
-            "local zone 'Asia/Kolkata'",
-        ),
-        (
-            "CURRENT_TIMESTAMP",
-            "America/New_York",
-            "its default CURRENT_TIMESTAMP writes the current time at UTC",
-        ),
-    ],
-)
-def test_an_sqlite_default_contradicting_the_setting_stops_the_run(
-    sqlite_url, storage_root, default, setting, says
+def test_database_is_refused_on_sqlite_even_on_a_worker_in_the_applications_zone(
+    django_new_york, new_york_worker
 ):
-    world = sqlite_naive_world(sqlite_url, storage_root, default)
-    new = add_text(world, None)  # written by the default
-    old = add_text(world, django_text(dt.datetime.now(UTC) - 30 * DAY, UTC))
+    # SQLite keeps no zone: `database` would be the worker's, which is the application's
+    # here only by chance (Django sets its own process's zone from TIME_ZONE).
+    world, ids = django_new_york
 
-    result = world.run(reference_time=None, naive_time_zone=setting)
+    result = world.run(reference_time=None, naive_time_zone="database")
 
     assert not result.success
     message = failure_message(result)
-    assert says in message, message
+    for part in (
+        "naive_time_zone is 'database', but SQLite keeps no time zone",
+        '"createdAt" of "SnapshotFiles"',
+        "Django with USE_TZ = True writes UTC: 'UTC'",
+        "SNAPSHOT_OPS_NAIVE_TIME_ZONE",
+        "nothing was touched",
+    ):
+        assert part in message, (part, message)
+    assert untouched(world, ids)
+
+
+def test_an_sqlite_current_timestamp_default_contradicting_the_setting_stops_the_run(
+    sqlite_url, storage_root
+):
+    world = sqlite_naive_world(sqlite_url, storage_root, "CURRENT_TIMESTAMP")
+    new = add_text(world, None)  # written by the default: UTC wall time
+    old = add_text(world, django_text(dt.datetime.now(UTC) - 30 * DAY, UTC))
+
+    result = world.run(reference_time=None, naive_time_zone="America/New_York")
+
+    assert not result.success
+    message = failure_message(result)
+    assert "its default CURRENT_TIMESTAMP writes the current time at UTC" in message
+    assert "unused_column_defaults ['createdAt']" in message
     assert untouched(world, {"new": new, "old": old})
+    world.engine.dispose()
+
+
+def test_an_sqlite_localtime_default_writes_the_applications_zone_which_is_stated(
+    sqlite_url, storage_root
+):
+    # 'localtime' is the local zone of the process that inserts: here the application's
+    # (this process, Kolkata). The job cannot see it; stated wrong (UTC, west of it), the
+    # rows the default wrote read as from the future, and the run names the default.
+    world = sqlite_naive_world(sqlite_url, storage_root, "(datetime('now','localtime'))")
+    new = add_text(world, None)
+    old = add_text(world, django_text(dt.datetime.now(UTC) - 30 * DAY, UTC))
+
+    result = world.run(reference_time=None, naive_time_zone="UTC")
+
+    assert not result.success
+    message = failure_message(result)
+    assert f"(fileId {new}) reads as created" in message
+    assert (
+        "and its default datetime('now','localtime') writes the local time of the process "
+        "that inserts the row: the application's processes run east of UTC, about at "
+        "UTC+05:30"
+    ) in message
+    assert untouched(world, {"new": new, "old": old})
+    # Stated right, the default says nothing against it; under auto, SQLite is refused.
+    assert world.run(reference_time=None, naive_time_zone="Asia/Kolkata").success
+    assert state(world) == {new: (False, True), old: (True, False)}
     world.engine.dispose()
 
 
@@ -579,3 +599,341 @@ def test_on_a_worker_at_utcs_offset_current_timestamp_is_not_taken_for_local_tim
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# -- a role's own zone (PostgreSQL) ---------------------------------------------------------
+
+
+@pytest.fixture
+def login_roles(postgres_url: str) -> Iterator[Callable[..., str]]:
+    """Factory: a login role of this cluster with `grants` on both application tables and
+    its own TimeZone (`ALTER ROLE ... [IN DATABASE ...] SET timezone`); returns its name.
+    The roles, their grants and their settings are dropped afterwards."""
+    admin = sa.create_engine(
+        postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    database = sa.engine.make_url(postgres_url).database
+    made: list[str] = []
+
+    def make(zone: str | None, *, grants: str, in_database: bool = True) -> str:
+        role = f"app_{uuid.uuid4().hex[:8]}"
+        scope = f' IN DATABASE "{database}"' if in_database else ""
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            made.append(role)
+            conn.exec_driver_sql(f'GRANT {grants} ON "SnapshotFiles", "OrderAttachments" TO {role}')
+            if zone is not None:
+                conn.exec_driver_sql(f"ALTER ROLE {role}{scope} SET timezone TO '{zone}'")
+        return role
+
+    yield make
+    with admin.connect() as conn:
+        for role in made:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+    admin.dispose()
+
+
+def least_privileged(url: str, make: Callable[..., str]) -> str:
+    """A login role with only the job's grants (docs/safety.md, "Least privilege") and no
+    zone of its own; returns its database URL."""
+    role = make(None, grants="SELECT")
+    admin = sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg2://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'GRANT UPDATE ("deletedAt") ON "SnapshotFiles" TO {role}')
+        conn.exec_driver_sql(f"CREATE SCHEMA snapshot_ops AUTHORIZATION {role}")
+    admin.dispose()
+    return sa.engine.make_url(url).set(username=role).render_as_string(hide_password=False)
+
+
+def engine_as(url: str, role: str) -> sa.Engine:
+    """An engine on the database at `url` that logs in as `role` (its sessions get the
+    role's own settings, as the application's do)."""
+    as_role = sa.engine.make_url(url).set(username=role, drivername="postgresql+psycopg2")
+    return sa.create_engine(as_role, poolclass=sa.pool.NullPool)
+
+
+def insert_as(engine: sa.Engine, world: World, age: str | None) -> str:
+    """A row (and its file) that the application inserts in a session of its own: with
+    "createdAt" `now() - age`, or (None) the column default."""
+    file_id = str(uuid.uuid4())
+    key = f"{file_id[:2]}/{file_id}.pdf"
+    (world.root / key).parent.mkdir(parents=True, exist_ok=True)
+    (world.root / key).write_bytes(b"x" * 100)
+    created = "DEFAULT" if age is None else "now() - CAST(%(age)s AS interval)"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            'INSERT INTO "SnapshotFiles" ("fileId", "snapshotType", "storageKey", "sizeBytes", '
+            f'"createdAt") VALUES (%(id)s, %(type)s, %(key)s, 100, {created})',
+            {"id": file_id, "type": TYPE, "key": key, "age": age},
+        )
+    return file_id
+
+
+@pytest.mark.parametrize("in_database", [True, False], ids=["role_in_database", "role"])
+def test_a2_a_west_coast_applications_role_zone_is_evidence_under_auto_and_database(
+    postgres_url, storage_root, login_roles, without_setting, in_database
+):
+    # The database is UTC; the application logs in as a role whose own TimeZone is Los
+    # Angeles, and its rows get LA wall time through the default. Read as UTC, the 6 d 20 h
+    # and 6 d 22 h rows look more than 7 days old.
+    world = pg_naive_world(postgres_url, storage_root, "UTC")
+    app = login_roles(
+        "America/Los_Angeles", grants="SELECT, INSERT, UPDATE", in_database=in_database
+    )
+    # A role that only reads has a zone of its own too: it writes nothing, so it says nothing.
+    reader = login_roles("Asia/Tokyo", grants="SELECT", in_database=in_database)
+    engine = engine_as(postgres_url, app)
+    ids = {
+        name: insert_as(engine, world, age)
+        for name, age in {
+            "young": "6 days 20 hours",
+            "younger": "6 days 22 hours",
+            "old": "7 days 6 hours",
+            "new": None,
+        }.items()
+    }
+    engine.dispose()
+    newest = world.row(ids["new"]).createdAt  # LA wall time, naive
+    database = sa.engine.make_url(postgres_url).database
+    statement = (
+        f"ALTER ROLE {app} IN DATABASE {database} SET timezone"
+        if in_database
+        else f"ALTER ROLE {app} SET timezone"
+    )
+
+    # The job's own role, with only the grants it needs, reads the roles' zones too.
+    job = World(least_privileged(postgres_url, login_roles), storage_root, create_tables=False)
+    result = job.run(reference_time=None)
+    assert not result.success
+    assert f"role {app} has TimeZone 'America/Los_Angeles'" in failure_message(result)
+    assert untouched(world, ids)
+    job.engine.dispose()
+
+    for setting in (None, "database"):  # as the superuser
+        result = world.run(reference_time=None, naive_time_zone=setting)
+
+        assert not result.success, setting
+        message = failure_message(result)
+        for part in (
+            f"role {app} has TimeZone 'America/Los_Angeles' on this database ({statement})",
+            "not the database's TimeZone 'UTC'",
+            f"{newest} (fileId {ids['new']})",
+            f"{utc_text(newest, UTC)} read in UTC (naive_time_zone)",
+            f"{utc_text(newest, LOS_ANGELES)} read in America/Los_Angeles (role {app})",
+            f"If the application logs in as {app}, set naive_time_zone to 'America/Los_Angeles'",
+            "SNAPSHOT_OPS_NAIVE_TIME_ZONE",
+            "nothing was touched",
+        ):
+            assert part in message, (setting, part, message)
+        assert reader not in message
+        assert untouched(world, ids)
+
+    # Stated, the role's zone is followed (its sessions' default now() writes it).
+    assert world.run(reference_time=None, naive_time_zone="America/Los_Angeles").success
+    assert {i for i, (marked, _) in state(world).items() if marked} == {ids["old"]}
+    assert all(state(world)[i] == (False, True) for n, i in ids.items() if n != "old")
+    world.engine.dispose()
+
+
+# -- SQLite keeps no zone -------------------------------------------------------------------
+
+
+@pytest.fixture
+def utc_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's local zone is UTC (a container's usual), then back."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("worker", ["UTC", "Asia/Kolkata"])
+def test_a3_django_new_york_text_is_refused_under_auto_whatever_the_workers_zone(
+    django_new_york, without_setting, worker, request
+):
+    # Django with USE_TZ=False writes New York wall time; on a worker in UTC the text looks
+    # like UTC's (Django with USE_TZ=True writes the same shape). SQLite keeps no zone, so
+    # `auto` does not take the worker's for the application's, in UTC or elsewhere (the
+    # suite's worker is in Kolkata).
+    if worker == "UTC":
+        request.getfixturevalue("utc_worker")
+    world, ids = django_new_york
+    newest_text = stored_text(world, ids["new"], "createdAt")
+
+    result = world.run(reference_time=None)
+
+    assert not result.success
+    message = failure_message(result)
+    for part in (
+        '"createdAt" of "SnapshotFiles"',
+        "SQLite keeps no time zone",
+        f"{newest_text} (fileId {ids['new']})",
+        "Django with USE_TZ = True writes UTC: 'UTC'",
+        "with USE_TZ = False, the wall time of its TIME_ZONE setting: that name",
+        "SQLAlchemy and Prisma write what the application gives them, usually UTC: 'UTC'",
+        "SNAPSHOT_OPS_NAIVE_TIME_ZONE",
+        "nothing was touched",
+    ):
+        assert part in message, (part, message)
+    assert untouched(world, ids)
+
+
+# -- a default the application never uses ---------------------------------------------------
+
+
+@pytest.fixture
+def prisma_new_york(postgres_url, storage_root) -> Iterator[tuple[World, dict[str, str]]]:
+    """Prisma's `createdAt DateTime @default(now())` in a database whose TimeZone is New
+    York: the column is `timestamp(3) DEFAULT CURRENT_TIMESTAMP`, but Prisma's client
+    writes every value itself, as UTC wall time."""
+    world = pg_naive_world(
+        postgres_url, storage_root, "America/New_York", "CURRENT_TIMESTAMP", precision="(3)"
+    )
+    now = dt.datetime.now(UTC)
+    ages = {"young": 6 * DAY + 20 * HOUR, "old": 7 * DAY + 6 * HOUR, "new": dt.timedelta(0)}
+    ids = {
+        name: add_wall(world, (now - age).replace(tzinfo=None, microsecond=0))
+        for name, age in ages.items()
+    }
+    yield world, ids
+    world.engine.dispose()
+
+
+def test_b2_a_default_the_application_never_uses_shows_the_way_out(prisma_new_york, monkeypatch):
+    world, ids = prisma_new_york
+    alter = (
+        'ALTER TABLE "SnapshotFiles" ALTER COLUMN "createdAt" SET DEFAULT timezone(\'UTC\', now())'
+    )
+    for setting in (None, "UTC"):
+        result = world.run(reference_time=None, naive_time_zone=setting)
+        assert not result.success
+        message = failure_message(result)
+        for part in (
+            "its default CURRENT_TIMESTAMP writes the wall time of the database's TimeZone",
+            alter,
+            "unused_column_defaults",
+            "SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS=createdAt",
+        ):
+            assert part in message, (setting, part, message)
+        assert untouched(world, ids)
+    # Read in New York, Prisma's UTC values are from the future: no waiver helps there.
+    monkeypatch.setenv("SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS", "createdAt")
+    for setting in ("database", "America/New_York"):
+        result = world.run(reference_time=None, naive_time_zone=setting)
+        assert not result.success
+        assert "reads as created" in failure_message(result)
+        assert untouched(world, ids)
+
+    # The operator states both: UTC, and that the default is never used.
+    assert world.run(reference_time=None, naive_time_zone="UTC").success
+
+    assert {i for i, (marked, _) in state(world).items() if marked} == {ids["old"]}
+    assert state(world)[ids["young"]] == state(world)[ids["new"]] == (False, True)
+
+
+# -- a row from a clock that is wrong -------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["UTC", "auto"])
+def test_b3_one_row_from_a_skewed_clock_is_named_as_such(postgres_url, storage_root, setting):
+    # UTC stated (or auto, where the database's zone agrees): a row two hours ahead is not
+    # a zone's sign but a wrong row, or a wrong clock where it was written.
+    world = pg_naive_world(postgres_url, storage_root, "UTC", default=None)
+    now = dt.datetime.now(UTC)
+    skewed_wall = (now + 2 * HOUR).replace(tzinfo=None)
+    skewed = add_wall(world, skewed_wall)
+    expired = add_wall(world, (now - 30 * DAY).replace(tzinfo=None))
+
+    result = world.run(reference_time=None, naive_time_zone=setting)
+
+    assert not result.success
+    message = failure_message(result)
+    for part in (
+        f"its newest live value {skewed_wall} (fileId {skewed}) reads as created",
+        "this row, or the clock of the server that wrote it, is wrong",
+        f'UPDATE "SnapshotFiles" SET "createdAt" = timezone(\'UTC\', now()) '
+        f"WHERE \"fileId\" = '{skewed}'",
+        "nothing was touched",
+    ):
+        assert part in message, (part, message)
+    assert "Set naive_time_zone on the database resource" not in message
+    assert untouched(world, {"skewed": skewed, "expired": expired})
+    world.engine.dispose()
+
+
+# -- zones that agree now and differ in another season --------------------------------------
+
+
+def zone_at_utcs_offset_now() -> zoneinfo.ZoneInfo:
+    """London in winter, the Azores in summer (both change on the EU's instants): a zone
+    at UTC's offset now that is not UTC's in the other season."""
+    now = dt.datetime.now(UTC)
+    zones = [zoneinfo.ZoneInfo(name) for name in ("Europe/London", "Atlantic/Azores")]
+    return next(z for z in zones if now.astimezone(z).utcoffset() == dt.timedelta(0))
+
+
+def test_b7_a_zone_at_utcs_offset_today_is_refused_without_a_false_disagreement(
+    postgres_url, storage_root, without_setting
+):
+    zone = zone_at_utcs_offset_now()
+    other = "UTC+01:00" if zone.key == "Europe/London" else "UTC-01:00"
+    world = pg_naive_world(postgres_url, storage_root, zone.key)
+    ids = {name: add_aged(world, age) for name, age in FIELD_AGES.items()}
+    newest = world.row(ids["new"]).createdAt
+
+    result = world.run(reference_time=None)
+
+    assert not result.success
+    message = failure_message(result)
+    same = utc_text(newest, UTC)
+    assert f"{same} read in UTC (naive_time_zone) but {same} read in" not in message
+    for part in (
+        f"the database's TimeZone '{zone.key}' is not UTC",
+        f"the newest value {newest} (fileId {ids['new']}) is {same} read in UTC and in "
+        f"{zone.key} now, but from ",
+        f"{zone.key} is at {other} and UTC at UTC+00:00",
+    ):
+        assert part in message, (part, message)
+    assert untouched(world, ids)
+
+
+def test_a3_auto_on_sqlite_refuses_naive_values_only(
+    sqlite_url, tmp_path, storage_root, without_setting
+):
+    # Numbers are epochs, instants of their own: auto needs no zone for them.
+    prisma = RepWorld(sqlite_url, storage_root, BY_NAME["sqlite_prisma_epoch_ms"])
+    old, young = prisma.add(age=10 * DAY), prisma.add(age=6 * DAY)
+    assert prisma.run().success
+    assert state(prisma) == {old: (True, False), young: (False, True)}
+    prisma.engine.dispose()
+    # A naive column without a value has nothing to misread (its first rows are then
+    # refused by the next run).
+    empty = World(f"sqlite:///{tmp_path / 'empty.sqlite'}", storage_root)
+    assert empty.run().success
+    empty.add(age=10 * DAY)
+    assert not empty.run().success
+    empty.engine.dispose()
+
+
+def test_b7_a_utc_default_does_not_agree_with_a_zone_at_utcs_offset_only_this_season(
+    postgres_url, storage_root
+):
+    # Stated London in winter (the Azores in summer), a default that writes UTC wall time
+    # agrees today and is an hour off in the other season: it is refused now, not then.
+    zone = zone_at_utcs_offset_now()
+    world = pg_naive_world(postgres_url, storage_root, "UTC", "timezone('utc', now())")
+    ids = {name: add_aged(world, age, "timezone('utc', now())") for name, age in FIELD_AGES.items()}
+
+    result = world.run(reference_time=None, naive_time_zone=zone.key)
+
+    assert not result.success
+    message = failure_message(result)
+    assert "its default timezone('utc'::text, now()) writes the current time at UTC" in message
+    assert f"in {zone.key} and in UTC now, but from " in message
+    assert untouched(world, ids)
+    world.engine.dispose()

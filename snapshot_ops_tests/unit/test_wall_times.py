@@ -12,7 +12,8 @@ Pinned down here:
 - Changes are found to the second; zones compare by their offsets now and in both seasons;
   an evaluated default is a reading of "now" at an offset only within a minute of one.
 - Naive timestamps and ISO text are encoded, bounded and decoded as wall time in the zone.
-- `naive_time_zone` accepts auto, database and IANA names only, and says which setting.
+- `naive_time_zone` accepts auto, database and IANA names only, and says which setting;
+  `unused_column_defaults` names only "createdAt" and "deletedAt".
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import zoneinfo
 
 import pytest
 
-from snapshot_ops.naivezone import check_naive_time_zone
+from snapshot_ops.naivezone import check_naive_time_zone, check_unused_column_defaults
 from snapshot_ops.timeformat import TimeFormat, TimeFormatError
 from snapshot_ops.walltime import (
     OffsetChange,
@@ -275,3 +276,17 @@ def test_naive_time_zone_refuses_anything_else_naming_the_setting(bad):
     message = str(refused.value)
     assert f"naive_time_zone {bad!r}" in message
     assert "SNAPSHOT_OPS_NAIVE_TIME_ZONE" in message and "America/New_York" in message
+
+
+@pytest.mark.parametrize("good", [(), ("createdAt",), ("createdAt", "deletedAt")])
+def test_unused_column_defaults_accepts_the_two_time_columns(good):
+    check_unused_column_defaults(good)
+
+
+@pytest.mark.parametrize("bad", [("created_at",), ("createdAt", "*"), ("",)])
+def test_unused_column_defaults_refuses_any_other_name_naming_the_setting(bad):
+    with pytest.raises(TimeFormatError) as refused:
+        check_unused_column_defaults(bad)
+    message = str(refused.value)
+    assert "unused_column_defaults" in message and "SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS" in message
+    assert "createdAt and deletedAt" in message
