@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -38,9 +39,27 @@ OK, NOT_IN_JOURNAL, BAD_SETUP = 0, 1, 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m snapshot_ops.journal",
-        description=(
-            "List the cleanup job's pending deletes, or release entries that cannot succeed "
-            "(their rows become live again). Uses SNAPSHOT_OPS_DATABASE_URL."
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "List the cleanup job's pending deletes (rows it marked deleted whose object it "
+            "has not yet seen gone; every run retries them), or release entries that cannot "
+            "succeed: in one transaction their entries are dropped and their rows' "
+            '"deletedAt" set back to NULL, so the rows are live again. Objects are never '
+            "touched."
+        ),
+        epilog=(
+            "environment:\n"
+            "  SNAPSHOT_OPS_DATABASE_URL  the application's database (required), with the "
+            "job's default\n"
+            '                             table names ("SnapshotFiles", "OrderAttachments") '
+            "and schema\n"
+            "                             (snapshot_ops); no storage is needed\n"
+            "  SNAPSHOT_OPS_NAIVE_TIME_ZONE and SNAPSHOT_OPS_UNUSED_COLUMN_DEFAULTS are "
+            "checked as the job\n"
+            "  checks them\n"
+            "\n"
+            f"exit status {OK}: done; {NOT_IN_JOURNAL}: some ids were not in the journal "
+            f"(nothing done for them);\n{BAD_SETUP}: bad setup (the message on stderr)"
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
