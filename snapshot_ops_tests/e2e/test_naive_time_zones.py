@@ -9,11 +9,26 @@ Pinned down here, through the real job (in process, as of the clock):
   `America/New_York` exactly the 7 d 6 h row goes, as the design's own SQL
   (`"createdAt" < NOW() - INTERVAL '7 days'` in a session of that database) selects, and
   "deletedAt" gets New York wall time.
-- (b) SQLite holding New York wall time as Django writes it (`USE_TZ=False`): without the
-  setting the run refuses (SQLite's zone is the worker's local zone, not UTC); with the
-  setting, or with `database` on a New York worker, exactly the 7 d 6 h row goes.
+- (b) SQLite holding New York wall time as Django writes it (`USE_TZ=False`): SQLite keeps
+  no zone, so without the setting the run refuses on any worker (UTC's included, where
+  the text looks like UTC's) naming what Django, SQLAlchemy and Prisma need; `database` is
+  refused there; with `America/New_York`, on any worker, exactly the 7 d 6 h row goes.
+  Epoch numbers and an empty column need no zone.
 - (c) PostgreSQL in Europe/Berlin with `DEFAULT now()`: under `UTC` a row created a second
   ago reads an hour in the future, and the run refuses naming that row.
+- A role that may write "createdAt" with a zone of its own (Los Angeles, in the database
+  or role-wide) in a UTC database: refused under auto and database naming the role, its
+  zone and the statement, also when the job logs in with the least privileges; a role that
+  only reads says nothing; stated, the role's zone is followed.
+- Prisma's UTC values under a `CURRENT_TIMESTAMP` default in a New York database: the
+  refusal gives the ALTER TABLE that makes the default agree and `unused_column_defaults`;
+  with `UTC` and that statement exactly the expired row goes (the waiver logged), and no
+  waiver helps a zone the rows contradict.
+- A row from a wrong clock under a stated (or agreeing) zone is named as such, with its
+  fileId, an UPDATE and no advice to change the setting.
+- A zone at UTC's offset only this season (London in winter, the Azores in summer) is not
+  UTC: refused under auto, and a UTC-writing default refused under it, with the date they
+  differ instead of one instant shown twice.
 - Each kind of evidence alone: the database's zone under auto, a column default that writes
   the clock of another zone (evaluated, not parsed; PostgreSQL and SQLite), a row from the
   future (a day ahead or more is bad data, not evidence), the job's own session zone set by
@@ -674,7 +689,7 @@ def insert_as(engine: sa.Engine, world: World, age: str | None) -> str:
 
 
 @pytest.mark.parametrize("in_database", [True, False], ids=["role_in_database", "role"])
-def test_a2_a_west_coast_applications_role_zone_is_evidence_under_auto_and_database(
+def test_a_west_coast_roles_own_zone_is_evidence_under_auto_and_database(
     postgres_url, storage_root, login_roles, without_setting, in_database
 ):
     # The database is UTC; the application logs in as a role whose own TimeZone is Los
@@ -753,7 +768,7 @@ def utc_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("worker", ["UTC", "Asia/Kolkata"])
-def test_a3_django_new_york_text_is_refused_under_auto_whatever_the_workers_zone(
+def test_django_new_york_text_on_sqlite_is_refused_under_auto_whatever_the_workers_zone(
     django_new_york, without_setting, worker, request
 ):
     # Django with USE_TZ=False writes New York wall time; on a worker in UTC the text looks
@@ -804,7 +819,7 @@ def prisma_new_york(postgres_url, storage_root) -> Iterator[tuple[World, dict[st
     world.engine.dispose()
 
 
-def test_b2_a_default_the_application_never_uses_shows_the_way_out(prisma_new_york, monkeypatch):
+def test_a_default_the_application_never_uses_shows_the_way_out(prisma_new_york, monkeypatch):
     world, ids = prisma_new_york
     alter = (
         'ALTER TABLE "SnapshotFiles" ALTER COLUMN "createdAt" SET DEFAULT timezone(\'UTC\', now())'
@@ -840,7 +855,7 @@ def test_b2_a_default_the_application_never_uses_shows_the_way_out(prisma_new_yo
 
 
 @pytest.mark.parametrize("setting", ["UTC", "auto"])
-def test_b3_one_row_from_a_skewed_clock_is_named_as_such(postgres_url, storage_root, setting):
+def test_one_row_from_a_skewed_clock_is_named_as_such(postgres_url, storage_root, setting):
     # UTC stated (or auto, where the database's zone agrees): a row two hours ahead is not
     # a zone's sign but a wrong row, or a wrong clock where it was written.
     world = pg_naive_world(postgres_url, storage_root, "UTC", default=None)
@@ -877,7 +892,7 @@ def zone_at_utcs_offset_now() -> zoneinfo.ZoneInfo:
     return next(z for z in zones if now.astimezone(z).utcoffset() == dt.timedelta(0))
 
 
-def test_b7_a_zone_at_utcs_offset_today_is_refused_without_a_false_disagreement(
+def test_a_zone_at_utcs_offset_today_is_refused_without_a_false_disagreement(
     postgres_url, storage_root, without_setting
 ):
     zone = zone_at_utcs_offset_now()
@@ -902,7 +917,7 @@ def test_b7_a_zone_at_utcs_offset_today_is_refused_without_a_false_disagreement(
     assert untouched(world, ids)
 
 
-def test_a3_auto_on_sqlite_refuses_naive_values_only(
+def test_auto_on_sqlite_refuses_naive_values_only(
     sqlite_url, tmp_path, storage_root, without_setting
 ):
     # Numbers are epochs, instants of their own: auto needs no zone for them.
@@ -920,7 +935,7 @@ def test_a3_auto_on_sqlite_refuses_naive_values_only(
     empty.engine.dispose()
 
 
-def test_b7_a_utc_default_does_not_agree_with_a_zone_at_utcs_offset_only_this_season(
+def test_a_utc_default_does_not_agree_with_a_zone_at_utcs_offset_only_this_season(
     postgres_url, storage_root
 ):
     # Stated London in winter (the Azores in summer), a default that writes UTC wall time
