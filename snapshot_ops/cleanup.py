@@ -10,10 +10,11 @@ which bounds memory and keeps the journal of not-yet-deleted objects short.
 
 "Already missing" is evidence, not success: before a batch whose store answered "not
 found" for some objects is settled, the run's `Sentinel` checks that the store still holds
-an object it was seen to hold (or other live rows' objects). If it holds none, those
-entries are not settled (they stay journaled, with the reason as their last error) and the
-run stops with `StorageMismatch`: a store that went away mid-run (an unmounted volume, a
-dropped network mount) never turns into rows recorded as deleted.
+an object it was seen to hold (or, that gone, gathers the evidence again by the rule of
+snapshot_ops.sentinel). If the evidence does not hold, those entries are not settled (they
+stay journaled, with the reason as their last error) and the run stops with
+`StorageMismatch`: a store that went away mid-run (an unmounted volume, a dropped network
+mount) never turns into rows recorded as deleted.
 
 A batch's journal entries are written already leased to the marking run
 (`Catalog.mark_batch` with `lease`), so deleting a fresh batch needs no claim of its own:
@@ -181,9 +182,9 @@ def delete_entries(
     run still holds, adding what it settled to the run's log row. The report counts exactly
     what was settled. Returns the report and the last file_id claimed (None when nothing was
     claimed). Objects the store answers missing are settled only while `sentinel` (default:
-    one without a key, which looks for other live rows' objects) finds the store still
-    holding objects; otherwise raises StorageMismatch after settling the rest, and those
-    entries stay journaled.
+    one without a key, which gathers the evidence by the rule of snapshot_ops.sentinel)
+    finds the store still holding objects; otherwise raises StorageMismatch after settling
+    the rest, and those entries stay journaled.
     """
     entries, shared = catalog.claim_pending(
         run_id=run_id,

@@ -15,13 +15,17 @@ The storage check: a storage URL that names the wrong place (an unmounted volume
 mount point, a bucket, container or prefix of another environment) makes every object look
 already deleted: the run would mark every candidate, report them as already missing and
 succeed while freeing nothing, and the real objects would be left forever. So before
-marking, the run looks objects up one at a time until one exists: the oldest candidates'
-objects, then other live rows' (the newest snapshots, files orders link), then journaled
-ones (snapshot_ops.sentinel). A healthy run finds the first: one lookup. Candidates whose
-objects are missing while the store holds those others were removed by hand; the run goes
-on and reports them as already missing. If the store holds none, whatever the number of
-candidates, the run stops before marking, naming where it looked and what it expected. The
-object found is the run's sentinel, looked up again whenever deletes come back missing.
+marking, the run gathers the evidence that the store is the right place, by the rule of
+snapshot_ops.sentinel: an object older than the retention (the oldest candidates' first,
+then files orders link and journaled objects of rows that old) proves it; failing that, a
+sample of younger live rows' objects spread across the retention must mostly exist (an
+application writing into an unmounted volume's mount point makes the newest objects exist
+there, so they alone prove nothing). A healthy run finds the first candidate's object: one
+lookup. Candidates whose objects are missing while the evidence holds were removed by hand;
+the run goes on and reports them as already missing. If it does not hold, whatever the
+number of candidates, the run stops before marking, naming where it looked, what it found
+and the ways on. The object it rests on is the run's sentinel, looked up again whenever
+deletes come back missing.
 """
 
 from __future__ import annotations
@@ -36,83 +40,98 @@ from snapshot_ops.errors import ConfigError, SnapshotOpsError
 from snapshot_ops.rules import DEFAULT_RETENTION_DAYS, Policy, make_policy
 from snapshot_ops.sentinel import (
     ACCEPT_SETTING,
-    JOURNALED,
-    OTHER_LIVE_ROWS,
+    CANDIDATES,
+    Evidence,
     StorageMismatch,
-    search,
-    witness_groups,
+    Window,
+    gather,
+    oldest_candidates,
 )
 from snapshot_ops.settings import cleanup_ranges
 from snapshot_ops.storage.base import StorageBackend
 from snapshot_ops.storage.ratelimit import range_rate
 
-__all__ = ["StorageMismatch", "StoreCheck", "check_storage_holds_objects"]
+__all__ = ["StorageMismatch", "StoreCheck", "Window", "check_storage_holds_objects"]
 
 log = logging.getLogger(__name__)
-
-#: How many of the oldest candidates' objects are looked up, first.
-SAMPLE_SIZE = 20
-#: The candidates' group, as the messages name it.
-CANDIDATES = "expired candidates' objects (oldest first)"
 
 
 @dataclass(frozen=True)
 class StoreCheck:
-    """What `check_storage_holds_objects` found: the first object that exists (the run's
-    sentinel; None when none was looked for or none exists), the lookups it sent, and
-    whether the run goes on without one because its config accepts missing objects."""
+    """What `check_storage_holds_objects` found: the object its evidence rests on (the run's
+    sentinel; None when none was looked for or the evidence does not hold), the lookups it
+    sent, what the evidence was (`basis`, for the run's metadata), and whether the run goes
+    on without evidence because its config accepts missing objects."""
 
     sentinel: str | None
     lookups: int
     accepted_missing: bool = False
+    basis: str = "nothing to settle"
 
 
 def check_storage_holds_objects(
-    catalog: Catalog, storage: StorageBackend, cutoff: dt.datetime, *, accept_missing: bool
+    catalog: Catalog, storage: StorageBackend, window: Window, *, accept_missing: bool
 ) -> StoreCheck:
-    """Look objects the database says the store holds up, one at a time, until one exists.
+    """Gather the evidence that `storage` is the place the database describes
+    (sentinel.gather, over the run's `window`): the oldest candidates' objects first.
 
-    The oldest candidates' objects (up to SAMPLE_SIZE), then other live rows' and journaled
-    ones (sentinel.witness_groups). Nothing is looked up when there is no candidate and no
-    journal entry (nothing would be settled). Raises StorageMismatch, naming where it
-    looked, what it expected and the ways on, when none exists of the objects that live
-    rows need (candidates' or others'), at any number of candidates, unless
+    Nothing is looked up when there is no candidate and no journal entry (nothing would be
+    settled). Raises StorageMismatch, naming where it looked, what it found and the ways
+    on, when the evidence does not hold, at any number of candidates, unless
     `accept_missing` (the run config's accept_missing_objects): then the run goes on
-    without a sentinel. When no live row names an object, journaled objects alone cannot
-    show the store is wrong (a run killed after its deletes leaves them missing too): the
-    run goes on, and the sentinel judges each batch that comes back missing.
+    without a sentinel. Without a candidate (only journal entries to settle) and without
+    younger live rows to sample, nothing can show the store is wrong either (a run killed
+    after its deletes leaves journaled objects missing too): the run goes on, and the
+    sentinel judges each batch of the journal that comes back missing by the same rule.
     """
-    candidates = [c.storage_key for c in next(catalog.iter_candidates(cutoff, SAMPLE_SIZE), [])]
-    journaled = catalog.journaled_keys(JOURNALED)
-    if not candidates and not journaled:
+    candidates = oldest_candidates(catalog, window.cutoff)
+    if not candidates and not catalog.journaled_keys(1):
         return StoreCheck(None, 0)
-    found = search(storage, [(CANDIDATES, lambda: candidates), *witness_groups(catalog)])
-    if found.found is not None:
-        return StoreCheck(found.found, found.lookups)
-    if not found.looked.get(CANDIDATES) and not found.looked.get(OTHER_LIVE_ROWS):
+    evidence = gather(catalog, storage, window, candidates=lambda: candidates)
+    if evidence.holds:
+        if evidence.proof.found is None:
+            log.info(
+                "%s holds none of %s, but %s: they were removed by hand",
+                storage.description,
+                evidence.proof.describe(),
+                evidence.verdict(),
+            )
+        return StoreCheck(evidence.sentinel, evidence.lookups, basis=evidence.verdict())
+    if not evidence.proof.looked.get(CANDIDATES) and not evidence.sample:
         # Only journaled objects, or keys the store refuses (those rows are never marked).
-        return StoreCheck(None, found.lookups)
+        return StoreCheck(None, evidence.lookups, basis="nothing to judge by")
     if accept_missing:
         log.warning(
-            "%s holds none of %s; going on as the run config says (%s): their rows are "
-            "marked deleted and reported as already missing",
+            "%s does not show it holds the objects the database names (%s); going on as the "
+            "run config says (%s): their rows are marked deleted and reported as already "
+            "missing",
             storage.description,
-            found.describe(),
+            evidence.describe(),
             ACCEPT_SETTING,
         )
-        return StoreCheck(None, found.lookups, accepted_missing=True)
-    raise StorageMismatch(
-        f"the storage holds none of the objects the database says it should: looked in "
-        f"{storage.description} for {found.describe()}, and none exists. Nothing was marked "
-        "or deleted: marking now would record every candidate as already deleted while its "
-        "object, wherever it really is, stayed forever. If a volume is not mounted there, "
-        "mount it; if SNAPSHOT_OPS_STORAGE_URL names the wrong folder, bucket, container or "
-        "prefix, fix it; if the store refuses lookups, grant read (s3:GetObject; Azure "
-        "blobs/read). Then run again. Only if these objects really are gone (removed by "
-        f"hand), run once with {ACCEPT_SETTING}: their rows are marked deleted and reported "
-        "as already missing. `python -m snapshot_ops.reconcile` with the same "
-        "SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL lists what the store holds "
-        "against the rows."
+        return StoreCheck(
+            None, evidence.lookups, accepted_missing=True, basis=f"accepted: {ACCEPT_SETTING}"
+        )
+    raise StorageMismatch(mismatch_message(storage, evidence))
+
+
+def mismatch_message(storage: StorageBackend, evidence: Evidence) -> str:
+    """The start-of-run stop: where the check looked, what it found, and the ways on."""
+    holds = "holds none of" if not evidence.present else "does not hold"
+    return (
+        f"the storage {holds} the objects the database says it should: looked in "
+        f"{storage.description} for {evidence.describe()}. Objects of rows younger than "
+        "the retention cannot vouch for the store alone: an application that writes while "
+        "a volume is not mounted makes new objects in the bare mount point. Nothing was "
+        "marked or deleted: marking now would record every candidate as already deleted "
+        "while its object, wherever it really is, stayed forever. If a volume is not "
+        "mounted there, mount it; if SNAPSHOT_OPS_STORAGE_URL names the wrong folder, "
+        "bucket, container or prefix, fix it; if the store refuses lookups, grant read "
+        "(s3:GetObject; Azure blobs/read). Then run again. Only if these objects really are "
+        f"gone (removed by hand), run once with {ACCEPT_SETTING}: their rows are marked "
+        "deleted and reported as already missing. `python -m snapshot_ops.reconcile` with "
+        "the same SNAPSHOT_OPS_DATABASE_URL and SNAPSHOT_OPS_STORAGE_URL lists what the "
+        "store holds against the rows."
     )
 
 

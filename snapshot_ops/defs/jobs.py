@@ -145,10 +145,10 @@ class CleanupConfig(Config):
     accept_missing_objects: bool = Field(
         default=False,
         description=(
-            "For one run launched by hand: the store holds none of the objects the database "
+            "For one run launched by hand: the store does not show the objects the database "
             "names because they really were removed. The run then marks the candidates and "
             "settles the journal, reporting those objects as already missing, instead of "
-            "stopping. Only used when the storage check finds no object at all."
+            "stopping. Only used when the storage check's evidence does not hold."
         ),
     )
     ranges: int | None = Field(
@@ -269,6 +269,7 @@ def identify_expired_candidates(
         else:
             store = _check_storage(catalog, storage, policy, config.accept_missing_objects)
             metadata["storageLookups"] = store.lookups
+            metadata["storageEvidence"] = store.basis
             metadata["acceptedMissingObjects"] = store.accepted_missing
         context.log.debug(
             f"{summary.candidates} expired parse-session snapshots (cutoff "
@@ -396,9 +397,15 @@ def _finish_journal(
 
 def _sentinel(plan: CleanupPlan, catalog: Catalog, backend: StorageBackend) -> Sentinel:
     """This step's sentinel: the object the first step found (a plan pickled before plans
-    carried one reads the field's default, None: the sentinel then looks for other live
-    rows' objects instead)."""
-    return Sentinel(catalog, backend, plan.sentinel, accept_missing=plan.accept_missing)
+    carried one reads the field's default, None: the sentinel then gathers the evidence
+    again, over the run's window, instead)."""
+    return Sentinel(
+        catalog,
+        backend,
+        plan.sentinel,
+        window=preflight.Window.of(plan.policy),
+        accept_missing=plan.accept_missing,
+    )
 
 
 def _check_storage(
@@ -406,7 +413,10 @@ def _check_storage(
 ) -> preflight.StoreCheck:
     try:
         return preflight.check_storage_holds_objects(
-            catalog, storage.backend(), policy.cutoff, accept_missing=accept_missing
+            catalog,
+            storage.backend(),
+            preflight.Window.of(policy),
+            accept_missing=accept_missing,
         )
     except preflight.StorageMismatch as exc:
         raise Failure(description=str(exc)) from exc

@@ -11,8 +11,14 @@ a killed run), with the rows, files, journal and run log checked afterwards:
   mount point of a volume that is not mounted (a real bind mount, then unmounted) and an
   empty folder each stop the run with nothing marked; with the volume back, the next run
   deletes them and counts them deleted.
-- Objects removed by hand while the store holds other live rows' objects: the run goes on
-  and counts them as already missing, never as deleted.
+- The application wrote into the bare mount point while the volume was not mounted: the
+  newest row's object is there, every older one is not. The run stops untouched (an object
+  younger than the retention does not vouch for the store), and with the volume back it
+  deletes the expired objects, counted as deleted.
+- Objects removed by hand while the store holds other rows' objects older than the
+  retention, or most of a sample of younger ones (2 of 10 removed): the run goes on and
+  counts them as already missing, never as deleted; with most of the sample gone (7 of
+  10), it stops.
 - A store that really holds none of them: the one-run switch `accept_missing_objects: true`
   goes on (counted missing), the next run without it stops again; `verify_storage: false`
   is refused naming the switch; a healthy run costs one lookup.
@@ -27,6 +33,7 @@ a killed run), with the rows, files, journal and run log checked afterwards:
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import subprocess
 import threading
@@ -40,11 +47,14 @@ from dagster import DagsterInstance
 
 from snapshot_ops import checkpoints, savings
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
+from snapshot_ops.sentinel import STRATA
 from snapshot_ops_tests.support.jobs import failure_message, run_cleanup, step_metadata
 from snapshot_ops_tests.support.scenarios import DAY, bulk_add, start_job, wait_paused
 from snapshot_ops_tests.support.stores import TEST_RETRY, azurite_connection_string
 from snapshot_ops_tests.support.waiting import wait_until
 from snapshot_ops_tests.support.world import NOW, World
+
+HOUR = dt.timedelta(hours=1)
 
 SWITCH = "accept_missing_objects: true"
 
@@ -148,8 +158,10 @@ def test_an_unmounted_volume_stops_the_run_before_marking(volume_world, volume, 
     message = failure_message(stopped)
     where = f"file://{volume.mount_point.resolve()}"
     assert f"looked in {where} for {min(count, 20)} expired candidates' objects" in message
-    # Beyond the 20 oldest, the newest candidates are looked up too, with the other rows.
-    assert ("other live rows' objects" in message) is (others or count > 20)
+    # The other rows: the linked ones are older than the retention, the young ones sampled.
+    assert ("2 files orders link, older than the retention" in message) is others
+    assert ("of 1 objects of younger live rows" in message) is others
+    assert ("no younger live row names an object" in message) is not others
     assert "Nothing was marked or deleted" in message
     assert "If a volume is not mounted there, mount it" in message and SWITCH in message
     assert_untouched(world, candidates + kept)
@@ -165,6 +177,38 @@ def test_an_unmounted_volume_stops_the_run_before_marking(volume_world, volume, 
         0,
         100 * count,
     )
+
+
+def test_objects_written_into_the_bare_mount_point_do_not_vouch_for_the_store(volume_world, volume):
+    # The volume goes away; the application goes on writing new snapshots into the bare
+    # mount point. The newest live row's object is there, every older one is not.
+    world = volume_world
+    expired = bulk_add(world, 3, label="expired")
+    linked = bulk_add(world, 1, linked=True, label="linked")
+    newer = bulk_add(world, 2, age=DAY, label="newer")
+    volume.unmount()
+    written = world.add(age=HOUR, key="2026/12/n3.pdf")  # into the mount point itself
+    assert (volume.mount_point / "2026/12/n3.pdf").is_file()
+
+    stopped = world.run()
+
+    assert not stopped.success
+    message = failure_message(stopped)
+    assert f"looked in file://{volume.mount_point.resolve()} for 3 expired candidates'" in message
+    assert "1 files orders link, older than the retention" in message
+    # One row of each span of the retention: a newer one, and the one written meanwhile.
+    assert "of 2 objects of younger live rows, sampled across the retention" in message
+    assert "1 exists, where at least 3, and two thirds of those sampled, must" in message
+    assert "Nothing was marked or deleted" in message and SWITCH in message
+    assert_untouched(world, expired + linked + newer + [written])
+    assert all(volume.holds(world, i) for i in expired + linked + newer)
+
+    volume.mount()  # back: the expired objects are deleted and counted as deleted
+    assert world.run().success
+    assert all(world.is_deleted(i) and not volume.holds(world, i) for i in expired)
+    assert all(not world.is_deleted(i) and volume.holds(world, i) for i in linked + newer)
+    last = world.run_log()[-1]
+    assert (last.deleted_count, last.missing_count) == (3, 0)
 
 
 @pytest.mark.parametrize("count", [1, 6, 25])
@@ -228,6 +272,37 @@ def test_objects_removed_by_hand_are_counted_missing_not_deleted(world, present)
         catalog.engine.dispose()
     assert (day.deleted_count, day.missing_count) == (present, 6)
     assert (view.total_files, view.total_bytes) == (present, 100 * present)
+
+
+@pytest.mark.parametrize(("witnesses_removed", "goes_on"), [(0, True), (2, True), (7, False)])
+def test_with_the_candidates_objects_gone_the_younger_rows_objects_must_mostly_be_there(
+    world, witnesses_removed, goes_on
+):
+    # No object older than the retention is left (no order links a file): the store is
+    # judged by one young row per span of the retention. A few of those removed by hand
+    # leave it vouched for; most of them missing is a store that is not there.
+    removed = bulk_add(world, 6, age=20 * DAY, label="removed")
+    young = [world.add(age=(STRATA - n - 0.5) * (7 * DAY / STRATA)) for n in range(STRATA)]
+    for file_id in removed + young[:witnesses_removed]:
+        (world.root / world.row(file_id).storageKey).unlink()
+
+    result = world.run()
+
+    assert result.success is goes_on
+    assert all(not world.is_deleted(i) for i in young)
+    if goes_on:
+        assert all(world.is_deleted(i) for i in removed) and world.pending() == []
+        [log] = world.run_log()
+        assert (log.deleted_count, log.missing_count) == (0, 6)
+        figures = step_metadata(result, "identify_expired_candidates")
+        assert figures["storageLookups"] == 6 + STRATA
+        present = STRATA - witnesses_removed
+        assert figures["storageEvidence"].startswith(f"{present} of {STRATA} objects of younger")
+    else:
+        message = failure_message(result)
+        assert "does not hold the objects the database says it should" in message
+        assert f"of {STRATA} objects of younger live rows" in message and "3 exist" in message
+        assert_untouched(world, removed + young)
 
 
 # -- the operator's switch, and what a healthy run costs ---------------------------------------
@@ -453,7 +528,7 @@ def test_an_object_store_place_holding_nothing_stops_the_run(
         assert not stopped.success
         message = failure_message(stopped)
         assert f"looked in {url.rstrip('/')} for 6 expired candidates' objects" in message
-        assert "other live rows' objects" in message and SWITCH in message
+        assert "1 files orders link, older than the retention" in message and SWITCH in message
         assert world.live_rows() == 8 and world.pending() == []
         assert all(world.has_file(i) for i in candidates + kept)
 
