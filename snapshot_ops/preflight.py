@@ -222,15 +222,15 @@ def over_cap(
     summary: CandidateSummary,
     policy: Policy,
     *,
-    dry_run: bool,
     work_down_backlog: bool = False,
     guard: str | None = None,
 ) -> str | None:
     """Why the run must stop before any delete, or None: more candidates than
-    `policy.max_deletions` (a dry run only lists, so it never stops here), unless the run
-    works down a backlog (`work_down_backlog`) and `backlog_guard` found nothing against it
-    (`guard` is its answer). The message names the figures and the ways on."""
-    if summary.candidates <= policy.max_deletions or dry_run:
+    `policy.max_deletions`, unless the run works down a backlog (`work_down_backlog`) and
+    `backlog_guard` found nothing against it (`guard` is its answer). A dry run stops here
+    too (its message says so): it previews the real run, stops included. The message
+    names the figures and the ways on."""
+    if summary.candidates <= policy.max_deletions:
         return None
     if work_down_backlog:
         if guard is None:
@@ -245,8 +245,8 @@ def over_cap(
         f"{policy.max_deletions}; nothing was deleted. Check the cutoff "
         f"({policy.cutoff.isoformat()}) and, if it is right, run again with "
         f"max_deletions: {summary.candidates}, or with {BACKLOG_SETTING} to delete the "
-        f"{policy.max_deletions} oldest per run until the backlog is gone (or dry_run: true "
-        "to list them)."
+        f"{policy.max_deletions} oldest per run until the backlog is gone (dry_run: true "
+        "with either lists what that run would delete)."
     )
 
 

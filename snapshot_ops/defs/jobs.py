@@ -102,7 +102,13 @@ class CleanupConfig(Config):
     """Run config of a cleanup run (on the first op, carried by the plan to the others)."""
 
     dry_run: bool = Field(
-        default=False, description="Report what would be deleted and change nothing."
+        default=False,
+        description=(
+            "Preview the run and change nothing: every check runs, and the run fails, its "
+            "message starting 'dry run:', where the real run would stop or fail; the first "
+            "step lists the rows the run would take (wouldDelete) and the keys it would "
+            "refuse (wouldRefuse)."
+        ),
     )
     retention_days: float = Field(
         default=DEFAULT_RETENTION_DAYS,
@@ -202,11 +208,13 @@ def identify_expired_candidates(
     split them into key ranges.
 
     Everything here is read-only against the application: a bad config, a missing table or
-    column, an unreachable store, a store holding none of the objects live rows need
-    (preflight.check_storage_holds_objects; the object it finds is the plan's sentinel) or a
-    count over the cap fails the run before anything is touched. Yields the plan (`plan`,
-    with the figures as its metadata), then each key range (`ranges`, a dynamic output: one
-    mark_and_delete_expired step per range).
+    column, an unreachable store, a store that does not show it holds the objects the
+    database names (preflight.check_storage_holds_objects; the object its evidence rests on
+    is the plan's sentinel) or a count over the cap fails the run before anything is
+    touched. A dry run runs the same checks and fails at the same points, its message
+    starting with DRY_RUN_STOP; going on, it lists the rows the real run would take
+    (`_listing`). Yields the plan (`plan`, with the figures as its metadata), then each key
+    range (`ranges`, a dynamic output: one mark_and_delete_expired step per range).
     """
     run_at = dt.datetime.now(dt.UTC)
     try:
@@ -263,14 +271,13 @@ def identify_expired_candidates(
             "missingIndexes": MetadataValue.md("\n".join(tables.missing_indexes) or "none"),
             "storageKeyMatching": storage.backend().key_matching.name,
         }
-        store = preflight.StoreCheck(None, 0)
-        if config.dry_run:
-            metadata["wouldDelete"] = _listing(catalog, policy)
-        else:
-            store = _check_storage(catalog, storage, policy, config.accept_missing_objects)
-            metadata["storageLookups"] = store.lookups
-            metadata["storageEvidence"] = store.basis
-            metadata["acceptedMissingObjects"] = store.accepted_missing
+        # A dry run checks the store as the real run does, and stops where it would stop.
+        store = _check_storage(
+            catalog, storage, policy, config.accept_missing_objects, dry_run=config.dry_run
+        )
+        metadata["storageLookups"] = store.lookups
+        metadata["storageEvidence"] = store.basis
+        metadata["acceptedMissingObjects"] = store.accepted_missing
         context.log.debug(
             f"{summary.candidates} expired parse-session snapshots (cutoff "
             f"{policy.cutoff.isoformat()}), {summary.kept_linked} expired but kept: "
@@ -278,23 +285,24 @@ def identify_expired_candidates(
         )
         guard = preflight.backlog_guard(catalog, policy) if config.work_down_backlog else None
         refusal = preflight.over_cap(
-            summary,
-            policy,
-            dry_run=config.dry_run,
-            work_down_backlog=config.work_down_backlog,
-            guard=guard,
+            summary, policy, work_down_backlog=config.work_down_backlog, guard=guard
         )
         if refusal is not None:
+            if config.dry_run:
+                refusal = f"{DRY_RUN_STOP}{refusal}"
+                metadata["realRunWouldStop"] = refusal
             catalog.finish_run(context.run_id, status=FAILED, errors=[refusal])
             raise Failure(description=refusal, metadata=metadata)
         backlog = None
         if config.work_down_backlog and guard is None:
             backlog = preflight.plan_backlog(catalog, summary, policy)
-        elif config.work_down_backlog and summary.candidates > policy.max_deletions:
-            context.log.warning(f"a real run would stop here: {guard}")  # a dry run goes on
         if backlog is not None:
             context.log.warning(backlog.describe())
             metadata["backlogLeft"] = backlog.left
+        if config.dry_run:
+            listing, refused = _listing(catalog, storage.backend(), policy, backlog)
+            metadata["wouldDelete"] = listing
+            metadata["wouldRefuse"] = refused
         key_ranges = split_key_ranges(
             catalog,
             summary.candidates if backlog is None else backlog.taken,
@@ -408,8 +416,17 @@ def _sentinel(plan: CleanupPlan, catalog: Catalog, backend: StorageBackend) -> S
     )
 
 
+#: How a dry run's failure starts when the real run would stop at the same point.
+DRY_RUN_STOP = "dry run: a real run would stop here, touching nothing: "
+
+
 def _check_storage(
-    catalog: Catalog, storage: SnapshotStorage, policy: Policy, accept_missing: bool
+    catalog: Catalog,
+    storage: SnapshotStorage,
+    policy: Policy,
+    accept_missing: bool,
+    *,
+    dry_run: bool,
 ) -> preflight.StoreCheck:
     try:
         return preflight.check_storage_holds_objects(
@@ -419,7 +436,7 @@ def _check_storage(
             accept_missing=accept_missing,
         )
     except preflight.StorageMismatch as exc:
-        raise Failure(description=str(exc)) from exc
+        raise Failure(description=f"{DRY_RUN_STOP if dry_run else ''}{exc}") from exc
 
 
 LISTING_SCHEMA = TableSchema(
@@ -429,20 +446,55 @@ LISTING_SCHEMA = TableSchema(
         TableColumn("sizeBytes", "int", description="NULL when the row has no size"),
     ]
 )
+REFUSED_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("fileId", "string"),
+        TableColumn("storageKey", "string"),
+        TableColumn("reason", "string", description="why the store refuses the key"),
+    ]
+)
 
 
-def _listing(catalog: Catalog, policy: Policy) -> TableMetadataValue:
-    """A dry run's `wouldDelete`: the first DRY_RUN_LISTING candidates, as a table."""
+def _listing(
+    catalog: Catalog,
+    backend: StorageBackend,
+    policy: Policy,
+    backlog: preflight.Backlog | None,
+) -> tuple[TableMetadataValue, TableMetadataValue]:
+    """A dry run's `wouldDelete`: the first DRY_RUN_LISTING rows the real run would mark,
+    in its order (the marking walk's: candidates up to the backlog's bound, keys the store
+    refuses left out, as `Catalog.read_batch` leaves them out), and `wouldRefuse`: the
+    first DRY_RUN_LISTING refused rows met on the way, with the reason the real run reports
+    (it leaves them live and fails naming them)."""
     rows: list[TableRecord] = []
-    for batch in catalog.iter_candidates(policy.cutoff, DRY_RUN_LISTING):
-        rows = [
+    refused: list[TableRecord] = []
+    cursor = None
+    taken = None if backlog is None else backlog.taken
+    while len(rows) < DRY_RUN_LISTING and taken != 0:
+        batch = catalog.read_batch(
+            cutoff=policy.cutoff,
+            cursor=cursor,
+            limit=DRY_RUN_LISTING,
+            refusals=backend.refusals,
+            upper=None if backlog is None else backlog.upper,
+        )
+        rows += [
             TableRecord(
-                {"fileId": c.file_id, "storageKey": c.storage_key, "sizeBytes": c.size_bytes}
+                {"fileId": str(c.file_id), "storageKey": c.storage_key, "sizeBytes": c.size_bytes}
             )
-            for c in batch
+            for c in batch.passed.values()
         ]
-        break
-    return MetadataValue.table(rows, schema=LISTING_SCHEMA)
+        refused += [
+            TableRecord({"fileId": str(c.file_id), "storageKey": c.storage_key, "reason": why})
+            for c, why in batch.refused
+        ]
+        if batch.cursor is None:
+            break
+        cursor = batch.cursor
+    return (
+        MetadataValue.table(rows[:DRY_RUN_LISTING], schema=LISTING_SCHEMA),
+        MetadataValue.table(refused[:DRY_RUN_LISTING], schema=REFUSED_SCHEMA),
+    )
 
 
 @dataclass(frozen=True)
@@ -691,10 +743,14 @@ def record_cleanup_run(
             except SQLAlchemyError as exc:
                 context.log.warning(f"storage assets not refreshed: {exc}")
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+        ended = (
+            f"dry run: a real run would finish with {len(errors)} error(s) and fail"
+            if plan.dry_run
+            else f"cleanup finished its work with {len(errors)} error(s)"
+        )
         raise Failure(
             description=(
-                f"cleanup finished its work with {len(errors)} error(s); rows and objects that "
-                f"failed are left for the next run: {shown}"
+                f"{ended}; rows and objects that failed are left for the next run: {shown}"
             ),
             metadata=metadata,
         )

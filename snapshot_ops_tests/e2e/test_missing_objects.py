@@ -19,6 +19,8 @@ a killed run), with the rows, files, journal and run log checked afterwards:
   retention, or most of a sample of younger ones (2 of 10 removed): the run goes on and
   counts them as already missing, never as deleted; with most of the sample gone (7 of
   10), it stops.
+- A dry run on an unmounted volume fails with the real run's message after `dry run:`,
+  touching nothing; with the volume back it lists the candidates after one lookup.
 - A store that really holds none of them: the one-run switch `accept_missing_objects: true`
   goes on (counted missing), the next run without it stops again; `verify_storage: false`
   is refused naming the switch; a healthy run costs one lookup.
@@ -46,6 +48,7 @@ from azure.storage.blob import BlobServiceClient
 from dagster import DagsterInstance
 
 from snapshot_ops import checkpoints, savings
+from snapshot_ops.defs.jobs import DRY_RUN_STOP
 from snapshot_ops.defs.resources import SnapshotDatabase, SnapshotStorage
 from snapshot_ops.sentinel import STRATA
 from snapshot_ops_tests.support.jobs import failure_message, run_cleanup, step_metadata
@@ -209,6 +212,35 @@ def test_objects_written_into_the_bare_mount_point_do_not_vouch_for_the_store(vo
     assert all(not world.is_deleted(i) and volume.holds(world, i) for i in linked + newer)
     last = world.run_log()[-1]
     assert (last.deleted_count, last.missing_count) == (3, 0)
+
+
+def test_a_dry_run_stops_where_the_real_run_would(volume_world, volume):
+    world = volume_world
+    candidates, kept = arrange(world, 2, others=True)
+    volume.unmount()
+
+    dry = world.run(dry_run=True)
+    real = world.run()
+
+    # The dry run looks the objects up as the real run does, and fails with its message.
+    assert not dry.success and not real.success
+    stop = failure_message(real).split("Failure: ", 1)[1]
+    assert f"Failure: {DRY_RUN_STOP}{stop}" in failure_message(dry)
+    assert "the storage holds none of the objects" in stop
+    assert world.live_rows() == 6 and world.pending() == []
+    assert [(log.status, bool(log.dry_run), log.marked_count) for log in world.run_log()] == [
+        ("failed", True, 0),
+        ("failed", False, 0),
+    ]
+    assert all(volume.holds(world, i) for i in candidates + kept)
+
+    volume.mount()
+    dry = world.run(dry_run=True)
+    assert dry.success
+    figures = step_metadata(dry, "identify_expired_candidates")
+    assert figures["storageLookups"] == 1
+    assert sorted(r.data["fileId"] for r in figures["wouldDelete"].records) == sorted(candidates)
+    assert all(volume.holds(world, i) for i in candidates + kept)
 
 
 @pytest.mark.parametrize("count", [1, 6, 25])
