@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import Failure
 
 from snapshot_ops.defs.jobs import DRY_RUN_STOP
 from snapshot_ops_tests.support.jobs import failure_message, step_metadata
@@ -23,9 +22,9 @@ from snapshot_ops_tests.support.world import World
 
 
 def stop_reason(result: Any) -> str:
-    """The description of the run's one failed step's Failure (the message without the
-    exception's name)."""
-    return failure_message(result).removeprefix(f"{Failure.__module__}.Failure: ").strip()
+    """The description of the run's one failed step's Failure."""
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return failure.step_failure_data.user_failure_data.description
 
 
 def failure_metadata(result: Any) -> dict[str, Any]:

@@ -18,6 +18,8 @@ on a real database and a real folder store.
 - The start-of-run check: a healthy store costs one lookup; candidates' objects removed by
   hand are not a stop while the evidence holds; journaled objects alone, with no live row
   to vouch for the store, are not a stop either (the sentinel judges the sweep).
+- In every representation of "createdAt", the witness reads tell old linked files from
+  young ones and sample the oldest row of each span of the retention.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from snapshot_ops.db import Catalog, PendingDelete, make_engine
 from snapshot_ops.sentinel import STRATA, Sentinel, StorageMismatch, Window, gather, search
 from snapshot_ops.storage.filesystem import FilesystemBackend
 from snapshot_ops_tests.support.scenarios import bulk_add
+from snapshot_ops_tests.support.time_representations import (
+    REPRESENTATIONS,
+    RepWorld,
+    set_database_timezone,
+)
 from snapshot_ops_tests.support.world import NOW
 
 pytestmark = pytest.mark.integration
@@ -345,3 +352,31 @@ def test_nothing_to_settle_looks_nothing_up(parts):
     bulk_add(world, 3, age=DAY, label="young")
     check = preflight.check_storage_holds_objects(catalog, storage, WINDOW, accept_missing=False)
     assert (check.sentinel, check.lookups) == (None, 0) and storage.looked_up == []
+
+
+@pytest.mark.parametrize("rep", REPRESENTATIONS, ids=str)
+def test_the_witness_reads_place_rows_by_age_in_every_time_representation(
+    request, storage_root, rep
+):
+    url = request.getfixturevalue(f"{rep.dialect}_url")
+    if rep.dialect == "postgres":
+        set_database_timezone(url, rep.database_zone)
+    world = RepWorld(url, storage_root, rep)
+    catalog = Catalog(make_engine(url), naive_time_zone=rep.naive_time_zone)
+    try:
+        old = world.add(age=8 * DAY, linked=True)
+        young_linked = world.add(age=DAY, linked=True)
+        # Two rows in the third tenth of the retention, one in the last; none elsewhere.
+        spans = [world.add(age=(STRATA - 2.5) * SPAN), world.add(age=(STRATA - 2.2) * SPAN)]
+        newest = world.add(age=dt.timedelta(minutes=5))
+
+        assert dict(catalog.linked_keys(CUTOFF, 5)) == {
+            key(world, old): True,
+            key(world, young_linked): False,
+        }
+        sampled = catalog.sampled_keys(WINDOW.strata(STRATA))
+        # One row per span, the oldest of each; the young linked row is sampled in its own.
+        assert sampled == [key(world, spans[1]), key(world, young_linked), key(world, newest)]
+    finally:
+        catalog.engine.dispose()
+        world.engine.dispose()
