@@ -50,7 +50,9 @@ def share_deletions(max_deletions: int, counts: Sequence[int]) -> list[int]:
     Each range may mark its own candidates plus an equal part of the headroom
     (max_deletions - sum(counts); the remainder to the last range), so the shares add up to
     exactly `max_deletions` and no range is stopped short of what it held when counted.
-    When the counts already pass the cap (a dry run), the last ranges give up the excess.
+    When the counts already pass the cap (no run splits such counts: over the cap a run
+    stops, dry runs included, or splits only the oldest max_deletions), the last ranges
+    give up the excess.
     """
     headroom = max(0, max_deletions - sum(counts))
     shares = [count + headroom // len(counts) for count in counts]

@@ -158,7 +158,7 @@ def test_the_shares_of_max_deletions_add_up_to_it():
     assert share_deletions(100, [4, 4, 2]) == [34, 34, 32]
     assert share_deletions(10, [4, 4, 2]) == [4, 4, 2]
     assert share_deletions(11, [4, 4, 2]) == [4, 4, 3]
-    assert share_deletions(7, [4, 4, 2]) == [4, 3, 0]  # a dry run past the cap
+    assert share_deletions(7, [4, 4, 2]) == [4, 3, 0]  # counts past the cap
     assert share_deletions(5, [0]) == [5]
 
 
